@@ -1,0 +1,163 @@
+"""A blocking connection to the daemon, started on demand like ``ray.init()``.
+
+The client is synchronous on purpose: user scripts, notebooks and trial code
+call it from plain threads, and must not have to share an event loop with us.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .framing import recv_message, send_message
+from .paths import default_socket_path, default_state_dir
+from .protocol import PROTOCOL_VERSION, Error, Hello, Message, Welcome
+
+DEFAULT_IDLE_TIMEOUT_S = 600.0
+
+
+class TunedError(Exception):
+    """Base of the errors the client raises."""
+
+
+class DaemonUnavailable(TunedError):
+    """No daemon listens on the socket and none could be started."""
+
+
+class DaemonError(TunedError):
+    """The daemon refused a request; ``code`` says why in one word."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def daemon_command() -> list[str]:
+    """How to run the ``tuned`` command: it may live in another environment."""
+    override = os.environ.get("TUNED_DAEMON")
+    if override:
+        return override.split()
+    beside = Path(sys.executable).parent / "tuned"
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("tuned")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "tuned"]
+
+
+def start_daemon(socket_path: Path, state_dir: Path, idle_timeout: float) -> None:
+    """Start a background daemon and return once its socket accepts."""
+    cmd = [
+        *daemon_command(),
+        "start",
+        "--socket",
+        str(socket_path),
+        "--state-dir",
+        str(state_dir),
+        "--idle-timeout",
+        str(idle_timeout),
+        "--if-needed",
+    ]
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise DaemonUnavailable(
+            f"could not start the tuned daemon ({' '.join(cmd)}): "
+            f"{(proc.stderr or proc.stdout).strip()}"
+        )
+
+
+def _connect_raw(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class Connection:
+    """One connection: request/response, or a stream of events after Subscribe."""
+
+    def __init__(self, sock: socket.socket, welcome: Welcome, socket_path: Path) -> None:
+        self.sock = sock
+        self.welcome = welcome
+        self.socket_path = socket_path
+
+    @classmethod
+    def open(
+        cls,
+        socket_path: str | Path | None = None,
+        *,
+        autostart: bool = True,
+        state_dir: str | Path | None = None,
+        idle_timeout: float | None = None,
+        client: str = "tuned_client",
+    ) -> Connection:
+        path = Path(socket_path) if socket_path else default_socket_path()
+        try:
+            sock = _connect_raw(path)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            if not autostart:
+                raise DaemonUnavailable(f"no tuned daemon is listening on {path}") from exc
+            if idle_timeout is None:
+                idle_timeout = float(os.environ.get("TUNED_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT_S))
+            start_daemon(path, Path(state_dir) if state_dir else default_state_dir(), idle_timeout)
+            sock = _connect_raw(path)
+        return cls.handshake(sock, path, client)
+
+    @classmethod
+    def handshake(cls, sock: socket.socket, path: Path, client: str) -> Connection:
+        send_message(sock, Hello(protocol=PROTOCOL_VERSION, client=client, pid=os.getpid()))
+        reply = recv_message(sock)
+        if isinstance(reply, Error):
+            sock.close()
+            raise DaemonError(reply.code, reply.message)
+        if not isinstance(reply, Welcome):
+            sock.close()
+            raise TunedError(f"unexpected handshake reply {type(reply).__name__}")
+        return cls(sock, reply, path)
+
+    def send(self, request: Any) -> None:
+        send_message(self.sock, request)
+
+    def recv(self) -> Message:
+        return recv_message(self.sock)
+
+    def request(self, request: Any) -> Message:
+        """Send one request and return its reply; a refusal raises ``DaemonError``."""
+        self.send(request)
+        reply = self.recv()
+        if isinstance(reply, Error):
+            raise DaemonError(reply.code, reply.message)
+        return reply
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = [
+    "Connection",
+    "DaemonError",
+    "DaemonUnavailable",
+    "TunedError",
+    "__version__",
+    "start_daemon",
+]

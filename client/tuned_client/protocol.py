@@ -1,0 +1,473 @@
+"""The one wire contract between clients, trial workers and the daemon.
+
+Every message is a msgspec Struct in a tagged union, encoded as msgpack and sent
+in a frame with a 4-byte big-endian length prefix (see ``framing``). The daemon
+imports this module; the client never imports the daemon.
+
+Evolution rules (tests/test_protocol.py keeps golden frames of each rule):
+new fields get defaults and go last, tags never change meaning, and
+``PROTOCOL_VERSION`` is bumped only when an old peer could misread a frame.
+
+User values (configs and metrics) may hold any Python object (the seed's
+trainable returns ``...``). They travel as msgpack where msgpack can carry them,
+and as an extension (code ``EXT_PICKLED``) holding ``[repr, cloudpickle]`` where
+it cannot: the daemon never unpickles user objects, it shows their ``repr``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+# A frame whose announced length is above this is refused before its body is read.
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+
+TrialStatus = Literal["PENDING", "RUNNING", "TERMINATED", "ERROR"]
+ErrorCode = Literal[
+    "bad_request",
+    "incompatible",
+    "impossible_resources",
+    "not_found",
+    "refused",
+    "internal",
+]
+
+
+class _Req(msgspec.Struct, tag_field="op", forbid_unknown_fields=False, omit_defaults=True):
+    """Base of requests sent to the daemon."""
+
+
+class _Msg(msgspec.Struct, tag_field="kind", forbid_unknown_fields=False, omit_defaults=True):
+    """Base of messages sent by the daemon (replies and events)."""
+
+
+# ---------------------------------------------------------------- experiment specs
+
+
+class TrialSpec(msgspec.Struct, omit_defaults=True):
+    """One trial as the client generated it."""
+
+    tag: str  # "0_model_id=model_0": index and resolved variables, as Ray names trials
+    config: msgspec.Raw  # msgpack of the resolved config (user values, see module doc)
+    resources: list[dict[str, float]] = []  # bundles; empty means the experiment default
+
+
+class ExperimentSpec(msgspec.Struct, omit_defaults=True):
+    """Everything the daemon needs to run an experiment without its client."""
+
+    name: str
+    storage_path: str
+    trainable_name: str
+    trainable: bytes  # cloudpickle of the function (empty for command trials)
+    python: str  # the client's interpreter: trials run with it
+    cwd: str
+    sys_path: list[str]
+    env: dict[str, str]
+    trials: list[TrialSpec]
+    resources: list[dict[str, float]] = msgspec.field(default_factory=lambda: [{"cpu": 1.0}])
+    max_concurrent_trials: int = 0  # 0: no limit but the ledger
+    max_failures: int = 0
+    fail_fast: bool = False
+    trial_timeout_s: float = 0.0  # 0: none
+    time_budget_s: float = 0.0  # 0: none
+    stop: dict[str, float] = {}
+    priority: int = 0
+    command: list[str] = []  # a command trial's argv template ({name} filled from config)
+    open_ended: bool = False  # more trials may come with AddTrials until CloseExperiment
+
+
+# ---------------------------------------------------------------- requests
+
+
+class Hello(_Req, tag="hello"):
+    protocol: int
+    client: str = ""
+    pid: int = 0
+
+
+class Submit(_Req, tag="submit"):
+    experiment: ExperimentSpec
+
+
+class AddTrials(_Req, tag="add_trials"):
+    experiment_id: str
+    trials: list[TrialSpec]
+
+
+class CloseExperiment(_Req, tag="close_experiment"):
+    experiment_id: str
+
+
+class Subscribe(_Req, tag="subscribe"):
+    experiment_id: str = ""  # "": every experiment
+    since: int = -1  # -1: from now; N: every event with seq > N still held
+
+
+class Cancel(_Req, tag="cancel"):
+    target: str  # experiment id or trial id
+
+
+class GetStatus(_Req, tag="status"):
+    pass
+
+
+class GetExperiment(_Req, tag="get_experiment"):
+    experiment_id: str
+
+
+class Shutdown(_Req, tag="shutdown"):
+    pass
+
+
+class WorkerHello(_Req, tag="worker_hello"):
+    """First frame of a trial process: it proves it is the trial the daemon started."""
+
+    protocol: int
+    trial_id: str
+    token: str
+
+
+class Report(_Req, tag="report"):
+    """A result from inside a trial; acknowledged once written to disk."""
+
+    seq: int
+    metrics: msgspec.Raw  # msgpack dict (user values)
+    checkpoint: str = ""  # folder already copied into the trial dir, "" if none
+
+
+class TrialExit(_Req, tag="trial_exit"):
+    """Last word of a trial process before it exits."""
+
+    ok: bool
+    error: str = ""  # one line: "ValueError: bad lr"
+    traceback: str = ""
+    stopped: bool = False  # it ended because a stop criterion was met
+
+
+Request = (
+    Hello
+    | Submit
+    | AddTrials
+    | CloseExperiment
+    | Subscribe
+    | Cancel
+    | GetStatus
+    | GetExperiment
+    | Shutdown
+    | WorkerHello
+    | Report
+    | TrialExit
+)
+
+# ---------------------------------------------------------------- replies
+
+
+class Welcome(_Msg, tag="welcome"):
+    protocol: int
+    daemon_version: str
+    pid: int
+
+
+class Error(_Msg, tag="error"):
+    code: ErrorCode
+    message: str
+
+
+class Ok(_Msg, tag="ok"):
+    pass
+
+
+class Accepted(_Msg, tag="accepted"):
+    experiment_id: str
+    path: str
+    trial_ids: list[str]
+    capacity: dict[str, float] = {}  # the ledger's totals: "cpu", "gpu", "memory", custom
+
+
+class TrialsAdded(_Msg, tag="trials_added"):
+    experiment_id: str
+    trial_ids: list[str]
+
+
+class Assignment(_Msg, tag="assignment"):
+    """What a trial process needs to run: sent in answer to WorkerHello."""
+
+    trial_id: str
+    experiment_id: str
+    trial_name: str
+    trial_dir: str
+    experiment_dir: str
+    trainable_path: str
+    sys_path: list[str]
+    config: msgspec.Raw
+    checkpoint: str = ""  # latest checkpoint folder to resume from, "" for a fresh start
+    iteration: int = 0  # training_iteration already reported before this attempt
+    time_total_s: float = 0.0
+    attempt: int = 0
+    stop: dict[str, float] = {}
+    resources: list[dict[str, float]] = []  # per bundle, as granted (gpu ids in "gpu_ids")
+    tag: str = ""  # the experiment_tag of the trial ("0_model_id=model_0")
+
+
+class ReportAck(_Msg, tag="report_ack"):
+    seq: int
+    stop: bool = False  # the daemon asks the trial to stop (cancel, scheduler)
+
+
+class GpuShare(msgspec.Struct, omit_defaults=True):
+    id: str
+    name: str = ""
+    used: float = 0.0  # share of the device handed out, 0..1
+    memory_used: int = 0
+    memory_total: int = 0
+
+
+class ResourceUse(msgspec.Struct):
+    name: str
+    used: float
+    total: float
+
+
+class TrialRow(msgspec.Struct, omit_defaults=True):
+    """A trial as the status view shows it."""
+
+    trial_id: str
+    experiment_id: str
+    name: str
+    status: TrialStatus
+    pid: int = 0
+    started_at: float = 0.0
+    iteration: int = 0
+    time_total_s: float = 0.0
+    resources: dict[str, float] = {}
+    gpu_ids: str = ""
+    cpu_percent: float = 0.0
+    rss: int = 0
+    attempt: int = 0
+
+
+class ExperimentRow(msgspec.Struct, omit_defaults=True):
+    experiment_id: str
+    name: str
+    path: str
+    counts: dict[str, int]
+    finished: bool = False
+
+
+class StatusReply(_Msg, tag="status"):
+    pid: int
+    version: str
+    socket: str
+    state_dir: str
+    started_at: float
+    resources: list[ResourceUse]
+    gpus: list[GpuShare]
+    experiments: list[ExperimentRow]
+    running: list[TrialRow]
+
+
+class TrialInfo(msgspec.Struct, omit_defaults=True):
+    """A finished or unfinished trial of an experiment, for building results."""
+
+    trial_id: str
+    tag: str
+    name: str
+    path: str
+    status: TrialStatus
+    config: msgspec.Raw
+    last_result: msgspec.Raw | None = None
+    error: str = ""
+    traceback: str = ""
+    checkpoint: str = ""
+
+
+class ExperimentReply(_Msg, tag="experiment"):
+    experiment_id: str
+    name: str
+    path: str
+    finished: bool
+    trials: list[TrialInfo]
+
+
+# ---------------------------------------------------------------- events
+
+
+class _Event(_Msg):
+    """Every event carries the daemon-wide sequence number and its time."""
+
+    seq: int
+    ts: float
+    experiment_id: str
+
+
+class ExperimentAccepted(_Event, tag="experiment_accepted"):
+    name: str
+    path: str
+    num_trials: int
+
+
+class TrialQueued(_Event, tag="trial_queued"):
+    trial_id: str
+    name: str
+    config: msgspec.Raw
+    attempt: int = 0
+    tag: str = ""
+
+
+class TrialStarted(_Event, tag="trial_started"):
+    trial_id: str
+    pid: int
+    attempt: int
+    resources: dict[str, float]
+    gpu_ids: str = ""
+    trial_dir: str = ""
+
+
+class TrialResult(_Event, tag="trial_result"):
+    trial_id: str
+    metrics: msgspec.Raw
+
+
+class TrialCheckpoint(_Event, tag="trial_checkpoint"):
+    trial_id: str
+    path: str
+    iteration: int
+
+
+class TrialRetrying(_Event, tag="trial_retrying"):
+    trial_id: str
+    attempt: int
+    error: str
+
+
+class TrialFinished(_Event, tag="trial_finished"):
+    trial_id: str
+    status: TrialStatus
+    error: str = ""
+    traceback: str = ""
+    timed_out: bool = False
+
+
+class ExperimentFinished(_Event, tag="experiment_finished"):
+    counts: dict[str, int]
+    cancelled: bool = False
+
+
+class ResourceSnapshot(_Event, tag="resource_snapshot"):
+    resources: list[ResourceUse]
+    gpus: list[GpuShare]
+
+
+class Lagged(_Msg, tag="lagged"):
+    """The subscriber fell behind its buffer; resume with Subscribe(since=last_seq)."""
+
+    last_seq: int
+
+
+Event = (
+    ExperimentAccepted
+    | TrialQueued
+    | TrialStarted
+    | TrialResult
+    | TrialCheckpoint
+    | TrialRetrying
+    | TrialFinished
+    | ExperimentFinished
+    | ResourceSnapshot
+)
+
+Message = (
+    Welcome
+    | Error
+    | Ok
+    | Accepted
+    | TrialsAdded
+    | Assignment
+    | ReportAck
+    | StatusReply
+    | ExperimentReply
+    | Lagged
+    | Event
+)
+
+# ---------------------------------------------------------------- user values
+
+EXT_PICKLED = 1
+
+
+class PickledValue:
+    """A user object msgpack cannot carry, as seen by a process that must not unpickle it."""
+
+    __slots__ = ("data", "text")
+
+    def __init__(self, text: str, data: bytes) -> None:
+        self.text = text
+        self.data = data
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _enc_user(obj: Any) -> Any:
+    import cloudpickle
+
+    payload = msgspec.msgpack.encode([repr(obj), cloudpickle.dumps(obj)])
+    return msgspec.msgpack.Ext(EXT_PICKLED, payload)
+
+
+def _enc_passthrough(obj: Any) -> Any:
+    if isinstance(obj, PickledValue):
+        payload = msgspec.msgpack.encode([obj.text, obj.data])
+        return msgspec.msgpack.Ext(EXT_PICKLED, payload)
+    raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
+def _dec_unpickle(code: int, data: memoryview) -> Any:
+    if code != EXT_PICKLED:
+        raise ValueError(f"unknown extension type {code}")
+    import pickle
+
+    _text, blob = msgspec.msgpack.decode(data, type=tuple[str, bytes])
+    return pickle.loads(blob)
+
+
+def _dec_opaque(code: int, data: memoryview) -> Any:
+    if code != EXT_PICKLED:
+        raise ValueError(f"unknown extension type {code}")
+    text, blob = msgspec.msgpack.decode(data, type=tuple[str, bytes])
+    return PickledValue(text, blob)
+
+
+_user_encoder = msgspec.msgpack.Encoder(enc_hook=_enc_user)
+_opaque_encoder = msgspec.msgpack.Encoder(enc_hook=_enc_passthrough)
+_user_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(ext_hook=_dec_unpickle)
+_opaque_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(ext_hook=_dec_opaque)
+
+
+def pack_user(value: Any) -> msgspec.Raw:
+    """Encode a user value (config, metrics) for the wire; any picklable object goes."""
+    return msgspec.Raw(_user_encoder.encode(value))
+
+
+def unpack_user(raw: msgspec.Raw | bytes) -> Any:
+    """Decode a user value in the user's own process (it unpickles)."""
+    return _user_decoder.decode(raw)
+
+
+def unpack_opaque(raw: msgspec.Raw | bytes) -> Any:
+    """Decode a user value in the daemon: foreign objects stay opaque ``PickledValue``s."""
+    return _opaque_decoder.decode(raw)
+
+
+def pack_opaque(value: Any) -> msgspec.Raw:
+    """Re-encode a value decoded with ``unpack_opaque`` (the daemon adds fields to results)."""
+    return msgspec.Raw(_opaque_encoder.encode(value))
+
+
+def json_default(obj: Any) -> Any:
+    """``enc_hook`` for writing user values as JSON on disk: the repr where JSON has no type."""
+    if isinstance(obj, PickledValue):
+        return obj.text
+    return repr(obj)
