@@ -1,0 +1,49 @@
+"""The daemon's settings: one frozen object, built once at start-up from the command line.
+
+Nothing below the CLI reads environment variables; everything the daemon needs
+to know about its surroundings is here, so tests can build any machine they like.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tuned_client.protocol import MAX_FRAME_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    socket_path: Path
+    state_dir: Path
+    num_cpus: float | None = None  # None: detect
+    num_gpus: int | None = None  # None: detect with NVML
+    memory: int | None = None  # bytes; None: detect
+    custom_resources: dict[str, float] = field(default_factory=dict)
+    # CUDA_VISIBLE_DEVICES the daemon itself was started with: trials only get these.
+    visible_gpus: tuple[str, ...] | None = None
+    idle_timeout_s: float = 0.0  # 0: never exit when idle
+    foreground: bool = False
+    log_level: str = "info"
+    max_frame_bytes: int = MAX_FRAME_BYTES
+    handshake_timeout_s: float = 10.0
+    kill_grace_s: float = 5.0
+    event_history: int = 50_000
+    subscriber_buffer: int = 10_000
+    ready_fd: int | None = None  # written to once the socket accepts
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / "tuned.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.state_dir / "tuned.pid"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.state_dir / "journal.bin"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.socket_path.with_name(self.socket_path.name + ".lock")

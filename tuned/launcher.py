@@ -1,0 +1,92 @@
+"""Starting and killing a trial's processes.
+
+Each trial is the leader of its own session and process group, so one signal
+reaches everything it started. Its stdout and stderr go straight to files: the
+daemon never reads a trial's output on its event loop, however much it prints.
+Spawning sits behind ``Launcher`` so tests and the fast path can swap it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import anyio
+import psutil
+
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchSpec:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    stdout: Path
+    stderr: Path
+
+
+class TrialProcess(Protocol):
+    @property
+    def pid(self) -> int: ...
+
+    async def wait(self) -> int:
+        """The exit code; minus the signal number if a signal ended it."""
+        ...
+
+
+class Launcher(Protocol):
+    async def start(self, spec: LaunchSpec) -> TrialProcess: ...
+
+
+class SpawnLauncher:
+    """A fresh process per trial (the client's interpreter, or a command)."""
+
+    async def start(self, spec: LaunchSpec) -> TrialProcess:
+        with open(spec.stdout, "ab") as out, open(spec.stderr, "ab") as err:
+            return await anyio.open_process(
+                spec.argv,
+                stdin=None,
+                stdout=out,
+                stderr=err,
+                cwd=spec.cwd if os.path.isdir(spec.cwd) else None,
+                env=spec.env,
+                start_new_session=True,
+            )
+
+
+def thread_env(cpu: float, user_env: dict[str, str]) -> dict[str, str]:
+    """Thread-count variables matching the trial's CPUs, unless the user chose them."""
+    n = str(max(1, int(cpu)))
+    return {var: n for var in THREAD_VARS if var not in user_env}
+
+
+def signal_tree(pid: int, sig: signal.Signals) -> None:
+    """Signal the trial's process group and any descendant that left it."""
+    try:
+        descendants = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        descendants = []
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+    for proc in descendants:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(sig)
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
