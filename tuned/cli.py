@@ -1,0 +1,213 @@
+"""The ``tuned`` command: start and stop the daemon, and look at it.
+
+This is an edge: it reads ``TUNED_SOCKET``/``TUNED_STATE_DIR`` (through the
+client's path defaults) and ``CUDA_VISIBLE_DEVICES``, and turns them into the
+frozen ``Settings`` the daemon runs with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tuned_client.connection import Connection, DaemonError, DaemonUnavailable
+from tuned_client.paths import default_socket_path, default_state_dir
+
+from .config import Settings
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--socket", type=Path, default=None, help="the daemon's Unix socket")
+    parser.add_argument("--state-dir", type=Path, default=None, help="journal, logs, pid file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tuned", description="A trial scheduler daemon.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    start = sub.add_parser("start", help="start the daemon (in the background by default)")
+    _common(start)
+    start.add_argument("--foreground", action="store_true", help="run here, logging to stderr")
+    start.add_argument("--num-cpus", type=float, default=None)
+    start.add_argument("--num-gpus", type=int, default=None)
+    start.add_argument("--memory", type=int, default=None, help="bytes")
+    start.add_argument(
+        "--resources", default="{}", help="custom resources as JSON: '{\"name\": amount}'"
+    )
+    start.add_argument(
+        "--idle-timeout", type=float, default=0.0, help="exit after this many idle seconds"
+    )
+    start.add_argument("--log-level", default="info")
+    start.add_argument("--if-needed", action="store_true", help="succeed if one is running")
+    start.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+
+    for name, text in (("stop", "stop the daemon gracefully"), ("status", "daemon status")):
+        cmd = sub.add_parser(name, help=text)
+        _common(cmd)
+        if name == "status":
+            cmd.add_argument("--json", action="store_true")
+    ls = sub.add_parser("ls", help="list experiments")
+    _common(ls)
+    ls.add_argument("--json", action="store_true")
+    cancel = sub.add_parser("cancel", help="cancel an experiment or a trial")
+    _common(cancel)
+    cancel.add_argument("target")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    try:
+        custom = json.loads(args.resources)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"tuned: --resources is not JSON: {exc}") from exc
+    if not isinstance(custom, dict):
+        raise SystemExit('tuned: --resources must be a JSON object like {"name": 2}')
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return Settings(
+        socket_path=(args.socket or default_socket_path()).absolute(),
+        state_dir=(args.state_dir or default_state_dir()).absolute(),
+        num_cpus=args.num_cpus,
+        num_gpus=args.num_gpus,
+        memory=args.memory,
+        custom_resources={str(k): float(v) for k, v in custom.items()},
+        visible_gpus=None if visible is None else tuple(x for x in visible.split(",") if x),
+        idle_timeout_s=args.idle_timeout,
+        foreground=args.foreground,
+        log_level=args.log_level,
+        ready_fd=args.ready_fd,
+    )
+
+
+def _alive(socket_path: Path) -> bool:
+    try:
+        Connection.open(socket_path, autostart=False).close()
+    except (DaemonUnavailable, DaemonError, OSError):
+        return False
+    return True
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    if _alive(settings.socket_path):
+        if args.if_needed:
+            return 0
+        print(f"tuned: a daemon is already running on {settings.socket_path}", file=sys.stderr)
+        return 1
+    if args.foreground or args.ready_fd is not None:
+        return run_here(settings)
+    return start_background(args)
+
+
+def run_here(settings: Settings) -> int:
+    from .inventory import detect_gpus
+    from .launcher import SpawnLauncher
+    from .logs import configure_logging
+    from .service import AlreadyRunning, run
+
+    configure_logging(settings)
+    try:
+        run(settings, detect_gpus(), SpawnLauncher())
+    except AlreadyRunning as exc:
+        print(f"tuned: {exc}", file=sys.stderr)
+        return 1
+    except PermissionError as exc:
+        print(f"tuned: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def start_background(args: argparse.Namespace) -> int:
+    """Fork the daemon off, then wait (on a pipe, not a poll) until it accepts."""
+    read_fd, write_fd = os.pipe()
+    argv = [sys.executable, "-m", "tuned", *sys.argv[1:], "--ready-fd", str(write_fd)]
+    if args.socket is None:
+        argv += ["--socket", str(default_socket_path())]
+    if args.state_dir is None:
+        argv += ["--state-dir", str(default_state_dir())]
+    state_dir = (args.state_dir or default_state_dir()).absolute()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / "daemon.out", "ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            pass_fds=(write_fd,),
+            start_new_session=True,
+        )
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as ready:
+        ok = ready.read(1) == b"1"
+    if ok:
+        return 0
+    code = proc.wait()
+    if args.if_needed and _alive((args.socket or default_socket_path()).absolute()):
+        return 0  # another client started it first
+    tail = (state_dir / "daemon.out").read_text(errors="replace")[-2000:]
+    print(f"tuned: the daemon failed to start (exit {code}):\n{tail}", file=sys.stderr)
+    return 1
+
+
+def _connect(args: argparse.Namespace) -> Connection:
+    try:
+        return Connection.open(args.socket, autostart=False, client="tuned-cli")
+    except DaemonUnavailable as exc:
+        raise SystemExit(f"tuned: {exc}") from exc
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from tuned_client.protocol import Shutdown
+
+    socket_path = (args.socket or default_socket_path()).absolute()
+    if not _alive(socket_path):
+        print(f"tuned: no daemon is running on {socket_path}", file=sys.stderr)
+        return 1
+    with _connect(args) as conn:
+        pid = conn.welcome.pid
+        conn.request(Shutdown())
+    while _pid_alive(pid):
+        time.sleep(0.02)  # waiting on another process's exit: no event to await
+    return 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _request(args: argparse.Namespace, req: Any) -> Any:
+    with _connect(args) as conn:
+        try:
+            return conn.request(req)
+        except DaemonError as exc:
+            raise SystemExit(f"tuned: {exc.message}") from exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import views
+
+    args = build_parser().parse_args(argv)
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "start": cmd_start,
+        "stop": cmd_stop,
+        "status": lambda a: views.status(a, _request),
+        "ls": lambda a: views.ls(a, _request),
+        "cancel": lambda a: views.cancel(a, _request),
+    }
+    return int(commands[args.command](args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,451 @@
+"""The daemon's state and the operations on it: submit, admit, report, finish, cancel.
+
+Everything here runs on the one event loop and is synchronous except where it
+waits for processes (``supervisor``). Each change of a trial goes through
+``trials.transition`` and becomes one event via ``emit``: appended to the
+journal, then published to subscribers.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+import structlog
+from anyio.abc import TaskGroup
+from tuned_client import protocol as p
+
+from . import __version__
+from .config import Settings
+from .events import EventBus
+from .inventory import GpuProbe, build_capacity
+from .journal import Journal, Submitted
+from .launcher import Launcher
+from .ledger import SCALE, ImpossibleRequest, Ledger, Request, ResourceError, parse_request
+from .results import safe_component, write_atomic
+from .scheduler import Scheduler
+from .trials import FINAL, Experiment, Trial, transition
+
+log = structlog.get_logger("tuned.daemon")
+
+
+class Refused(Exception):
+    """A request the daemon will not carry out; the message is for the user."""
+
+    def __init__(self, code: p.ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Daemon:
+    def __init__(self, settings: Settings, probe: GpuProbe, launcher: Launcher) -> None:
+        self.settings = settings
+        self.probe = probe
+        self.launcher = launcher
+        self.capacity = build_capacity(settings, probe)
+        self.ledger = Ledger(self.capacity)
+        self.scheduler = Scheduler(self.ledger)
+        self.bus = EventBus(settings.event_history, settings.subscriber_buffer)
+        self.journal = Journal(settings.journal_path)
+        self.experiments: dict[str, Experiment] = {}
+        self.trials: dict[str, Trial] = {}
+        self.started_at = time.time()
+        self.connections = 0
+        self._wakeup = anyio.Event()
+        self.activity = anyio.Event()
+        self._exp_seq = 0
+        self.tg: TaskGroup | None = None
+        self.shutdown_scope: anyio.CancelScope | None = None
+        self.stopping = False
+
+    def request_shutdown(self) -> None:
+        """Graceful stop: cancels the root task group; trials are cleaned up shielded."""
+        self.stopping = True
+        if self.shutdown_scope is not None:
+            self.shutdown_scope.cancel()
+
+    # ------------------------------------------------------------ events
+
+    def emit(self, cls: type[Any], **fields: Any) -> Any:
+        event = cls(seq=self.bus.next_seq(), ts=time.time(), **fields)
+        self.journal.append(event)
+        self.bus.publish(event)
+        return event
+
+    def wake(self) -> None:
+        """Something freed or queued: let admission run."""
+        self._wakeup.set()
+
+    def touch(self) -> None:
+        self.activity.set()
+        self.activity = anyio.Event()
+
+    @property
+    def busy(self) -> bool:
+        return self.connections > 0 or any(not e.done for e in self.experiments.values())
+
+    # ------------------------------------------------------------ submission
+
+    def _request_for(self, bundles: list[dict[str, float]], what: str) -> Request:
+        try:
+            request = parse_request(bundles)
+            self.ledger.check(request)
+        except ImpossibleRequest as exc:
+            raise Refused("impossible_resources", f"{what}: {exc}") from exc
+        except ResourceError as exc:
+            raise Refused("bad_request", f"{what}: {exc}") from exc
+        return request
+
+    def _new_experiment_id(self) -> str:
+        while True:
+            candidate = secrets.token_hex(3)[:5]
+            if candidate not in self.experiments:
+                return candidate
+
+    def _experiment_dir(self, spec: p.ExperimentSpec) -> Path:
+        if not spec.name or safe_component(spec.name) != spec.name or spec.name in (".", ".."):
+            raise Refused(
+                "bad_request",
+                f"experiment name {spec.name!r} must be one folder name "
+                "(letters, digits, '_', '-', '.', '=', ','; no '/' or '..')",
+            )
+        root = Path(spec.storage_path).expanduser()
+        path = root / spec.name
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / ".tuned-write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise Refused(
+                "bad_request", f"storage_path {str(root)!r} is not writable: {exc.strerror}"
+            ) from exc
+        return path
+
+    def submit(self, spec: p.ExperimentSpec) -> p.Accepted:
+        if self.stopping:
+            raise Refused("refused", "the daemon is shutting down")
+        default = self._request_for(spec.resources, "experiment resources")
+        requests = [
+            self._request_for(t.resources, f"trial {t.tag}") if t.resources else default
+            for t in spec.trials
+        ]
+        path = self._experiment_dir(spec)
+        exp_id = self._new_experiment_id()
+        if spec.trainable:
+            write_atomic(path / "trainable.pkl", spec.trainable)
+        self._exp_seq += 1
+        exp = Experiment(exp_id, spec, path, self._exp_seq, closed=not spec.open_ended)
+        exp.started_at = time.time()
+        self.experiments[exp_id] = exp
+        ids = self._add_trials(exp, spec.trials, requests)
+        self.journal.append(Submitted(exp_id, str(path), ids, spec))
+        spec.trials = []  # held by the trials now; the journal has them
+        self.emit(
+            p.ExperimentAccepted,
+            experiment_id=exp_id,
+            name=spec.name,
+            path=str(path),
+            num_trials=len(ids),
+        )
+        for trial in exp.trials:
+            self.emit(
+                p.TrialQueued,
+                experiment_id=exp_id,
+                trial_id=trial.id,
+                name=trial.name,
+                config=trial.config,
+                tag=trial.tag,
+            )
+        self.scheduler.add(exp)
+        self.wake()
+        log.info("experiment accepted", experiment=exp_id, name=spec.name, trials=len(ids))
+        return p.Accepted(
+            experiment_id=exp_id, path=str(path), trial_ids=ids, capacity=self.capacity_totals()
+        )
+
+    def capacity_totals(self) -> dict[str, float]:
+        cap = self.capacity
+        totals = {"cpu": cap.cpu / SCALE, "gpu": float(len(cap.gpu_ids)), "memory": cap.memory}
+        totals.update({k: v / SCALE for k, v in cap.custom.items()})
+        return totals
+
+    def _add_trials(
+        self, exp: Experiment, specs: list[p.TrialSpec], requests: list[Request]
+    ) -> list[str]:
+        ids = []
+        for spec, request in zip(specs, requests, strict=True):
+            index = len(exp.trials)
+            trial = Trial(
+                id=f"{exp.id}_{index:05d}",
+                index=index,
+                tag=spec.tag,
+                experiment=exp,
+                config=spec.config,
+                request=request,
+                resources=spec.resources or exp.spec.resources,
+            )
+            exp.trials.append(trial)
+            exp.queue.append(trial)
+            self.trials[trial.id] = trial
+            ids.append(trial.id)
+        return ids
+
+    def add_trials(self, exp_id: str, specs: list[p.TrialSpec]) -> p.TrialsAdded:
+        exp = self.experiment(exp_id)
+        if exp.closed:
+            raise Refused("bad_request", f"experiment {exp_id} takes no more trials")
+        default = parse_request(exp.spec.resources)
+        requests = [
+            self._request_for(t.resources, f"trial {t.tag}") if t.resources else default
+            for t in specs
+        ]
+        ids = self._add_trials(exp, specs, requests)
+        for trial in exp.trials[-len(ids) :] if ids else []:
+            self.emit(
+                p.TrialQueued,
+                experiment_id=exp.id,
+                trial_id=trial.id,
+                name=trial.name,
+                config=trial.config,
+                tag=trial.tag,
+            )
+        self.wake()
+        return p.TrialsAdded(experiment_id=exp_id, trial_ids=ids)
+
+    def close_experiment(self, exp_id: str) -> None:
+        exp = self.experiment(exp_id)
+        exp.closed = True
+        self.maybe_finish(exp)
+
+    def experiment(self, exp_id: str) -> Experiment:
+        exp = self.experiments.get(exp_id)
+        if exp is None:
+            raise Refused("not_found", f"no experiment {exp_id!r} (see `tuned ls`)")
+        return exp
+
+    # ------------------------------------------------------------ admission
+
+    async def admission_loop(self, tg: TaskGroup) -> None:
+        from .supervisor import supervise
+
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = anyio.Event()
+            if self.stopping:
+                continue
+            for trial, allocation in self.scheduler.admit():
+                trial.allocation = allocation
+                trial.token = secrets.token_hex(16)
+                transition(trial, "RUNNING")
+                tg.start_soon(supervise, self, trial, name=f"trial {trial.id}")
+
+    # ------------------------------------------------------------ trial outcomes
+
+    def requeue(self, trial: Trial, error: str) -> None:
+        """A failed attempt with retries left goes back to the front of its queue."""
+        transition(trial, "PENDING")
+        self.emit(
+            p.TrialRetrying,
+            experiment_id=trial.experiment.id,
+            trial_id=trial.id,
+            attempt=trial.attempt,
+            error=error,
+        )
+        trial.experiment.queue.appendleft(trial)
+
+    def finish(self, trial: Trial, status: p.TrialStatus) -> None:
+        transition(trial, status)
+        self.emit(
+            p.TrialFinished,
+            experiment_id=trial.experiment.id,
+            trial_id=trial.id,
+            status=status,
+            error=trial.error,
+            traceback=trial.traceback,
+            timed_out=trial.timed_out,
+        )
+        self.maybe_finish(trial.experiment)
+
+    def maybe_finish(self, exp: Experiment) -> None:
+        if exp.done or not exp.complete:
+            return
+        exp.done = True
+        self.scheduler.remove(exp)
+        self.emit(
+            p.ExperimentFinished,
+            experiment_id=exp.id,
+            counts=exp.counts(),
+            cancelled=exp.cancelled,
+        )
+        log.info("experiment finished", experiment=exp.id, counts=exp.counts())
+        self.touch()
+
+    def cancel(self, target: str) -> None:
+        if target in self.experiments:
+            exp = self.experiments[target]
+            exp.cancelled = True
+            exp.closed = True
+            for trial in exp.trials:
+                self._cancel_trial(trial)
+            self.maybe_finish(exp)
+            return
+        found = self.trials.get(target)
+        if found is None:
+            raise Refused("not_found", f"no experiment or trial {target!r} (see `tuned ls`)")
+        self._cancel_trial(found)
+
+    def _cancel_trial(self, trial: Trial) -> None:
+        if trial.status in FINAL:
+            return
+        trial.error = trial.error or "cancelled"
+        if trial.status == "PENDING":
+            trial.experiment.queue.remove(trial)
+            self.finish(trial, "ERROR")
+        else:
+            trial.stop_requested = True
+            import signal
+
+            from .launcher import signal_tree
+
+            if trial.pid:
+                signal_tree(trial.pid, signal.SIGTERM)
+
+    # ------------------------------------------------------------ reports
+
+    def on_report(self, trial: Trial, report: p.Report) -> None:
+        from .supervisor import files_of
+
+        row = p.unpack_opaque(report.metrics)
+        if not isinstance(row, dict):
+            raise Refused("bad_request", "a report's metrics must be a dict")
+        trial.iteration = int(row.get("training_iteration", trial.iteration + 1))
+        trial.time_total_s = float(row.get("time_total_s", trial.time_total_s))
+        trial.last_result = msgspec.Raw(bytes(report.metrics))
+        files = files_of(trial)
+        files.append(row)
+        exp_id = trial.experiment.id
+        if report.checkpoint:
+            self._accept_checkpoint(trial, report.checkpoint)
+            files.mark_checkpoint()
+            self.emit(
+                p.TrialCheckpoint,
+                experiment_id=exp_id,
+                trial_id=trial.id,
+                path=trial.checkpoint,
+                iteration=trial.iteration,
+            )
+        self.emit(p.TrialResult, experiment_id=exp_id, trial_id=trial.id, metrics=trial.last_result)
+
+    def _accept_checkpoint(self, trial: Trial, path: str) -> None:
+        cp = Path(path).resolve()
+        if trial.dir is None or cp.parent != trial.dir.resolve() or not cp.is_dir():
+            raise Refused("bad_request", f"checkpoint {path!r} is not in the trial's folder")
+        trial.checkpoint = str(cp)
+        trial.checkpoint_iteration = trial.iteration
+        trial.checkpoint_time = trial.time_total_s
+
+    # ------------------------------------------------------------ views
+
+    def status(self) -> p.StatusReply:
+        snap = self.ledger.snapshot()
+        resources = [
+            p.ResourceUse(name="cpu", used=snap.cpu_used / SCALE, total=snap.cpu_total / SCALE),
+            p.ResourceUse(
+                name="gpu", used=sum(snap.gpu_used) / SCALE, total=float(len(snap.gpu_used))
+            ),
+            p.ResourceUse(name="memory", used=snap.memory_used, total=snap.memory_total),
+        ]
+        resources += [
+            p.ResourceUse(name=k, used=snap.custom_used[k] / SCALE, total=v / SCALE)
+            for k, v in snap.custom_total.items()
+        ]
+        gpus = []
+        for index, gid in enumerate(self.capacity.gpu_ids):
+            gpus.append(
+                p.GpuShare(
+                    id=gid,
+                    used=snap.gpu_used[index] / SCALE,
+                    memory_used=self._gpu_mem(index),
+                    memory_total=self._gpu_total(index),
+                )
+            )
+        running = [self.trial_row(t) for t in self.trials.values() if t.status == "RUNNING"]
+        experiments = [
+            p.ExperimentRow(
+                experiment_id=e.id,
+                name=e.spec.name,
+                path=str(e.path),
+                counts=e.counts(),
+                finished=e.done,
+            )
+            for e in self.experiments.values()
+        ]
+        return p.StatusReply(
+            pid=os.getpid(),
+            version=__version__,
+            socket=str(self.settings.socket_path),
+            state_dir=str(self.settings.state_dir),
+            started_at=self.started_at,
+            resources=resources,
+            gpus=gpus,
+            experiments=experiments,
+            running=running,
+        )
+
+    def _gpu_mem(self, index: int) -> int:
+        try:
+            return self.probe.memory_used(index)
+        except Exception:
+            return 0
+
+    def _gpu_total(self, index: int) -> int:
+        devices = self.probe.devices()
+        return devices[index].memory_total if index < len(devices) else 0
+
+    def trial_row(self, t: Trial) -> p.TrialRow:
+        return p.TrialRow(
+            trial_id=t.id,
+            experiment_id=t.experiment.id,
+            name=t.name,
+            status=t.status,
+            pid=t.pid,
+            started_at=t.started_at,
+            iteration=t.iteration,
+            time_total_s=t.time_total_s,
+            resources=t.resources[0] if t.resources else {},
+            gpu_ids=t.gpu_ids,
+            cpu_percent=float(t.usage.get("cpu_percent", 0.0)),
+            rss=int(t.usage.get("rss", 0)),
+            attempt=t.attempt,
+        )
+
+    def experiment_reply(self, exp_id: str) -> p.ExperimentReply:
+        exp = self.experiment(exp_id)
+        return p.ExperimentReply(
+            experiment_id=exp.id,
+            name=exp.spec.name,
+            path=str(exp.path),
+            finished=exp.done,
+            trials=[
+                p.TrialInfo(
+                    trial_id=t.id,
+                    tag=t.tag,
+                    name=t.name,
+                    path=str(t.dir or ""),
+                    status=t.status,
+                    config=t.config,
+                    last_result=t.last_result,
+                    error=t.error,
+                    traceback=t.traceback,
+                    checkpoint=t.checkpoint,
+                )
+                for t in exp.trials
+            ],
+        )

@@ -1,0 +1,275 @@
+"""The socket side: handshake, one handler per request, event streams, trial workers.
+
+Each connection is a task. A frame that is too large, undecodable or of the
+wrong type gets an ``Error`` naming what was wrong, then the connection is
+closed; nothing else in the daemon is affected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import msgspec
+import structlog
+from anyio.abc import SocketAttribute, SocketStream, TaskGroup
+from tuned_client import protocol as p
+
+from . import __version__
+from .daemon import Daemon, Refused
+from .events import Subscriber
+from .wire import FrameError, FrameReader, encode_frame
+
+log = structlog.get_logger("tuned.server")
+
+
+class Conn:
+    """A connection's stream with serialized writes (replies and events share it)."""
+
+    def __init__(self, stream: SocketStream, daemon: Daemon) -> None:
+        self.stream = stream
+        self.daemon = daemon
+        self.reader = FrameReader(stream, daemon.settings.max_frame_bytes)
+        self._write = anyio.Lock()
+
+    async def send(self, message: Any) -> None:
+        await self.send_frame(encode_frame(message))
+
+    async def send_frame(self, frame: bytes) -> None:
+        async with self._write:
+            await self.stream.send(frame)
+
+    async def error(self, code: p.ErrorCode, message: str) -> None:
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            await self.send(p.Error(code=code, message=message))
+
+
+def peer_uid(stream: SocketStream) -> int | None:
+    sock = stream.extra(SocketAttribute.raw_socket)
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+async def handle_connection(daemon: Daemon, stream: SocketStream) -> None:
+    conn = Conn(stream, daemon)
+    daemon.connections += 1
+    daemon.touch()
+    try:
+        async with stream:
+            if peer_uid(stream) not in (os.getuid(), None):
+                await conn.error("refused", "this daemon only serves its own user")
+                return
+            try:
+                await _serve(conn)
+            except FrameError as exc:
+                await conn.error("bad_request", str(exc))
+            except msgspec.ValidationError as exc:
+                await conn.error("bad_request", f"ill-typed message: {exc}")
+            except msgspec.DecodeError as exc:
+                await conn.error("bad_request", f"undecodable message: {exc}")
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                pass
+            except Exception as exc:  # a bug must cost one connection, never the daemon
+                log.exception("connection handler failed")
+                await conn.error("internal", f"internal error: {type(exc).__name__}: {exc}")
+    finally:
+        daemon.connections -= 1
+        daemon.touch()
+
+
+async def _serve(conn: Conn) -> None:
+    daemon = conn.daemon
+    first: p.Request | None = None
+    with anyio.move_on_after(daemon.settings.handshake_timeout_s):
+        first = await conn.reader.read_request()
+    if first is None:
+        return
+    if isinstance(first, p.WorkerHello):
+        await serve_worker(conn, first)
+        return
+    if not isinstance(first, p.Hello):
+        await conn.error("bad_request", f"expected a hello first, got {type(first).__name__}")
+        return
+    if first.protocol != p.PROTOCOL_VERSION:
+        await conn.error(
+            "incompatible",
+            f"client speaks protocol {first.protocol}, this daemon ({__version__}) speaks "
+            f"{p.PROTOCOL_VERSION}: install matching tuned and tuned-client versions",
+        )
+        return
+    await conn.send(
+        p.Welcome(protocol=p.PROTOCOL_VERSION, daemon_version=__version__, pid=os.getpid())
+    )
+    async with anyio.create_task_group() as tg:
+        while True:
+            request = await conn.reader.read_request()
+            if request is None:
+                break
+            handler = HANDLERS.get(type(request))
+            if handler is None:
+                await conn.error("bad_request", f"{type(request).__name__} is not a client request")
+                break
+            try:
+                await handler(conn, request, tg)
+            except Refused as exc:
+                await conn.error(exc.code, exc.message)
+        tg.cancel_scope.cancel()
+
+
+# ------------------------------------------------------------------ client requests
+
+
+async def on_submit(conn: Conn, req: p.Submit, tg: TaskGroup) -> None:
+    accepted = conn.daemon.submit(req.experiment)
+    await conn.daemon.journal.sync()
+    await conn.send(accepted)
+
+
+async def on_add_trials(conn: Conn, req: p.AddTrials, tg: TaskGroup) -> None:
+    reply = conn.daemon.add_trials(req.experiment_id, req.trials)
+    await conn.daemon.journal.sync()
+    await conn.send(reply)
+
+
+async def on_close(conn: Conn, req: p.CloseExperiment, tg: TaskGroup) -> None:
+    conn.daemon.close_experiment(req.experiment_id)
+    await conn.send(p.Ok())
+
+
+async def on_cancel(conn: Conn, req: p.Cancel, tg: TaskGroup) -> None:
+    conn.daemon.cancel(req.target)
+    await conn.send(p.Ok())
+
+
+async def on_status(conn: Conn, req: p.GetStatus, tg: TaskGroup) -> None:
+    await conn.send(conn.daemon.status())
+
+
+async def on_get_experiment(conn: Conn, req: p.GetExperiment, tg: TaskGroup) -> None:
+    await conn.send(conn.daemon.experiment_reply(req.experiment_id))
+
+
+async def on_shutdown(conn: Conn, req: p.Shutdown, tg: TaskGroup) -> None:
+    await conn.send(p.Ok())
+    conn.daemon.request_shutdown()
+
+
+async def on_subscribe(conn: Conn, req: p.Subscribe, tg: TaskGroup) -> None:
+    daemon = conn.daemon
+    if req.experiment_id:
+        daemon.experiment(req.experiment_id)  # refuse unknown ids
+    sub = daemon.bus.subscribe(req.experiment_id)
+    backlog = daemon.bus.history_after(req.since, req.experiment_id) if req.since >= 0 else None
+    if req.since >= 0 and backlog is None:
+        daemon.bus.unsubscribe(sub)
+        await conn.send(p.Lagged(last_seq=req.since))
+        return
+    tg.start_soon(stream_events, conn, sub, list(backlog or ()), req.since)
+
+
+async def stream_events(
+    conn: Conn, sub: Subscriber, backlog: list[tuple[int, bytes]], since: int
+) -> None:
+    """Send the backlog, then live events; catch up from history after lagging."""
+    daemon = conn.daemon
+    last = since
+    try:
+        for seq, frame in backlog:
+            await conn.send_frame(frame)
+            last = seq
+        while True:
+            while sub.queue:
+                seq, frame = sub.queue.popleft()
+                if seq > last:
+                    await conn.send_frame(frame)
+                    last = seq
+            if sub.lagging:
+                missed = daemon.bus.history_after(last, sub.experiment_id)
+                if missed is None:
+                    await conn.send(p.Lagged(last_seq=last))
+                    return
+                sub.lagging = False
+                for seq, frame in missed:
+                    await conn.send_frame(frame)
+                    last = seq
+                continue
+            await sub.wait()
+    finally:
+        daemon.bus.unsubscribe(sub)
+
+
+Handler = Callable[[Conn, Any, TaskGroup], Awaitable[None]]
+HANDLERS: dict[type, Handler] = {
+    p.Submit: on_submit,
+    p.AddTrials: on_add_trials,
+    p.CloseExperiment: on_close,
+    p.Cancel: on_cancel,
+    p.GetStatus: on_status,
+    p.GetExperiment: on_get_experiment,
+    p.Shutdown: on_shutdown,
+    p.Subscribe: on_subscribe,
+}
+
+
+# ------------------------------------------------------------------ trial workers
+
+
+async def serve_worker(conn: Conn, hello: p.WorkerHello) -> None:
+    daemon = conn.daemon
+    trial = daemon.trials.get(hello.trial_id)
+    if trial is None or trial.status != "RUNNING" or hello.token != trial.token:
+        await conn.error("refused", f"no running trial {hello.trial_id!r} with that token")
+        return
+    exp = trial.experiment
+    assert trial.dir is not None
+    await conn.send(
+        p.Assignment(
+            trial_id=trial.id,
+            experiment_id=exp.id,
+            trial_name=trial.name,
+            trial_dir=str(trial.dir),
+            experiment_dir=str(exp.path),
+            trainable_path=str(exp.path / "trainable.pkl"),
+            sys_path=exp.spec.sys_path,
+            config=trial.config,
+            checkpoint=trial.checkpoint,
+            iteration=trial.checkpoint_iteration,
+            time_total_s=trial.checkpoint_time,
+            attempt=trial.attempt,
+            stop=exp.spec.stop,
+            resources=trial.resources,
+            tag=trial.tag,
+        )
+    )
+    token = trial.token
+    while True:
+        req = await conn.reader.read_request()
+        if req is None or trial.token != token:
+            return
+        if isinstance(req, p.Report):
+            try:
+                daemon.on_report(trial, req)
+            except Refused as exc:
+                await conn.error(exc.code, exc.message)
+                return
+            if req.checkpoint:
+                await daemon.journal.sync()
+            await conn.send(p.ReportAck(seq=req.seq, stop=trial.stop_requested))
+        elif isinstance(req, p.TrialExit):
+            trial.exit_reported = True
+            trial.exit_ok = req.ok
+            if not req.ok:
+                trial.error, trial.traceback = req.error, req.traceback
+            await conn.send(p.Ok())
+        else:
+            await conn.error("bad_request", f"{type(req).__name__} is not a trial request")
+            return

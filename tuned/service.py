@@ -1,0 +1,138 @@
+"""The daemon's life: take the lock, listen, serve, and shut down cleanly.
+
+One root task group holds the listener, admission, the idle watch and every
+connection and trial. SIGTERM/SIGINT (or a ``Shutdown`` request) cancel it; each
+trial's shielded cleanup then terminates and reaps its process tree, and the
+journal is synced before the process exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import stat
+from pathlib import Path
+
+import anyio
+import structlog
+from anyio.abc import SocketStream
+
+from .config import Settings
+from .daemon import Daemon
+from .inventory import GpuProbe
+from .launcher import Launcher
+from .ledger import SCALE
+from .server import handle_connection
+
+log = structlog.get_logger("tuned.service")
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+def secure_dir(path: Path) -> None:
+    """Create ``path`` as 0700 and refuse one that is a link or someone else's."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise PermissionError(f"{path} is not a plain directory; refusing to use it")
+    if st.st_uid != os.getuid():
+        raise PermissionError(f"{path} belongs to uid {st.st_uid}, not to us; refusing to use it")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(path, 0o700)
+
+
+def take_lock(settings: Settings) -> int:
+    """An exclusive lock held for the daemon's life: one daemon per socket."""
+    fd = os.open(settings.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise AlreadyRunning(
+            f"a tuned daemon is already running on {settings.socket_path}"
+        ) from None
+    return fd
+
+
+def _ignore_sigpipe() -> None:
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+
+async def serve(daemon: Daemon) -> None:
+    settings = daemon.settings
+    listener = await anyio.create_unix_listener(settings.socket_path, mode=0o600)
+    settings.pid_path.write_text(f"{os.getpid()}\n")
+    daemon.journal.open()
+    log.info(
+        "tuned daemon listening",
+        socket=str(settings.socket_path),
+        pid=os.getpid(),
+        cpus=daemon.capacity.cpu / SCALE,
+        gpus=list(daemon.capacity.gpu_ids),
+        memory=daemon.capacity.memory,
+    )
+    try:
+        async with anyio.create_task_group() as tg:
+            daemon.tg = tg
+            daemon.shutdown_scope = tg.cancel_scope
+            tg.start_soon(_signals, tg)
+            tg.start_soon(daemon.admission_loop, tg)
+            if settings.idle_timeout_s > 0:
+                tg.start_soon(_idle_watch, daemon, tg)
+            if settings.ready_fd is not None:
+                os.write(settings.ready_fd, b"1")
+                os.close(settings.ready_fd)
+
+            async def accept(stream: SocketStream) -> None:
+                await handle_connection(daemon, stream)
+
+            tg.start_soon(listener.serve, accept, tg)
+    finally:
+        daemon.stopping = True
+        with anyio.CancelScope(shield=True):
+            await listener.aclose()
+            daemon.journal.close()
+            for path in (settings.socket_path, settings.pid_path):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        log.info("tuned daemon stopped")
+
+
+async def _signals(tg: anyio.abc.TaskGroup) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("stopping on signal", signal=signal.Signals(signum).name)
+            tg.cancel_scope.cancel()
+            return
+
+
+async def _idle_watch(daemon: Daemon, tg: anyio.abc.TaskGroup) -> None:
+    """Exit after ``idle_timeout_s`` with no client and no unfinished experiment."""
+    while True:
+        activity = daemon.activity
+        if daemon.busy:
+            await activity.wait()
+            continue
+        with anyio.move_on_after(daemon.settings.idle_timeout_s) as scope:
+            await activity.wait()
+        if scope.cancelled_caught and not daemon.busy:
+            log.info("exiting after being idle", seconds=daemon.settings.idle_timeout_s)
+            tg.cancel_scope.cancel()
+            return
+
+
+def run(settings: Settings, probe: GpuProbe, launcher: Launcher) -> None:
+    """Run the daemon in this process until it is stopped."""
+    secure_dir(settings.socket_path.parent)
+    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock_fd = take_lock(settings)
+    _ignore_sigpipe()
+    try:
+        daemon = Daemon(settings, probe, launcher)
+        anyio.run(serve, daemon, backend="asyncio", backend_options={"use_uvloop": True})
+    finally:
+        os.close(lock_fd)

@@ -1,0 +1,174 @@
+"""One trial attempt: spawn, watch, time out, kill the whole tree, decide what's next.
+
+Runs as a task per running trial in the daemon's task group. The time limit is
+a cancel scope; the cleanup (terminate, grace period, SIGKILL, reap, release the
+resources) is shielded, so a daemon shutting down still leaves no process
+behind and the ledger full.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from pathlib import Path
+
+import anyio
+import structlog
+from tuned_client import protocol as p
+
+from .daemon import Daemon
+from .launcher import LaunchSpec, TrialProcess, signal_tree, thread_env
+from .ledger import SCALE
+from .results import TrialFiles, trial_dir_name, write_error, write_params
+from .trials import Trial
+
+log = structlog.get_logger("tuned.supervisor")
+
+_files: dict[str, TrialFiles] = {}
+
+
+def files_of(trial: Trial) -> TrialFiles:
+    """The open result files of a running trial (opened when it started)."""
+    return _files[trial.id]
+
+
+def prepare_dir(daemon: Daemon, trial: Trial) -> Path:
+    if trial.dir is None:
+        exp = trial.experiment
+        date = time.strftime("%Y-%m-%d_%H-%M-%S")
+        name = trial_dir_name(exp.spec.trainable_name, trial.id, trial.tag, date)
+        trial.dir = exp.path / name
+        trial.dir.mkdir(parents=True, exist_ok=True)
+        write_params(trial.dir, p.unpack_opaque(trial.config))
+    return trial.dir
+
+
+def launch_spec(daemon: Daemon, trial: Trial, trial_dir: Path) -> LaunchSpec:
+    spec = trial.experiment.spec
+    allocation = trial.allocation
+    assert allocation is not None
+    env = dict(spec.env)
+    env.update(thread_env(allocation.cpu / SCALE, spec.env))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    trial.gpu_ids = allocation.cuda_visible_devices(daemon.capacity)
+    env["CUDA_VISIBLE_DEVICES"] = trial.gpu_ids
+    env["TUNED_SOCKET"] = str(daemon.settings.socket_path)
+    env["TUNED_TRIAL_ID"] = trial.id
+    env["TUNED_TRIAL_TOKEN"] = trial.token
+    env["TUNED_TRIAL_DIR"] = str(trial_dir)
+    if spec.command:
+        config = p.unpack_opaque(trial.config)
+        argv = [
+            part.format(**config) if isinstance(config, dict) else part for part in spec.command
+        ]
+        if len(argv) == 1:
+            argv = ["/bin/sh", "-c", argv[0]]
+    else:
+        argv = [spec.python, "-m", "tuned_client.worker"]
+    return LaunchSpec(argv, env, spec.cwd, trial_dir / "stdout", trial_dir / "stderr")
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"the trial process was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"the trial process was killed by signal {-code}"
+    return f"the trial process exited with code {code}"
+
+
+async def terminate(daemon: Daemon, proc: TrialProcess) -> int:
+    """SIGTERM to the whole tree, a grace period, then SIGKILL; returns the exit code."""
+    signal_tree(proc.pid, signal.SIGTERM)
+    with anyio.move_on_after(daemon.settings.kill_grace_s):
+        return await proc.wait()
+    signal_tree(proc.pid, signal.SIGKILL)
+    return await proc.wait()
+
+
+async def supervise(daemon: Daemon, trial: Trial) -> None:
+    exp = trial.experiment
+    spec = exp.spec
+    allocation = trial.allocation
+    assert allocation is not None
+    trial.attempt += 1
+    trial.exit_reported = trial.exit_ok = trial.timed_out = False
+    code: int | None = None
+    proc: TrialProcess | None = None
+    try:
+        trial_dir = prepare_dir(daemon, trial)
+        _files[trial.id] = TrialFiles(trial_dir, trial.checkpoint_offsets)
+        launch = launch_spec(daemon, trial, trial_dir)
+        try:
+            proc = await daemon.launcher.start(launch)
+        except OSError as exc:
+            trial.error = f"could not start the trial: {exc}"
+        if proc is not None:
+            trial.pid = proc.pid
+            trial.started_at = time.time()
+            daemon.emit(
+                p.TrialStarted,
+                experiment_id=exp.id,
+                trial_id=trial.id,
+                pid=proc.pid,
+                attempt=trial.attempt,
+                resources=trial.resources[0] if trial.resources else {},
+                gpu_ids=trial.gpu_ids,
+                trial_dir=str(trial_dir),
+            )
+            limit = spec.trial_timeout_s or math.inf
+            with anyio.move_on_after(limit) as scope:
+                code = await proc.wait()
+            if scope.cancelled_caught:
+                trial.timed_out = True
+                with anyio.CancelScope(shield=True):
+                    code = await terminate(daemon, proc)
+    finally:
+        with anyio.CancelScope(shield=True):
+            if proc is not None:
+                if code is None:  # the daemon is stopping: take the trial down with it
+                    code = await terminate(daemon, proc)
+                signal_tree(proc.pid, signal.SIGKILL)  # anything it left in its group
+            files = _files.pop(trial.id, None)
+            if files is not None:
+                trial.checkpoint_offsets = files.checkpoint_offsets
+                files.close()
+            daemon.ledger.release(allocation)
+            trial.allocation = None
+            trial.pid = 0
+    if daemon.stopping:
+        return
+    conclude(daemon, trial, code)
+    daemon.wake()
+
+
+def conclude(daemon: Daemon, trial: Trial, code: int | None) -> None:
+    """Decide the attempt's outcome: done, retried, or failed for good."""
+    spec = trial.experiment.spec
+    ok = code == 0 and (trial.exit_ok or (bool(spec.command) and not trial.exit_reported))
+    if trial.stop_requested and trial.error == "cancelled":
+        daemon.finish(trial, "ERROR")
+        return
+    if ok:
+        trial.error = trial.traceback = ""
+        daemon.finish(trial, "TERMINATED")
+        return
+    if trial.timed_out:
+        trial.error = f"TimeoutError: the trial ran past its {spec.trial_timeout_s:g} s time limit"
+        trial.traceback = trial.error
+    elif not trial.error:
+        if code == 0:
+            trial.error = "the trial process exited without reporting how it ended"
+        else:
+            trial.error = describe_exit(code if code is not None else -9)
+    if trial.failures < spec.max_failures:
+        trial.failures += 1
+        log.info("retrying trial", trial=trial.id, error=trial.error, attempt=trial.attempt)
+        daemon.requeue(trial, trial.error)
+        return
+    if trial.dir is not None:
+        write_error(trial.dir, trial.error, trial.traceback)
+    daemon.finish(trial, "ERROR")
+    if spec.fail_fast and not trial.experiment.cancelled:
+        daemon.cancel(trial.experiment.id)
