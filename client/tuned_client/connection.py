@@ -6,6 +6,7 @@ call it from plain threads, and must not have to share an event loop with us.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -141,10 +142,8 @@ class Connection:
         return reply
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
     def __enter__(self) -> Connection:
         return self

@@ -45,14 +45,16 @@ def check_length(length: int, limit: int = MAX_FRAME_BYTES) -> None:
 def decode_message(body: bytes | memoryview) -> Message:
     """Decode a daemon-to-client frame body."""
     try:
-        return _message_decoder.decode(body)
+        message: Message = _message_decoder.decode(body)
+        return message
     except msgspec.DecodeError as exc:
         raise FrameError(f"undecodable message from the daemon: {exc}") from exc
 
 
 def decode_request(body: bytes | memoryview) -> Request:
     """Decode a client-to-daemon frame body; msgspec's error names the bad field."""
-    return _request_decoder.decode(body)
+    request: Request = _request_decoder.decode(body)
+    return request
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:

@@ -1,0 +1,256 @@
+"""The in-trial side: ``tune.report``, ``tune.get_checkpoint``, ``tune.get_context``.
+
+A trial process talks to the daemon over its own connection (the daemon tells
+it where and who it is through ``TUNED_SOCKET``, ``TUNED_TRIAL_ID`` and
+``TUNED_TRIAL_TOKEN``). Function trials get their session from the worker
+runtime; command trials get one lazily on their first ``tune.report``.
+
+Reports are pipelined: ``report`` returns as soon as the frame is sent, and the
+daemon's acknowledgements (sent once the row is on disk) are drained as they
+come. A report with a checkpoint waits for its acknowledgement, and so does the
+end of the trial, so nothing a trial reported is lost when it exits.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import Checkpoint
+from .framing import ConnectionClosed, decode_message, read_frame, send_message
+from .protocol import (
+    PROTOCOL_VERSION,
+    Assignment,
+    Error,
+    Ok,
+    Report,
+    ReportAck,
+    TrialExit,
+    WorkerHello,
+    pack_user,
+    unpack_user,
+)
+
+# Keys Ray Tune fills in on every result; users' scripts read them.
+TRAINING_ITERATION = "training_iteration"
+
+
+class StopTrial(BaseException):
+    """Raised inside ``tune.report`` when the trial must end (stop rule, cancel, scheduler).
+
+    A BaseException so that a trainable's ``except Exception`` does not swallow it.
+    """
+
+
+class TrialContext:
+    """What ``tune.get_context()`` returns, named as Ray's ``TuneContext``."""
+
+    def __init__(self, assignment: Assignment) -> None:
+        self._a = assignment
+
+    def get_trial_id(self) -> str:
+        return self._a.trial_id
+
+    def get_trial_name(self) -> str:
+        return self._a.trial_name
+
+    def get_trial_dir(self) -> str:
+        return self._a.trial_dir
+
+    def get_experiment_name(self) -> str:
+        return Path(self._a.experiment_dir).name
+
+    def get_trial_resources(self) -> list[dict[str, float]]:
+        return list(self._a.resources)
+
+    def get_world_rank(self) -> int:
+        return 0
+
+    def get_local_rank(self) -> int:
+        return 0
+
+    def get_world_size(self) -> int:
+        return 1
+
+
+class Session:
+    """One trial attempt's channel to the daemon."""
+
+    def __init__(self, sock: socket.socket, assignment: Assignment) -> None:
+        self.sock = sock
+        self.assignment = assignment
+        self.tag = assignment.tag
+        self.iteration = assignment.iteration
+        self.time_offset = assignment.time_total_s
+        self.started = time.monotonic()
+        self.last_report = self.started
+        self.sent = 0
+        self.acked = 0
+        self.stop_requested = False
+        self.checkpoint_index = _next_checkpoint_index(Path(assignment.trial_dir))
+        self.hostname = socket.gethostname()
+
+    @classmethod
+    def connect(cls, socket_path: str, trial_id: str, token: str) -> Session:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(socket_path)
+        send_message(sock, WorkerHello(protocol=PROTOCOL_VERSION, trial_id=trial_id, token=token))
+        reply = decode_message(read_frame(sock))
+        if isinstance(reply, Error):
+            raise RuntimeError(f"tuned refused this trial: {reply.message}")
+        if not isinstance(reply, Assignment):
+            raise RuntimeError(f"unexpected reply from tuned: {type(reply).__name__}")
+        return cls(sock, reply)
+
+    # ------------------------------------------------------------ reporting
+
+    def report(
+        self, metrics: dict[str, Any], checkpoint: Checkpoint | None = None, *, done: bool = False
+    ) -> None:
+        if not isinstance(metrics, dict):
+            raise TypeError(f"tune.report expects a dict of metrics, got {type(metrics).__name__}")
+        now = time.monotonic()
+        self.iteration += 1
+        row = dict(metrics)
+        cp_path = ""
+        if checkpoint is not None:
+            cp_path = self._persist_checkpoint(checkpoint)
+        elapsed = now - self.started
+        row.update(
+            timestamp=int(time.time()),
+            checkpoint_dir_name=Path(cp_path).name if cp_path else None,
+            done=done,
+            training_iteration=self.iteration,
+            trial_id=self.assignment.trial_id,
+            date=time.strftime("%Y-%m-%d_%H-%M-%S"),
+            time_this_iter_s=now - self.last_report,
+            time_total_s=self.time_offset + elapsed,
+            pid=os.getpid(),
+            hostname=self.hostname,
+            node_ip="127.0.0.1",
+            time_since_restore=elapsed,
+            iterations_since_restore=self.iteration - self.assignment.iteration,
+            experiment_tag=self.tag,
+        )
+        self.last_report = now
+        self.sent += 1
+        send_message(self.sock, Report(seq=self.sent, metrics=pack_user(row), checkpoint=cp_path))
+        if cp_path:
+            self._wait_acks(self.sent)
+        else:
+            self._drain_acks()
+        if self.stop_requested or self._stop_rule_met(row):
+            raise StopTrial()
+
+    def _stop_rule_met(self, row: dict[str, Any]) -> bool:
+        for key, bound in self.assignment.stop.items():
+            value = row.get(key)
+            if isinstance(value, int | float) and value >= bound:
+                return True
+        return False
+
+    def _persist_checkpoint(self, checkpoint: Checkpoint) -> str:
+        """Copy the user's folder into the trial dir atomically (tmp name, then rename)."""
+        trial_dir = Path(self.assignment.trial_dir)
+        final = trial_dir / f"checkpoint_{self.checkpoint_index:06d}"
+        tmp = trial_dir / f".tmp_{final.name}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(checkpoint.path, tmp)
+        os.replace(tmp, final)
+        self.checkpoint_index += 1
+        return str(final)
+
+    def _handle(self, body: bytes) -> None:
+        msg = decode_message(body)
+        if isinstance(msg, ReportAck):
+            self.acked = max(self.acked, msg.seq)
+            self.stop_requested = self.stop_requested or msg.stop
+        elif isinstance(msg, Ok):
+            pass
+        elif isinstance(msg, Error):
+            raise RuntimeError(f"tuned: {msg.message}")
+
+    def _drain_acks(self) -> None:
+        self.sock.setblocking(False)
+        try:
+            while True:
+                try:
+                    body = read_frame(self.sock)
+                except (BlockingIOError, InterruptedError):
+                    return
+                self._handle(body)
+        finally:
+            self.sock.setblocking(True)
+
+    def _wait_acks(self, seq: int) -> None:
+        while self.acked < seq:
+            self._handle(read_frame(self.sock))
+
+    def finish(self, ok: bool, error: str = "", tb: str = "", stopped: bool = False) -> None:
+        """Tell the daemon how the attempt ended, once every report is on disk."""
+        try:
+            send_message(self.sock, TrialExit(ok=ok, error=error, traceback=tb, stopped=stopped))
+            while True:
+                msg = decode_message(read_frame(self.sock))
+                if isinstance(msg, Ok):
+                    return
+                if isinstance(msg, ReportAck):
+                    self.acked = max(self.acked, msg.seq)
+        except (ConnectionClosed, OSError):
+            return
+
+    # ------------------------------------------------------------ checkpoints, context
+
+    def get_checkpoint(self) -> Checkpoint | None:
+        path = self.assignment.checkpoint
+        return Checkpoint(path) if path else None
+
+    def config(self) -> Any:
+        return unpack_user(self.assignment.config)
+
+
+def _next_checkpoint_index(trial_dir: Path) -> int:
+    best = -1
+    if trial_dir.is_dir():
+        for entry in trial_dir.iterdir():
+            name = entry.name
+            if name.startswith("checkpoint_") and name[11:].isdigit():
+                best = max(best, int(name[11:]))
+    return best + 1
+
+
+_current: Session | None = None
+
+
+def set_session(session: Session | None) -> None:
+    global _current
+    _current = session
+
+
+def current_session() -> Session | None:
+    """The trial's session; a command trial connects on first use."""
+    global _current
+    if _current is None and os.environ.get("TUNED_TRIAL_TOKEN"):
+        _current = Session.connect(
+            os.environ["TUNED_SOCKET"],
+            os.environ["TUNED_TRIAL_ID"],
+            os.environ["TUNED_TRIAL_TOKEN"],
+        )
+        import atexit
+
+        atexit.register(_current.finish, True)
+    return _current
+
+
+def require_session(what: str) -> Session:
+    session = current_session()
+    if session is None:
+        raise RuntimeError(
+            f"tune.{what}() was called outside of a trial: call it from the trainable that "
+            "the Tuner runs (or from a command submitted with `tuned submit`)."
+        )
+    return session

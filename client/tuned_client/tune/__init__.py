@@ -1,0 +1,80 @@
+"""The ``tune`` namespace, as Ray Tune's: ``from tuned_client import tune``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..checkpoint import Checkpoint
+from ..session import TrialContext, require_session
+from . import schedulers, search, utils
+from .callback import Callback
+from .config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
+from .resources import PlacementGroupFactory, with_resources
+from .result import Result, ResultGrid, TrialError, TuneError
+from .search.sample import (
+    choice,
+    grid_search,
+    lograndint,
+    loguniform,
+    qlograndint,
+    qloguniform,
+    qrandint,
+    qrandn,
+    quniform,
+    randint,
+    randn,
+    sample_from,
+    uniform,
+)
+from .tuner import Tuner
+
+
+def report(metrics: dict[str, Any], *, checkpoint: Checkpoint | None = None) -> None:
+    """Report metrics (and optionally a checkpoint) from inside a trial."""
+    require_session("report").report(metrics, checkpoint)
+
+
+def get_checkpoint() -> Checkpoint | None:
+    """The checkpoint this trial attempt resumes from, or None on a fresh start."""
+    return require_session("get_checkpoint").get_checkpoint()
+
+
+def get_context() -> TrialContext:
+    """The running trial's id, name and folder."""
+    return TrialContext(require_session("get_context").assignment)
+
+
+__all__ = [
+    "Callback",
+    "Checkpoint",
+    "CheckpointConfig",
+    "FailureConfig",
+    "PlacementGroupFactory",
+    "Result",
+    "ResultGrid",
+    "RunConfig",
+    "TrialError",
+    "TuneConfig",
+    "TuneError",
+    "Tuner",
+    "choice",
+    "get_checkpoint",
+    "get_context",
+    "grid_search",
+    "lograndint",
+    "loguniform",
+    "qlograndint",
+    "qloguniform",
+    "qrandint",
+    "qrandn",
+    "quniform",
+    "randint",
+    "randn",
+    "report",
+    "sample_from",
+    "schedulers",
+    "search",
+    "uniform",
+    "utils",
+    "with_resources",
+]

@@ -1,0 +1,163 @@
+"""The ``== Status ==`` block Ray Tune users know, printed while ``fit()`` runs.
+
+It is redrawn at most every ``interval`` seconds and only when something
+changed, then once at the end, so a long experiment never floods the terminal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+MAX_ROWS = 20
+
+
+@dataclass
+class TrialView:
+    """What the client knows about one trial, built from the event stream."""
+
+    trial_id: str
+    name: str
+    tag: str
+    config: dict[str, Any]
+    status: str = "PENDING"
+    pid: int = 0
+    path: str = ""
+    last_result: dict[str, Any] | None = None
+    error: str = ""
+    traceback: str = ""
+    checkpoint: str = ""
+    checkpoints: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    resources: dict[str, float] = field(default_factory=dict)
+
+
+def _memory_line() -> str:
+    try:
+        info: dict[str, int] = {}
+        with open("/proc/meminfo") as f:
+            for line in f:
+                key, value = line.split(":", 1)
+                info[key] = int(value.split()[0]) * 1024
+        total = info["MemTotal"]
+        used = total - info.get("MemAvailable", info.get("MemFree", 0))
+        return f"Memory usage on this node: {used / 1024**3:.1f}/{total / 1024**3:.1f} GiB"
+    except (OSError, KeyError, ValueError):
+        return "Memory usage on this node: unknown"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _elapsed(seconds: float) -> str:
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{int(h):02d}:{int(m):02d}:{s:05.2f}"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    sep = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    mid = "|" + "+".join("-" * (w + 2) for w in widths) + "|"
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    return [sep, line(headers), mid, *(line(r) for r in rows), sep]
+
+
+def varying_keys(trials: Sequence[TrialView]) -> list[str]:
+    """Config keys whose values differ between trials: the ones worth a column."""
+    keys: list[str] = []
+    for t in trials:
+        for k in t.config:
+            if k not in keys:
+                keys.append(k)
+    if len(trials) <= 1:
+        return keys[:4]
+    return [k for k in keys if len({repr(t.config.get(k)) for t in trials}) > 1][:4]
+
+
+def render(
+    trials: Sequence[TrialView],
+    *,
+    started: float,
+    logdir: str,
+    capacity: dict[str, float],
+    scheduler: str = "FIFO",
+    metric: str | None = None,
+) -> str:
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.status] = counts.get(t.status, 0) + 1
+    used_cpu = sum(t.resources.get("cpu", 0.0) for t in trials if t.status == "RUNNING")
+    used_gpu = sum(t.resources.get("gpu", 0.0) for t in trials if t.status == "RUNNING")
+    now = time.time()
+    state = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    lines = [
+        "== Status ==",
+        f"Current time: {time.strftime('%Y-%m-%d %H:%M:%S')} "
+        f"(running for {_elapsed(now - started)})",
+        _memory_line(),
+        f"Using {scheduler} scheduling algorithm.",
+        f"Resources requested: {used_cpu:g}/{capacity.get('cpu', 0):g} CPUs, "
+        f"{used_gpu:g}/{capacity.get('gpu', 0):g} GPUs",
+        f"Result logdir: {logdir}",
+        f"Number of trials: {len(trials)}/{len(trials)} ({state})",
+    ]
+    keys = varying_keys(trials)
+    extra = [metric] if metric else []
+    headers = ["Trial name", "status", "loc", *keys, *extra, "iter", "total time (s)"]
+    shown = list(trials)
+    hidden = 0
+    if len(shown) > MAX_ROWS:
+        hidden = len(shown) - MAX_ROWS
+        shown = shown[: MAX_ROWS // 2] + shown[-MAX_ROWS // 2 :]
+    rows = []
+    for t in shown:
+        r = t.last_result or {}
+        rows.append(
+            [
+                t.name,
+                t.status,
+                f"127.0.0.1:{t.pid}" if t.pid else "",
+                *(_fmt(t.config.get(k, "")) for k in keys),
+                *(_fmt(r.get(m, "")) for m in extra),
+                _fmt(r.get("training_iteration", "")),
+                _fmt(r.get("time_total_s", "")),
+            ]
+        )
+    lines += _table(headers, rows)
+    if hidden:
+        lines.append(f"... {hidden} more trials not shown")
+    return "\n".join(lines) + "\n"
+
+
+class Reporter:
+    """Decides when to redraw; writes to the given stream."""
+
+    def __init__(self, out: TextIO, verbose: int, interval: float = 5.0) -> None:
+        self.out = out
+        self.verbose = verbose
+        self.interval = interval
+        self.last = 0.0
+        self.dirty = False
+
+    def changed(self) -> None:
+        self.dirty = True
+
+    def maybe_print(self, text_fn: Any, *, final: bool = False) -> None:
+        if self.verbose <= 0:
+            return
+        now = time.monotonic()
+        if final or (self.dirty and now - self.last >= self.interval):
+            self.out.write(text_fn() + "\n")
+            self.out.flush()
+            self.last = now
+            self.dirty = False

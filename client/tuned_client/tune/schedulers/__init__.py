@@ -1,0 +1,1 @@
+"""Trial schedulers (FIFO is the default)."""

@@ -1,0 +1,220 @@
+"""``tune.Tuner``: generate the trials, hand them to the daemon, follow the events.
+
+The experiment is submitted whole (configs known up front), so the daemon runs
+it to the end even if this process goes away; ``fit()`` follows the event
+stream, prints the status block, drives callbacks, and builds the ResultGrid.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+from .. import protocol as p
+from ..connection import Connection, DaemonError
+from ..paths import default_storage_path
+from .callback import Callback, dispatch
+from .config import FailureConfig, RunConfig, TuneConfig
+from .progress import Reporter, TrialView, render
+from .resources import resources_of, to_bundles, trial_bundles
+from .result import ResultGrid, TuneError
+from .results_builder import build_results
+from .search.variant_generator import generate_variants, make_spec
+
+
+def _trainable_name(trainable: Any) -> str:
+    name = getattr(trainable, "__name__", None) or type(trainable).__name__
+    return "".join(c if c.isalnum() or c in "_-" else "_" for c in name) or "trainable"
+
+
+def _stop_dict(stop: Any) -> dict[str, float]:
+    if stop is None:
+        return {}
+    if isinstance(stop, dict):
+        bad = [k for k, v in stop.items() if not isinstance(v, int | float)]
+        if bad:
+            raise ValueError(f"RunConfig(stop=...) values must be numbers; {bad} are not")
+        return {str(k): float(v) for k, v in stop.items()}
+    raise TypeError(
+        "RunConfig(stop=...) must be a dict like {'training_iteration': 10} "
+        f"(callable and Stopper objects are not supported yet), got {type(stop).__name__}"
+    )
+
+
+class Tuner:
+    """Runs a trainable over a parameter space (``ray.tune.Tuner``)."""
+
+    def __init__(
+        self,
+        trainable: Callable[..., Any] | None = None,
+        *,
+        param_space: dict[str, Any] | None = None,
+        tune_config: TuneConfig | None = None,
+        run_config: RunConfig | None = None,
+        _socket: str | None = None,
+    ) -> None:
+        if trainable is None or not callable(trainable):
+            raise TypeError(
+                "Tuner needs a trainable: a function taking a config dict "
+                f"(got {type(trainable).__name__})"
+            )
+        if isinstance(trainable, type):
+            raise TypeError("class Trainables are not supported yet: pass a function trainable")
+        self.trainable = trainable
+        self.param_space = dict(param_space or {})
+        self.tune_config = tune_config or TuneConfig()
+        self.run_config = run_config or RunConfig()
+        self._socket = _socket
+        self._results: ResultGrid | None = None
+        if self.tune_config.search_alg is not None or self.tune_config.scheduler is not None:
+            raise NotImplementedError("search_alg and scheduler are not supported yet")
+
+    # ------------------------------------------------------------ building the experiment
+
+    def _experiment_spec(self) -> p.ExperimentSpec:
+        tc, rc = self.tune_config, self.run_config
+        name = _trainable_name(self.trainable)
+        resources = resources_of(self.trainable)
+        trials = []
+        variants = generate_variants(self.param_space, tc.num_samples, seed=tc.seed)
+        for index, (suffix, config) in enumerate(variants):
+            bundles = trial_bundles(resources, make_spec(config))
+            try:
+                packed = p.pack_user(config)
+            except Exception as exc:
+                raise TuneError(f"trial {index}'s config cannot be serialised: {exc}") from exc
+            tag = f"{index}_{suffix}" if suffix else str(index)
+            trials.append(p.TrialSpec(tag=tag, config=packed, resources=bundles))
+        try:
+            payload = cloudpickle.dumps(self.trainable)
+        except Exception as exc:
+            raise TuneError(f"the trainable {name!r} cannot be pickled: {exc}") from exc
+        failure = rc.failure_config or FailureConfig()
+        storage = rc.storage_path or rc.local_dir or str(default_storage_path())
+        return p.ExperimentSpec(
+            name=rc.name or f"{name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}",
+            storage_path=os.path.abspath(os.path.expanduser(storage)),
+            trainable_name=name,
+            trainable=payload,
+            python=sys.executable,
+            cwd=os.getcwd(),
+            sys_path=[os.path.abspath(x) if x else os.getcwd() for x in sys.path],
+            env=dict(os.environ),
+            trials=trials,
+            resources=to_bundles(None if callable(resources) else resources),
+            max_concurrent_trials=tc.max_concurrent_trials or 0,
+            max_failures=failure.max_failures,
+            fail_fast=bool(failure.fail_fast),
+            trial_timeout_s=float(tc.trial_timeout_s or 0.0),
+            time_budget_s=float(tc.time_budget_s or 0.0),
+            stop=_stop_dict(rc.stop),
+            priority=tc.priority,
+        )
+
+    # ------------------------------------------------------------ running it
+
+    def fit(self) -> ResultGrid:
+        spec = self._experiment_spec()
+        started = time.time()
+        conn = Connection.open(self._socket)
+        try:
+            try:
+                accepted = conn.request(p.Submit(experiment=spec))
+            except DaemonError as exc:
+                raise TuneError(exc.message) from None
+            assert isinstance(accepted, p.Accepted)
+            run = _Run(self, conn, accepted, started)
+            self._results = run.follow()
+        finally:
+            conn.close()
+        return self._results
+
+    def get_results(self) -> ResultGrid:
+        if self._results is None:
+            raise RuntimeError("fit() has not run yet")
+        return self._results
+
+
+class _Run:
+    """Follows one experiment's events until it finishes."""
+
+    def __init__(
+        self, tuner: Tuner, conn: Connection, accepted: p.Accepted, started: float
+    ) -> None:
+        self.tuner = tuner
+        self.conn = conn
+        self.accepted = accepted
+        self.started = started
+        self.trials: dict[str, TrialView] = {}
+        verbose = tuner.run_config.verbose
+        self.reporter = Reporter(sys.stdout, 1 if verbose is None else verbose)
+        self.callbacks: list[Callback] = list(tuner.run_config.callbacks or [])
+        self.iteration = 0
+
+    def _status_text(self) -> str:
+        return render(
+            list(self.trials.values()),
+            started=self.started,
+            logdir=self.accepted.path,
+            capacity=self.accepted.capacity,
+            metric=self.tuner.tune_config.metric,
+        )
+
+    def follow(self) -> ResultGrid:
+        self.conn.send(p.Subscribe(experiment_id=self.accepted.experiment_id, since=0))
+        interrupted = False
+        while True:
+            try:
+                finished = self._pump()
+            except KeyboardInterrupt:
+                if interrupted:
+                    raise
+                interrupted = True
+                print(
+                    "Stopping the experiment (Ctrl-C again to leave it running in the daemon)",
+                    file=sys.stderr,
+                )
+                self.conn.send(p.Cancel(target=self.accepted.experiment_id))
+                continue
+            if finished:
+                break
+        self.reporter.maybe_print(self._status_text, final=True)
+        elapsed = time.time() - self.started
+        if self.reporter.verbose > 0:
+            print(
+                f"Total run time: {elapsed:.2f} seconds "
+                f"({elapsed:.2f} seconds for the tuning loop)."
+            )
+        dispatch(self.callbacks, "on_experiment_end", trials=list(self.trials.values()))
+        tc = self.tuner.tune_config
+        return build_results(self.accepted, self.trials, tc.metric, tc.mode)
+
+    def _pump(self) -> bool:
+        """Handle what has arrived; True once the experiment has finished."""
+        readable, _, _ = select.select([self.conn.sock], [], [], self.reporter.interval)
+        if not readable:
+            self.reporter.maybe_print(self._status_text)
+            return False
+        msg = self.conn.recv()
+        self.reporter.changed()
+        done = self._apply(msg)
+        self.reporter.maybe_print(self._status_text)
+        return done
+
+    def _apply(self, msg: p.Message) -> bool:
+        from .events_apply import apply_event
+
+        if isinstance(msg, p.Lagged):
+            raise TuneError("fell behind the daemon's event stream")  # replaced by resync below
+        if isinstance(msg, p.Error):
+            raise TuneError(msg.message)
+        if isinstance(msg, p.Ok):
+            return False
+        self.iteration += 1
+        return apply_event(self, msg)

@@ -1,0 +1,90 @@
+"""The runtime of a function trial: ``python -m tuned_client.worker``.
+
+It runs with the submitting client's interpreter, working directory and
+``sys.path``, so the trainable unpickles exactly as it would in the user's
+script. The daemon only sees the exit status and the frames sent here; the
+error text and traceback of a failing trainable are sent before exiting.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import traceback
+from typing import Any
+
+from .session import Session, StopTrial, set_session
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when the daemon that started it dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(EXIT_ERROR)
+
+
+def load_trainable(path: str) -> Any:
+    import cloudpickle
+
+    with open(path, "rb") as f:
+        return cloudpickle.load(f)
+
+
+def run(session: Session) -> int:
+    """Run the trainable; report its return value like Ray does; say how it ended."""
+    set_session(session)
+    try:
+        sys.path[:] = list(dict.fromkeys([*session.assignment.sys_path, *sys.path]))
+        trainable = load_trainable(session.assignment.trainable_path)
+        config = session.config()
+        returned = trainable(config)
+        if isinstance(returned, dict):
+            session.report(returned, done=True)
+        elif returned is not None:
+            raise TypeError(
+                "a function trainable must return None or a dict of metrics, "
+                f"not {type(returned).__name__}"
+            )
+    except StopTrial:
+        session.finish(ok=True, stopped=True)
+        return EXIT_OK
+    except BaseException as exc:
+        session.finish(
+            ok=False,
+            error=f"{type(exc).__name__}: {exc}",
+            tb="".join(traceback.format_exception(exc)),
+        )
+        return EXIT_ERROR
+    session.finish(ok=True)
+    return EXIT_OK
+
+
+def main() -> None:
+    die_with_parent()
+    session = Session.connect(
+        os.environ["TUNED_SOCKET"], os.environ["TUNED_TRIAL_ID"], os.environ["TUNED_TRIAL_TOKEN"]
+    )
+    for key in ("TUNED_TRIAL_TOKEN",):
+        os.environ.pop(key, None)  # a command the trainable starts is not this trial
+    sys.stdout.flush()
+    code = run(session)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Fixtures that start real daemons, as subprocesses, on real Unix sockets.
+
+``daemon`` starts one with ``--num-cpus 4 --num-gpus 1`` (override with the
+``daemon_args`` marker) and points this process at it through the same
+environment variables a user would set (``TUNED_SOCKET``, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from tuned_client.connection import Connection
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class RunningDaemon:
+    proc: subprocess.Popen[bytes]
+    socket: Path
+    state_dir: Path
+    storage: Path
+    args: list[str] = field(default_factory=list)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            TUNED_SOCKET=str(self.socket),
+            TUNED_STATE_DIR=str(self.state_dir),
+            TUNED_STORAGE_PATH=str(self.storage),
+        )
+        return env
+
+    def connect(self) -> Connection:
+        return Connection.open(self.socket, autostart=False)
+
+    @property
+    def log(self) -> str:
+        path = self.state_dir / "daemon.stderr"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+
+def start_daemon(base: Path, args: list[str], name: str = "d") -> RunningDaemon:
+    """Start ``tuned start --foreground`` and return once its socket accepts."""
+    sock = Path(f"/tmp/tuned-test-{os.getpid()}-{abs(hash(base)) % 10**8}-{name}") / "tuned.sock"
+    state = base / f"{name}-state"
+    state.mkdir(parents=True, exist_ok=True)
+    read_fd, write_fd = os.pipe()
+    cmd = [
+        sys.executable, "-m", "tuned", "start", "--foreground",
+        "--socket", str(sock), "--state-dir", str(state),
+        "--ready-fd", str(write_fd), "--log-level", "debug", *args,
+    ]  # fmt: skip
+    with open(state / "daemon.stderr", "ab") as err:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err, pass_fds=(write_fd,)
+        )
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as ready:
+        ok = ready.read(1) == b"1"
+    daemon = RunningDaemon(proc, sock, state, base / "results", args)
+    if not ok:
+        proc.wait(timeout=10)
+        raise RuntimeError(f"daemon did not start:\n{daemon.log}")
+    return daemon
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator[object]:
+    started: list[RunningDaemon] = []
+
+    def factory(*args: str, name: str = "d") -> RunningDaemon:
+        d = start_daemon(tmp_path, list(args), name=f"{name}{len(started)}")
+        started.append(d)
+        return d
+
+    yield factory
+    for d in started:
+        if d.proc.poll() is None:
+            d.stop()
+
+
+@pytest.fixture
+def daemon(
+    request: pytest.FixtureRequest, daemon_factory: object, monkeypatch: pytest.MonkeyPatch
+) -> RunningDaemon:
+    marker = request.node.get_closest_marker("daemon_args")
+    args = list(marker.args) if marker else ["--num-cpus", "4", "--num-gpus", "1"]
+    d: RunningDaemon = daemon_factory(*args)  # type: ignore[operator]
+    for key, value in d.env().items():
+        if key.startswith("TUNED_"):
+            monkeypatch.setenv(key, value)
+    return d
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "daemon_args(*args): arguments of the `daemon` fixture")
