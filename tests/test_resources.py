@@ -1,0 +1,197 @@
+"""The seed's guide to parallelism and resources, block by block, against a real daemon.
+
+The daemon runs with ``--num-cpus 4 --num-gpus 1`` as the guide assumes. Every
+trial writes when its code started and ended, the devices it was given and its
+thread settings; the peak overlap of those spans must be what the page says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import RunningDaemon
+
+from tuned_client import tune
+from tuned_client.tune import TuneConfig
+
+
+def trainable(config: dict[str, Any]) -> None:
+    """Records its span and environment in $SPANS (the client's environment reaches trials)."""
+    start = time.time()
+    time.sleep(float(os.environ.get("SPAN_SECONDS", "0.5")))
+    record = {
+        "start": start,
+        "end": time.time(),
+        "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "omp": os.environ.get("OMP_NUM_THREADS"),
+        "config": config,
+    }
+    path = Path(os.environ["SPANS"]) / f"{os.getpid()}-{start}.json"
+    path.write_text(json.dumps(record))
+
+
+def spans(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in folder.iterdir()]
+
+
+def peak(records: list[dict[str, Any]]) -> int:
+    points = sorted([(r["start"], 1) for r in records] + [(r["end"], -1) for r in records])
+    live = best = 0
+    for _, delta in points:
+        live += delta
+        best = max(best, live)
+    return best
+
+
+@pytest.fixture
+def span_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "spans"
+    folder.mkdir()
+    monkeypatch.setenv("SPANS", str(folder))
+    return folder
+
+
+def fit(trainable_: Any, **kwargs: Any) -> tune.ResultGrid:
+    tuner = tune.Tuner(trainable_, run_config=tune.RunConfig(verbose=0), **kwargs)
+    results = tuner.fit()
+    assert results.num_errors == 0, results.errors
+    return results
+
+
+CPU_CASES = [
+    pytest.param(None, 4, id="default-1-cpu"),
+    pytest.param({"cpu": 2}, 2, id="cpu-2"),
+    pytest.param({"cpu": 4}, 1, id="cpu-4"),
+    pytest.param({"cpu": 0.5}, 8, id="cpu-0.5"),
+]
+
+
+@pytest.mark.parametrize(("resources", "expected"), CPU_CASES)
+def test_cpu_blocks_run_as_many_trials_at_once_as_the_page_says(
+    daemon: RunningDaemon, span_dir: Path, resources: Any, expected: int
+) -> None:
+    t = trainable if resources is None else tune.with_resources(trainable, resources)
+    fit(t, tune_config=TuneConfig(num_samples=10))
+    records = spans(span_dir)
+    assert len(records) == 10
+    assert peak(records) == expected
+    cpu = 1 if resources is None else resources["cpu"]
+    assert {r["omp"] for r in records} == {str(max(1, int(cpu)))}
+    assert {r["cuda"] for r in records} == {""}  # no GPU asked: none visible
+
+
+GPU_CASES = [
+    pytest.param(lambda spec: {"gpu": 1} if spec.config.use_gpu else {"gpu": 0}, id="lambda"),
+    pytest.param({"gpu": 1}, id="gpu-1"),
+    pytest.param({"cpu": 2, "gpu": 1}, id="cpu-2-gpu-1"),
+    pytest.param(tune.PlacementGroupFactory([{"CPU": 2, "GPU": 1}]), id="placement-group"),
+]
+
+
+@pytest.mark.parametrize("resources", GPU_CASES)
+def test_gpu_blocks_run_one_trial_at_a_time_on_the_one_gpu(
+    daemon: RunningDaemon, span_dir: Path, monkeypatch: pytest.MonkeyPatch, resources: Any
+) -> None:
+    monkeypatch.setenv("SPAN_SECONDS", "0.2")
+    fit(
+        tune.with_resources(trainable, resources),
+        param_space={"use_gpu": True},
+        tune_config=TuneConfig(num_samples=4),
+    )
+    records = spans(span_dir)
+    assert len(records) == 4
+    assert peak(records) == 1
+    assert {r["cuda"] for r in records} == {"0"}
+
+
+def test_a_trial_without_gpu_sees_an_empty_cuda_visible_devices(
+    daemon: RunningDaemon, span_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPAN_SECONDS", "0")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # the client's own setting must not leak
+    resources = lambda spec: {"gpu": 1} if spec.config.use_gpu else {"gpu": 0}  # noqa: E731
+    fit(tune.with_resources(trainable, resources), param_space={"use_gpu": False})
+    assert [r["cuda"] for r in spans(span_dir)] == [""]
+
+
+def test_max_concurrent_trials_is_enforced_by_the_daemon(
+    daemon: RunningDaemon, span_dir: Path
+) -> None:
+    fit(
+        tune.with_resources(trainable, {"cpu": 0.25}),  # 16 would fit on 4 CPUs
+        tune_config=TuneConfig(num_samples=20, max_concurrent_trials=5),
+    )
+    records = spans(span_dir)
+    assert len(records) == 20
+    assert peak(records) == 5
+
+
+def test_user_thread_settings_are_left_alone(
+    daemon: RunningDaemon, span_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPAN_SECONDS", "0")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    fit(tune.with_resources(trainable, {"cpu": 2}))
+    assert [r["omp"] for r in spans(span_dir)] == ["3"]
+
+
+@pytest.mark.daemon_args("--num-cpus", "64", "--num-gpus", "4")
+def test_fake_four_gpus_pack_best_fit_and_never_overcommit(
+    daemon: RunningDaemon, span_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPAN_SECONDS", "0.6")
+    gpu = lambda spec: {"gpu": 0.25} if spec.config.i < 16 else {"gpu": 1}  # noqa: E731
+    fit(tune.with_resources(trainable, gpu), param_space={"i": tune.grid_search(list(range(20)))})
+    records = spans(span_dir)
+    small = sorted((r for r in records if r["config"]["i"] < 16), key=lambda r: r["config"]["i"])
+    # All sixteen quarter-GPU trials start at once; best fit fills device 0 first, then 1, ...
+    assert [r["cuda"] for r in small] == [str(i // 4) for i in range(16)]
+    # At every moment, the shares on each device add up to at most one device.
+    for device in "0123":
+        on = [r for r in records if r["cuda"] == device]
+        share = {id(r): 0.25 if r["config"]["i"] < 16 else 1.0 for r in on}
+        for r in on:
+            live = [o for o in on if o["start"] <= r["start"] < o["end"]]
+            assert sum(share[id(o)] for o in live) <= 1.0
+    whole = [r for r in records if r["config"]["i"] >= 16]
+    assert sorted(r["cuda"] for r in whole) == ["0", "1", "2", "3"]
+
+
+def test_a_big_trial_is_not_starved_by_small_trials_queued_after_it(
+    daemon: RunningDaemon, span_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPAN_SECONDS", "0.3")
+    cpus = lambda spec: {"cpu": 4} if spec.config.i == 2 else {"cpu": 1}  # noqa: E731
+    fit(tune.with_resources(trainable, cpus), param_space={"i": tune.grid_search(list(range(12)))})
+    by_index = {r["config"]["i"]: r for r in spans(span_dir)}
+    big = by_index[2]
+    # Nothing queued behind the 4-CPU trial may start before it: it gets the machine
+    # as soon as trials 0 and 1 end, not when the queue runs dry.
+    assert all(by_index[i]["start"] >= big["start"] for i in range(3, 12))
+    assert all(by_index[i]["start"] >= big["end"] - 0.05 for i in range(3, 12))
+
+
+@pytest.mark.parametrize(
+    ("resources", "message"),
+    [
+        ({"gpu": 2}, "asks for 2 gpu but the daemon has 1 gpu"),
+        ({"cpu": 8}, "asks for 8 cpu but the daemon has 4 cpu"),
+        ({"tpu": 1}, "has no resource 'tpu'"),
+        ({"memory": 10**15}, "memory"),
+        ({"gpu": 1.5}, "whole number"),
+        ({"cpu": -1}, "cpu"),
+        ({"cpu": float("nan")}, "cpu"),
+    ],
+)
+def test_requests_that_can_never_fit_are_refused_within_a_second(
+    daemon: RunningDaemon, resources: dict[str, float], message: str
+) -> None:
+    start = time.monotonic()
+    with pytest.raises(tune.TuneError, match=message):
+        tune.Tuner(tune.with_resources(trainable, resources)).fit()
+    assert time.monotonic() - start < 1.0
