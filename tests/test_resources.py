@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from conftest import RunningDaemon
-
 from tuned_client import tune
 from tuned_client.tune import TuneConfig
 
@@ -195,3 +194,52 @@ def test_requests_that_can_never_fit_are_refused_within_a_second(
     with pytest.raises(tune.TuneError, match=message):
         tune.Tuner(tune.with_resources(trainable, resources)).fit()
     assert time.monotonic() - start < 1.0
+
+
+def test_a_gpu_is_not_handed_on_while_a_finished_trials_memory_is_still_held(
+    daemon_factory: Any, tmp_path: Path, span_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead process still listed on device 0 holds the device, for a bounded time."""
+    state = tmp_path / "gpu-state.json"
+    dead_pid = 2**22 + 12345  # above pid_max's default: never a live process
+    state.write_text(json.dumps({"0": {str(dead_pid): 1 << 30}}))
+    d: RunningDaemon = daemon_factory(
+        "--num-cpus", "4", "--num-gpus", "1", "--fake-gpu-state", str(state),
+        "--gpu-release-timeout", "1.5",
+    )  # fmt: skip
+    for key, value in d.env().items():
+        if key.startswith("TUNED_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.setenv("SPAN_SECONDS", "0")
+    fit(tune.with_resources(trainable, {"gpu": 1}), tune_config=TuneConfig(num_samples=2))
+    first, second = sorted(spans(span_dir), key=lambda r: r["start"])
+    assert second["start"] - first["end"] >= 1.5  # held for the whole bounded wait
+    log = (d.state_dir / "daemon.stderr").read_text()
+    assert "waiting for GPU memory to be released" in log
+    assert "handing the device on anyway" in log
+
+
+@pytest.mark.daemon_args("--num-cpus", "1")
+def test_a_higher_priority_experiment_goes_before_queued_trials_of_an_earlier_one(
+    daemon: RunningDaemon, span_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from tuned_client import protocol as p
+
+    monkeypatch.setenv("SPAN_SECONDS", "0.4")
+    watcher = daemon.connect()
+    watcher.send(p.Subscribe())
+    low = threading.Thread(
+        target=fit,
+        args=(trainable,),
+        kwargs={"param_space": {"who": "low"}, "tune_config": TuneConfig(num_samples=3)},
+    )
+    low.start()
+    while not isinstance(watcher.recv(), p.TrialStarted):  # the first low trial runs
+        pass
+    fit(trainable, param_space={"who": "high"}, tune_config=TuneConfig(priority=10))
+    low.join(timeout=60)
+    watcher.close()
+    order = [r["config"]["who"] for r in sorted(spans(span_dir), key=lambda r: r["start"])]
+    assert order == ["low", "high", "low", "low"]

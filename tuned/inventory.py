@@ -8,7 +8,9 @@ scheduled like a real one; only NVML queries (names, memory) know it is not.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import psutil
@@ -65,6 +67,29 @@ class FakeGpus:
         return dict(self.used[index])
 
 
+class FileFakeGpus(FakeGpus):
+    """A fake inventory whose per-process memory a test writes to a JSON file.
+
+    The file maps a device index to ``{pid: bytes}``; a missing file means idle
+    devices. It lets a test on a CPU-only box stand in for a process that keeps
+    holding GPU memory after its trial ended.
+    """
+
+    def __init__(self, count: int, path: Path) -> None:
+        super().__init__(count)
+        self.path = path
+
+    def process_memory(self, index: int) -> dict[int, int]:
+        try:
+            state = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {int(pid): int(n) for pid, n in state.get(str(index), {}).items()}
+
+    def memory_used(self, index: int) -> int:
+        return sum(self.process_memory(index).values())
+
+
 class NvmlGpus:
     """The real probe; construction raises if NVML is absent."""
 
@@ -93,7 +118,9 @@ class NvmlGpus:
         return {int(p.pid): int(p.usedGpuMemory or 0) for p in procs}
 
 
-def detect_gpus() -> GpuProbe:
+def detect_gpus(settings: Settings | None = None) -> GpuProbe:
+    if settings is not None and settings.fake_gpu_state is not None:
+        return FileFakeGpus(settings.num_gpus or 0, settings.fake_gpu_state)
     try:
         return NvmlGpus()
     except Exception as exc:  # NVML missing or no driver: a CPU-only machine
