@@ -34,6 +34,11 @@ class LaunchSpec:
     cwd: str
     stdout: Path
     stderr: Path
+    # The fast path (``tuned.forkserver``): trials with the same pool key may be
+    # forked from one warm zygote that has loaded ``trainable_path``; "" spawns.
+    pool_key: str = ""
+    trainable_path: str = ""
+    sys_path: tuple[str, ...] = ()
 
 
 class TrialProcess(Protocol):

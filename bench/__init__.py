@@ -1,0 +1,1 @@
+"""Reproducible benchmarks of tuned's overhead; ``python -m bench`` runs them all."""

@@ -1,0 +1,255 @@
+"""A warm worker that forks one process per trial: ``python -m tuned_client.zygote FD``.
+
+Starting a fresh interpreter per trial costs 20-40 ms of CPU; forking a process
+that has already imported ``tuned_client``, ``cloudpickle`` and the trainable's
+modules costs about a millisecond. The daemon starts one zygote per experiment
+with the client's interpreter, working directory and environment, and talks to
+it over the socket ``FD`` (length-prefixed msgpack frames, the messages below).
+
+Each forked child becomes its own session leader (so the daemon's ``killpg``
+reaches everything it starts), applies the trial's environment and output
+files, then runs exactly what ``python -m tuned_client.worker`` runs. The
+zygote reaps its children and reports each exit status, since the daemon is
+not their parent. A zygote never holds a CUDA context: if loading the trainable
+initialised CUDA it says so and exits, and the daemon spawns those trials.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+from typing import Any
+
+import msgspec
+
+HEADER = struct.Struct(">I")
+MAX_CONTROL_FRAME = 16 * 1024 * 1024
+IDLE_EXIT_S = 30.0  # with no trial running and no request: exit, the daemon starts another
+
+
+class Fork(msgspec.Struct, tag="fork"):
+    """Daemon -> zygote: start one trial process."""
+
+    req: int
+    env: dict[str, str]
+    cwd: str
+    stdout: str
+    stderr: str
+
+
+class Ready(msgspec.Struct, tag="ready"):
+    """Zygote -> daemon: preloaded, ready to fork."""
+
+    pid: int
+
+
+class Refuse(msgspec.Struct, tag="refuse"):
+    """Zygote -> daemon: this experiment cannot be forked (the reason says why); exiting."""
+
+    reason: str
+
+
+class Forked(msgspec.Struct, tag="forked"):
+    """Zygote -> daemon: the trial process ``pid`` is running in its own session."""
+
+    req: int
+    pid: int = 0
+    error: str = ""
+
+
+class Exited(msgspec.Struct, tag="exited"):
+    """Zygote -> daemon: a trial process ended (code, or minus the signal number)."""
+
+    pid: int
+    code: int
+
+
+ToZygote = Fork
+FromZygote = Ready | Refuse | Forked | Exited
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+def encode(message: Any) -> bytes:
+    body = _encoder.encode(message)
+    return HEADER.pack(len(body)) + body
+
+
+class FrameBuffer:
+    """Accumulates bytes and yields whole frames (both ends use it)."""
+
+    def __init__(self, decoder: msgspec.msgpack.Decoder[Any]) -> None:
+        self.buf = bytearray()
+        self.decoder = decoder
+
+    def feed(self, data: bytes) -> list[Any]:
+        self.buf += data
+        out = []
+        while len(self.buf) >= HEADER.size:
+            (length,) = HEADER.unpack_from(self.buf)
+            if length > MAX_CONTROL_FRAME:
+                raise ValueError(f"control frame of {length} bytes is over the limit")
+            end = HEADER.size + length
+            if len(self.buf) < end:
+                break
+            out.append(self.decoder.decode(bytes(self.buf[HEADER.size : end])))
+            del self.buf[:end]
+        return out
+
+
+def cuda_initialised() -> str:
+    """Why forking this process would be unsafe for CUDA, or "" when it is safe."""
+    torch = sys.modules.get("torch")
+    cuda = getattr(torch, "cuda", None)
+    if cuda is not None and cuda.is_initialized():
+        return "importing the trainable initialised torch.cuda"
+    try:
+        with open("/proc/self/maps") as maps:
+            if "libcuda.so" in maps.read():
+                return "importing the trainable loaded the CUDA driver (libcuda.so)"
+    except OSError:
+        pass
+    return ""
+
+
+def preload(trainable_path: str, sys_path: list[str]) -> None:
+    """Import what every trial needs, the trainable's own modules included."""
+    from . import session, worker  # noqa: F401  (imported once, shared by every fork)
+
+    sys.path[:] = list(dict.fromkeys([*sys_path, *sys.path]))
+    worker.load_trainable(trainable_path)
+
+
+def _reseed() -> None:
+    """Forked trials must not share the zygote's random state (``random`` reseeds itself)."""
+    np_random = sys.modules.get("numpy.random")
+    if np_random is not None:
+        np_random.seed()
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "seed"):
+        torch.seed()
+
+
+def _child(req: Fork, close: list[int], ready_w: int) -> None:
+    """In the forked child: become the trial, then run the worker. Never returns."""
+    try:
+        os.setsid()
+        os.close(ready_w)  # the zygote may now report our pid: killpg reaches us
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in close:
+            os.close(fd)
+        os.environ.clear()
+        os.environ.update(req.env)
+        if os.path.isdir(req.cwd):
+            os.chdir(req.cwd)
+        for target, path in ((1, req.stdout), (2, req.stderr)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(fd, target)
+            os.close(fd)
+        _reseed()
+        from . import worker
+
+        worker.main()  # dies with the zygote, connects, runs the trainable, os._exit
+    finally:
+        os._exit(1)
+
+
+class Zygote:
+    """The fork loop: requests on the control socket, exits via SIGCHLD."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.children: set[int] = set()
+        self.frames = FrameBuffer(msgspec.msgpack.Decoder(ToZygote))
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+
+    def send(self, message: Any) -> None:
+        self.sock.sendall(encode(message))
+
+    def fork(self, req: Fork) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        ready_r, ready_w = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(ready_r)
+            os.close(ready_w)
+            self.send(Forked(req=req.req, error=f"fork failed: {exc}"))
+            return
+        if pid == 0:
+            os.close(ready_r)
+            _child(req, [self.sock.fileno(), self.wake_r, self.wake_w], ready_w)
+        os.close(ready_w)
+        os.read(ready_r, 1)  # EOF once the child is a session leader (or died)
+        os.close(ready_r)
+        self.children.add(pid)
+        self.send(Forked(req=req.req, pid=pid))
+
+    def reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            self.send(Exited(pid=pid, code=os.waitstatus_to_exitcode(status)))
+
+    def serve(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self.sock, selectors.EVENT_READ, "control")
+        sel.register(self.wake_r, selectors.EVENT_READ, "wake")
+        while True:
+            events = sel.select(timeout=None if self.children else IDLE_EXIT_S)
+            if not events and not self.children:
+                return  # idle: free our memory; the daemon starts a new zygote on demand
+            for key, _ in events:
+                if key.data == "wake":
+                    try:
+                        while os.read(self.wake_r, 512):
+                            pass
+                    except BlockingIOError:
+                        pass
+                    self.reap()
+                    continue
+                data = self.sock.recv(1 << 16)
+                if not data:
+                    return  # the daemon is gone; our children die with us (PDEATHSIG)
+                for req in self.frames.feed(data):
+                    self.fork(req)
+            self.reap()
+
+
+def main() -> None:
+    from .worker import die_with_parent
+
+    die_with_parent()
+    fd = int(sys.argv[1])
+    trainable_path, sys_path = sys.argv[2], sys.argv[3:]
+    sock = socket.socket(fileno=fd)
+    try:
+        preload(trainable_path, sys_path)
+        reason = cuda_initialised()
+    except BaseException as exc:
+        reason = f"loading the trainable failed: {type(exc).__name__}: {exc}"
+    if reason:
+        sock.sendall(encode(Refuse(reason=reason)))
+        return
+    zygote = Zygote(sock)
+    zygote.send(Ready(pid=os.getpid()))
+    zygote.serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""The fast path: function trials forked from a warm per-experiment zygote.
+
+These run against a real daemon started with its default launcher (fork) and
+check what a user relies on: each forked trial sees its own GPUs and thread
+counts, a timeout still kills everything the trial started, a slow import is
+paid once per experiment, and an experiment whose import touches CUDA is
+spawned instead of forked.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from conftest import RunningDaemon
+from tuned_client import tune
+
+
+def report_env(config: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "cvd": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "omp": os.environ.get("OMP_NUM_THREADS"),
+        "mkl": os.environ.get("MKL_NUM_THREADS"),
+        "ppid": os.getppid(),
+        "pgid_is_pid": os.getpgid(0) == os.getpid(),
+    }
+
+
+def _fit_env(resources: dict[str, float], trials: int) -> list[dict[str, Any]]:
+    tuner = tune.Tuner(
+        tune.with_resources(report_env, resources),
+        param_space={"i": tune.grid_search(list(range(trials)))},
+        run_config=tune.RunConfig(name=f"env-{uuid.uuid4().hex[:6]}", verbose=0),
+    )
+    results = tuner.fit()
+    assert results.num_errors == 0, [r.error for r in results]
+    return [r.metrics for r in results]
+
+
+@pytest.mark.daemon_args("--num-cpus", "4", "--num-gpus", "2")
+def test_forked_trials_get_their_own_gpus_and_thread_counts(daemon: RunningDaemon) -> None:
+    whole = _fit_env({"cpu": 2, "gpu": 1}, 4)
+    assert {m["cvd"] for m in whole} <= {"0", "1"} and all(m["cvd"] for m in whole)
+    assert {m["omp"] for m in whole} == {"2"} and {m["mkl"] for m in whole} == {"2"}
+    fractional = _fit_env({"cpu": 1, "gpu": 0.5}, 4)
+    assert {m["cvd"] for m in fractional} <= {"0", "1"} and all(m["cvd"] for m in fractional)
+    assert {m["omp"] for m in fractional} == {"1"}
+    cpu_only = _fit_env({"cpu": 1}, 2)
+    assert {m["cvd"] for m in cpu_only} == {""}
+    for m in whole + fractional + cpu_only:
+        assert m["ppid"] != daemon.proc.pid, "the trial was spawned, not forked"
+        assert m["pgid_is_pid"], "a forked trial must lead its own process group"
+
+
+def start_child_and_hang(config: dict[str, Any]) -> None:
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "1000"])
+    Path(config["pid_file"]).write_text(f"{child.pid} {os.getppid()}")
+    time.sleep(1000)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_forked_trial_killed_at_its_timeout_takes_its_children(
+    daemon: RunningDaemon, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "child.pid"
+    tuner = tune.Tuner(
+        start_child_and_hang,
+        param_space={"pid_file": str(pid_file)},
+        tune_config=tune.TuneConfig(trial_timeout_s=1.5),
+        run_config=tune.RunConfig(name="timeout", verbose=0),
+    )
+    results = tuner.fit()
+    assert results.num_errors == 1
+    assert "TimeoutError" in str(results[0].error)
+    child, parent = (int(x) for x in pid_file.read_text().split())
+    assert parent != daemon.proc.pid, "the trial was spawned, not forked"
+    deadline = time.monotonic() + 10
+    while not _gone(child) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the orphan is reaped by init: no event to await
+    assert _gone(child), f"the trial's child {child} outlived the trial"
+
+
+def _write_module(tmp_path: Path, name: str, body: str) -> None:
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(body))
+
+
+def test_a_slow_import_is_paid_once_per_experiment(
+    daemon: RunningDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"slowmod_{uuid.uuid4().hex[:8]}"
+    imports = tmp_path / "imports.log"
+    _write_module(
+        tmp_path,
+        name,
+        f"""
+        import os, time
+        with open({str(imports)!r}, "a") as f:
+            f.write(f"{{os.getpid()}}\\n")
+        time.sleep(1)
+
+        def train(config):
+            return {{"i": config["i"]}}
+        """,
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        module = __import__(name)
+        tuner = tune.Tuner(
+            module.train,
+            param_space={"i": tune.grid_search(list(range(6)))},
+            run_config=tune.RunConfig(name="slow-import", verbose=0),
+        )
+        started = time.monotonic()
+        results = tuner.fit()
+        elapsed = time.monotonic() - started
+    finally:
+        sys.modules.pop(name, None)
+    assert results.num_errors == 0 and sorted(r.metrics["i"] for r in results) == list(range(6))
+    pids = imports.read_text().split()
+    assert pids[0] == str(os.getpid())  # this test imported it to build the Tuner
+    assert len(pids) == 2, f"imported {len(pids) - 1} times by the trials, not once"
+    assert elapsed < 5, f"6 trials took {elapsed:.1f} s: the import was paid per trial"
+
+
+def test_an_import_that_initialises_cuda_falls_back_to_spawning(
+    daemon: RunningDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in for torch whose import leaves CUDA initialised: forking that is unsafe.
+    fake = tmp_path / "torch"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "class cuda:\n    @staticmethod\n    def is_initialized():\n        return True\n"
+    )
+    name = f"cudamod_{uuid.uuid4().hex[:8]}"
+    _write_module(
+        tmp_path,
+        name,
+        """
+        import os
+        import torch
+
+        def train(config):
+            return {"ppid": os.getppid()}
+        """,
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        module = __import__(name)
+        results = tune.Tuner(
+            module.train,
+            param_space={"i": tune.grid_search([0, 1])},
+            run_config=tune.RunConfig(name="cuda-import", verbose=0),
+        ).fit()
+    finally:
+        sys.modules.pop(name, None)
+        sys.modules.pop("torch", None)
+    assert results.num_errors == 0
+    assert {r.metrics["ppid"] for r in results} == {daemon.proc.pid}
+    assert "torch.cuda" in daemon.log
