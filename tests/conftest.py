@@ -8,6 +8,7 @@ environment variables a user would set (``TUNED_SOCKET``, ...).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,6 +91,7 @@ def daemon_factory(tmp_path: Path) -> Iterator[object]:
     for d in started:
         if d.proc.poll() is None:
             d.stop()
+        shutil.rmtree(d.socket.parent, ignore_errors=True)
 
 
 @pytest.fixture
@@ -107,3 +109,20 @@ def daemon(
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "daemon_args(*args): arguments of the `daemon` fixture")
+
+
+def restart_daemon(d: RunningDaemon) -> RunningDaemon:
+    """Start a new daemon on ``d``'s socket and state dir (after ``d`` was killed)."""
+    base = d.state_dir.parent
+    name = d.state_dir.name.removesuffix("-state")
+    return start_daemon(base, d.args, name=name)
+
+
+def ledger_in_use(d: RunningDaemon) -> dict[str, float]:
+    """The resources the daemon has handed out right now (all zero when idle)."""
+    from tuned_client.protocol import GetStatus, StatusReply
+
+    with d.connect() as conn:
+        reply = conn.request(GetStatus())
+    assert isinstance(reply, StatusReply)
+    return {r.name: r.used for r in reply.resources}

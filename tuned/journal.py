@@ -9,17 +9,22 @@ record (power loss mid-write) is skipped and truncated away, never fatal.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import anyio
 import msgspec
+import structlog
 from tuned_client.protocol import Event, ExperimentSpec
 
 _RECORD = struct.Struct(">II")
+log = structlog.get_logger("tuned.journal")
 
 
 class Submitted(msgspec.Struct, tag="submitted", tag_field="kind"):
@@ -31,7 +36,20 @@ class Submitted(msgspec.Struct, tag="submitted", tag_field="kind"):
     spec: ExperimentSpec
 
 
-Record = Submitted | Event
+class Control(msgspec.Struct, tag="control", tag_field="kind"):
+    """A request that changes state without an event of its own, replayed at start-up.
+
+    ``cancel`` (experiment or trial id), ``close`` (no more trials), ``stop``
+    (a trial ends TERMINATED at its next report), ``resume`` (``Tuner.restore``
+    re-opened the experiment; ``restart`` lists trials that lose their checkpoint).
+    """
+
+    action: Literal["cancel", "close", "stop", "resume"]
+    target: str
+    restart: list[str] = []
+
+
+Record = Submitted | Control | Event
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Record)
 
@@ -40,22 +58,51 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd = -1
+        self._size = 0
         self._dirty = False
         self._lock = anyio.Lock()
+        self.failed: OSError | None = None
 
     def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        """Open for appending; a read-only or full state dir leaves it ``failed``, not fatal."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as exc:
+            self.failed = exc
+            log.error("cannot open the journal; refusing new work", error=str(exc))
+            return
+        self._size = os.fstat(self._fd).st_size
 
     def close(self) -> None:
         if self._fd >= 0:
-            os.fsync(self._fd)
+            with contextlib.suppress(OSError):
+                os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
 
     def append(self, record: Record) -> None:
+        """Append one record, or, if the disk refuses, cut the partial write and stop.
+
+        A journal that cannot be written is never left with a torn record in its
+        middle: the file is truncated back to its last whole record, ``failed``
+        says why, and the daemon refuses new work while it finishes what it has.
+        """
+        if self.failed is not None or self._fd < 0:
+            return
         body = _encoder.encode(record)
-        os.write(self._fd, _RECORD.pack(len(body), zlib.crc32(body)) + body)
+        data = _RECORD.pack(len(body), zlib.crc32(body)) + body
+        try:
+            written = os.write(self._fd, data)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, "short write to the journal (disk full?)")
+        except OSError as exc:
+            self.failed = exc
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            log.error("cannot write the journal; refusing new work", error=str(exc))
+            return
+        self._size += len(data)
         self._dirty = True
 
     async def sync(self) -> None:
@@ -66,7 +113,11 @@ class Journal:
             if not self._dirty:
                 return
             self._dirty = False
-            await anyio.to_thread.run_sync(os.fsync, self._fd)
+            try:
+                await anyio.to_thread.run_sync(os.fsync, self._fd)
+            except OSError as exc:
+                self.failed = exc
+                log.error("cannot sync the journal; refusing new work", error=str(exc))
 
     @staticmethod
     def replay(path: Path) -> Iterator[Record]:

@@ -64,6 +64,9 @@ class Trial:
     exit_reported: bool = False
     exit_ok: bool = False
     usage: dict[str, Any] = field(default_factory=dict)
+    # checkpoint folders kept (CheckpointConfig), oldest first, with their scores
+    kept_checkpoints: list[tuple[str, float | None]] = field(default_factory=list)
+    gpu_pids: set[int] = field(default_factory=set)  # processes seen holding GPU memory
 
     @property
     def name(self) -> str:
@@ -84,6 +87,7 @@ class Experiment:
     closed: bool = True  # no more trials will be added
     done: bool = False
     started_at: float = 0.0
+    state_written: float = 0.0  # monotonic time experiment_state.msgpack was last written
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
