@@ -1,1 +1,17 @@
-"""Trial schedulers (FIFO is the default)."""
+"""Trial schedulers under Ray Tune's names (FIFO is the default)."""
+
+from .async_hyperband import ASHAScheduler, AsyncHyperBandScheduler
+from .hyperband import HyperBandScheduler
+from .median_stopping_rule import MedianStoppingRule
+from .pbt import PopulationBasedTraining
+from .trial_scheduler import FIFOScheduler, TrialScheduler
+
+__all__ = [
+    "ASHAScheduler",
+    "AsyncHyperBandScheduler",
+    "FIFOScheduler",
+    "HyperBandScheduler",
+    "MedianStoppingRule",
+    "PopulationBasedTraining",
+    "TrialScheduler",
+]

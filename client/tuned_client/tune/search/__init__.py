@@ -1,5 +1,7 @@
 """Search spaces and variant generation, under Ray Tune's names."""
 
+from tuned_client.tune.search.basic_variant import BasicVariantGenerator
+from tuned_client.tune.search.concurrency_limiter import ConcurrencyLimiter
 from tuned_client.tune.search.sample import (
     Categorical,
     Domain,
@@ -20,6 +22,7 @@ from tuned_client.tune.search.sample import (
     sample_from,
     uniform,
 )
+from tuned_client.tune.search.searcher import Searcher, restore_searcher, save_searcher
 from tuned_client.tune.search.variant_generator import (
     AttrDict,
     count_variants,
@@ -30,11 +33,14 @@ from tuned_client.tune.search.variant_generator import (
 
 __all__ = [
     "AttrDict",
+    "BasicVariantGenerator",
     "Categorical",
+    "ConcurrencyLimiter",
     "Domain",
     "Float",
     "Function",
     "Integer",
+    "Searcher",
     "choice",
     "count_variants",
     "format_vars",
@@ -50,6 +56,8 @@ __all__ = [
     "quniform",
     "randint",
     "randn",
+    "restore_searcher",
     "sample_from",
+    "save_searcher",
     "uniform",
 ]

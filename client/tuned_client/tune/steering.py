@@ -1,0 +1,280 @@
+"""The client-side loop that drives the daemon for adaptive search and early stopping.
+
+With a ``search_alg`` or a ``scheduler`` the experiment is submitted open-ended
+and empty; this loop asks the searcher for configs as slots are about to free
+(``AddTrials``), feeds every result to the searcher and the scheduler, and acts
+on the scheduler's decisions: ``STOP`` -> ``StopTrial`` (the trial ends
+TERMINATED at its next report and its resources go to the next trial at once),
+PBT's exploit -> ``RestartTrial``. When the searcher is done it sends
+``CloseExperiment``, and the daemon finishes the experiment as usual.
+
+It follows the event stream with the Tuner's own ``_Run`` (status block,
+callbacks, reconnects, stop rules) and hooks its decisions onto each event.
+Requests go over a second connection, so their replies never mix with events.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from .. import protocol as p
+from ..connection import Connection, DaemonError
+from .config import TuneConfig
+from .progress import TrialView
+from .result import ResultGrid, TuneError
+from .schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
+from .search.basic_variant import BasicVariantGenerator, _merge
+from .search.sample import Domain
+from .search.searcher import Searcher, save_searcher
+from .search.variant_generator import format_vars, generate_variants
+from .tuner import _Run, _trainable_name
+
+if TYPE_CHECKING:
+    from .tuner import Tuner
+
+# Adaptive searchers get one queued trial at a time: each suggestion is made as
+# late as possible, so it learns from every result that came before it.
+MAX_PENDING_ADAPTIVE = 1
+
+
+def check_steering(tc: TuneConfig) -> None:
+    """Refuse, in the Tuner's constructor, what the steering loop cannot drive."""
+    if tc.search_alg is not None and not isinstance(tc.search_alg, Searcher):
+        raise TypeError(
+            "TuneConfig(search_alg=...) must be a tune.search.Searcher (OptunaSearch, "
+            f"ConcurrencyLimiter, BasicVariantGenerator...), got {type(tc.search_alg).__name__}"
+        )
+    if tc.scheduler is not None and not isinstance(tc.scheduler, TrialScheduler):
+        raise TypeError(
+            "TuneConfig(scheduler=...) must be a tune.schedulers.TrialScheduler (ASHAScheduler, "
+            f"PopulationBasedTraining...), got {type(tc.scheduler).__name__}"
+        )
+
+
+def _flat_leaves(config: Any, prefix: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], Any]:
+    if isinstance(config, dict):
+        out: dict[tuple[Any, ...], Any] = {}
+        for key, value in config.items():
+            out.update(_flat_leaves(value, (*prefix, key)))
+        return out
+    return {prefix: config}
+
+
+def _unresolved(config: Any) -> bool:
+    return any(isinstance(v, Domain) for v in _flat_leaves(config).values())
+
+
+class Steering:
+    """Searcher and scheduler, and the requests their decisions become."""
+
+    def __init__(self, tuner: Tuner, run: SteeredRun, control: Connection) -> None:
+        tc = tuner.tune_config
+        self.tuner = tuner
+        self.run = run
+        self.control = control
+        self.experiment_id = run.accepted.experiment_id
+        self.path = run.accepted.path
+        self.scheduler: TrialScheduler = tc.scheduler or FIFOScheduler()
+        basic = tc.search_alg is None
+        self.searcher: Searcher = tc.search_alg or BasicVariantGenerator(random_state=tc.seed)
+        if isinstance(self.searcher, BasicVariantGenerator):
+            self.searcher.setup(tuner.param_space, tc.num_samples, tc.seed)
+        self.max_pending = 10**9 if basic else MAX_PENDING_ADAPTIVE
+        self.limit = 10**9 if isinstance(self.searcher, BasicVariantGenerator) else tc.num_samples
+        space = {} if isinstance(self.searcher, BasicVariantGenerator) else tuner.param_space
+        if not self.searcher.set_search_properties(tc.metric, tc.mode, space):
+            raise TuneError(
+                f"the searcher's metric/mode ({self.searcher.metric}, {self.searcher.mode}) "
+                f"differ from TuneConfig's ({tc.metric}, {tc.mode})"
+            )
+        if not self.scheduler.set_search_properties(tc.metric, tc.mode):
+            raise TuneError(
+                f"the scheduler's metric/mode ({self.scheduler.metric}, {self.scheduler.mode}) "
+                f"differ from TuneConfig's ({tc.metric}, {tc.mode})"
+            )
+        self.added = 0
+        self.closed = False
+        self.pending: dict[str, str] = {}  # trial id -> "stop" | "restart", until it acts
+        self.last_seq = 0
+
+    # ------------------------------------------------------------ what schedulers call
+
+    def get_trials(self) -> list[TrialView]:
+        return list(self.run.trials.values())
+
+    def stop_trial(self, trial: TrialView) -> None:
+        if trial.trial_id in self.pending or trial.status not in ("PENDING", "RUNNING"):
+            return
+        self.pending[trial.trial_id] = "stop"
+        self._request(p.StopTrial(trial_id=trial.trial_id))
+
+    def restart_trial(self, trial: TrialView, config: dict[str, Any], checkpoint: str) -> None:
+        if trial.trial_id in self.pending:
+            return
+        self.pending[trial.trial_id] = "restart"
+        packed = p.pack_user(config)
+        self._request(p.RestartTrial(trial_id=trial.trial_id, config=packed, checkpoint=checkpoint))
+        trial.config = config
+
+    def _request(self, request: Any) -> p.Message:
+        try:
+            return self.control.request(request)
+        except DaemonError as exc:
+            raise TuneError(exc.message) from None
+
+    # ------------------------------------------------------------ suggesting
+
+    def _tag(self, index: int, config: dict[str, Any], suggestion: dict[str, Any]) -> str:
+        if isinstance(self.searcher, BasicVariantGenerator):
+            suffix = self.searcher.last_tag
+        else:
+            suffix = format_vars(_flat_leaves(suggestion))
+        return f"{index}_{suffix}" if suffix else str(index)
+
+    def _resolve(self, suggestion: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(self.searcher, BasicVariantGenerator):
+            return suggestion
+        merged = _merge(self.tuner.param_space, suggestion)
+        if _unresolved(merged) or "grid_search" in str(merged):
+            merged = next(iter(generate_variants(merged, 1, seed=self.tuner.tune_config.seed)))[1]
+        return merged
+
+    def fill(self) -> None:
+        """Ask the searcher for trials until one waits for a slot (or it has no more)."""
+        if self.closed:
+            return
+        specs: list[p.TrialSpec] = []
+        views: list[TrialView] = []
+        done = False  # the search is over: close once this batch is added
+        while True:
+            waiting = sum(1 for v in self.run.trials.values() if v.status == "PENDING")
+            if waiting + len(specs) >= self.max_pending:
+                break
+            if self.added + len(specs) >= self.limit:
+                done = True
+                break
+            index = self.added + len(specs)
+            trial_id = f"{self.experiment_id}_{index:05d}"
+            suggestion = self.searcher.suggest(trial_id)
+            if suggestion == Searcher.FINISHED:
+                done = True
+                break
+            if suggestion is None or not isinstance(suggestion, dict):
+                live = [v for v in self.run.trials.values() if v.status in ("PENDING", "RUNNING")]
+                if not live and not specs:
+                    print("The searcher suggests nothing and no trial runs: done", file=sys.stderr)
+                    done = True
+                break
+            config = self._resolve(suggestion)
+            tag = self._tag(index, config, suggestion)
+            specs.append(p.TrialSpec(tag=tag, config=p.pack_user(config)))
+            name = f"{_trainable_name(self.tuner.trainable)}_{trial_id}"
+            views.append(TrialView(trial_id=trial_id, name=name, tag=tag, config=config))
+        if specs:
+            reply = self._request(p.AddTrials(experiment_id=self.experiment_id, trials=specs))
+            assert isinstance(reply, p.TrialsAdded)
+            for view, real_id in zip(views, reply.trial_ids, strict=True):
+                if real_id != view.trial_id:
+                    raise TuneError(f"trial ids out of step: {real_id} != {view.trial_id}")
+                self.run.trials.setdefault(real_id, view)
+                self.scheduler.on_trial_add(self, self.run.trials[real_id])
+            self.added += len(specs)
+        if done:
+            self._close()
+        if specs or done:
+            self._save()
+
+    def _close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._request(p.CloseExperiment(experiment_id=self.experiment_id))
+
+    def _save(self) -> None:
+        try:
+            save_searcher(self.searcher, self.path)
+        except (NotImplementedError, OSError, TypeError) as exc:
+            print(f"Could not save the searcher's state: {exc}", file=sys.stderr)
+
+    # ------------------------------------------------------------ events
+
+    def on_event(self, event: Any) -> None:
+        if not isinstance(event, p.Event) or event.seq <= self.last_seq:
+            return
+        self.last_seq = event.seq
+        view = self.run.trials.get(getattr(event, "trial_id", ""))
+        if isinstance(event, p.TrialQueued) and view is not None:
+            view.config = p.unpack_user(event.config)  # a restarted trial's new config
+        elif isinstance(event, p.TrialStarted):
+            self.pending.pop(event.trial_id, None)
+            self.fill()
+        elif isinstance(event, p.TrialResult) and view is not None:
+            self._on_result(view, view.last_result or {})
+        elif isinstance(event, p.TrialFinished) and view is not None:
+            self.pending.pop(event.trial_id, None)
+            error = event.status == "ERROR"
+            self.searcher.on_trial_complete(view.trial_id, result=view.last_result, error=error)
+            if error:
+                self.scheduler.on_trial_error(self, view)
+            else:
+                self.scheduler.on_trial_complete(self, view, view.last_result)
+            self.fill()
+            self._save()
+
+    def _on_result(self, view: TrialView, result: dict[str, Any]) -> None:
+        if view.trial_id in self.pending:
+            return  # the old attempt's last steps, reported after our decision
+        self.searcher.on_trial_result(view.trial_id, result)
+        if result.get("done") or self._stop_rule_met(result):
+            return
+        decision = self.scheduler.on_trial_result(self, view, result)
+        if decision in (TrialScheduler.STOP, TrialScheduler.PAUSE):
+            self.stop_trial(view)  # PAUSE: a scheduler that restarted it is already pending
+
+    def _stop_rule_met(self, result: dict[str, Any]) -> bool:
+        stop = self.tuner.run_config.stop
+        if not isinstance(stop, dict):
+            return False
+        return any(
+            isinstance(result.get(k), int | float) and result[k] >= v for k, v in stop.items()
+        )
+
+
+class SteeredRun(_Run):
+    """The Tuner's event follower, with the steering loop hooked onto each event."""
+
+    steering: Steering
+
+    def _apply(self, msg: p.Message) -> bool:
+        done = super()._apply(msg)
+        self.steering.on_event(msg)
+        return done
+
+
+def fit_steered(tuner: Tuner) -> ResultGrid:
+    """``Tuner.fit()`` with a searcher or a scheduler."""
+    from .restore import open_connection
+    from .tuner import _apply_checkpoint_config
+
+    spec = tuner._experiment_spec(steered=True)
+    _apply_checkpoint_config(spec, tuner.run_config)
+    started = time.time()
+    conn, autostarted = open_connection(tuner._socket)
+    control: Connection | None = None
+    try:
+        try:
+            accepted = conn.request(p.Submit(experiment=spec))
+        except DaemonError as exc:
+            raise TuneError(exc.message) from None
+        assert isinstance(accepted, p.Accepted)
+        control = Connection.open(conn.socket_path, autostart=False)
+        run = SteeredRun(tuner, conn, accepted, started)
+        run.autostarted = autostarted
+        run.steering = Steering(tuner, run, control)
+        run.steering.fill()
+        return run.follow()
+    finally:
+        conn.close()
+        if control is not None:
+            control.close()

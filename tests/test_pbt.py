@@ -1,0 +1,101 @@
+"""Population based training through a real daemon: checkpoints copied, configs explored."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import RunningDaemon
+from tuned_client import tune
+from tuned_client.tune.schedulers import PopulationBasedTraining
+from tuned_client.tune.schedulers.pbt import explore
+
+STEPS = 16
+THRESHOLD = 4.0
+
+
+def gain(lr: float, theta: float) -> float:
+    """A fast rate pays before THRESHOLD, a slow one after: no fixed lr is best throughout."""
+    return lr if theta < THRESHOLD else 1.0 - lr
+
+
+def best_fixed(lrs: list[float]) -> float:
+    best = 0.0
+    for lr in lrs:
+        theta = 0.0
+        for _ in range(STEPS):
+            theta += gain(lr, theta)
+        best = max(best, theta)
+    return best
+
+
+def trainable(config: dict[str, Any]) -> None:
+    theta, step, origin = 0.0, 0, tune.get_context().get_trial_id()
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = json.loads((Path(folder) / "state.json").read_text())
+        theta, step, origin = state["theta"], state["step"], state["trial"]
+    while step < STEPS:
+        time.sleep(0.04)
+        theta += gain(config["lr"], theta)
+        step += 1
+        with tempfile.TemporaryDirectory() as folder:
+            me = tune.get_context().get_trial_id()
+            (Path(folder) / "state.json").write_text(
+                json.dumps({"theta": theta, "step": step, "trial": me})
+            )
+            tune.report(
+                {"theta": theta, "step": step, "restored_from": origin},
+                checkpoint=tune.Checkpoint.from_directory(folder),
+            )
+
+
+@pytest.mark.daemon_args("--num-cpus", "4")
+def test_pbt_population_beats_every_fixed_config(daemon: RunningDaemon) -> None:
+    lrs = [0.1, 0.9]
+    pbt = PopulationBasedTraining(
+        time_attr="training_iteration",
+        perturbation_interval=2,
+        hyperparam_mutations={"lr": lrs},
+        quantile_fraction=0.5,
+        resample_probability=0.5,
+        seed=1,
+    )
+    results = tune.Tuner(
+        trainable,
+        param_space={"lr": tune.grid_search(lrs)},
+        tune_config=tune.TuneConfig(metric="theta", mode="max", scheduler=pbt, num_samples=2),
+        run_config=tune.RunConfig(name="pbt", verbose=0, stop={"step": STEPS}),
+    ).fit()
+    assert len(results) == 4 and results.num_errors == 0
+    best = results.get_best_result()
+    assert best.metrics["theta"] > best_fixed(lrs) + 1.0, [r.metrics["theta"] for r in results]
+    # a trial restarted from another trial's checkpoint, copied into its own folder
+    own = {r.trial_id for r in results}
+    rows = [row for r in results for row in r.history()]
+    adopted = [row for row in rows if row["restored_from"] != row["trial_id"]]
+    assert adopted and {row["restored_from"] for row in adopted} <= own
+    for r in results:
+        for folder in Path(r.path).glob("checkpoint_*"):
+            assert folder.parent == Path(r.path) and (folder / "state.json").exists()
+    assert not [p for r in results for p in Path(r.path).glob(".exploit_*")]
+    assert os.path.exists(Path(best.path) / "params.json")
+
+
+def test_explore_shifts_list_values_and_scales_numbers() -> None:
+    import random
+
+    rng = random.Random(0)
+    seen = {explore({"lr": 0.1}, {"lr": [0.01, 0.1, 1.0]}, 0.0, (1.2, 0.8), None, rng)["lr"]
+            for _ in range(50)}  # fmt: skip
+    assert seen == {0.01, 1.0}
+    scaled = explore({"x": 10.0}, {"x": tune.uniform(0, 100)}, 0.0, (1.2, 0.8), None, rng)
+    assert scaled["x"] in (12.0, 8.0)
+    with pytest.raises(ValueError, match="hyperparam_mutations"):
+        PopulationBasedTraining()
