@@ -45,8 +45,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--idle-timeout", type=float, default=0.0, help="exit after this many idle seconds"
     )
     start.add_argument("--log-level", default="info")
+    start.add_argument(
+        "--launcher",
+        choices=("fork", "spawn"),
+        default="fork",
+        help="fork function trials from a warm per-experiment worker, or spawn each afresh",
+    )
     start.add_argument("--if-needed", action="store_true", help="succeed if one is running")
     start.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+    start.add_argument(
+        "--gpu-release-timeout",
+        type=float,
+        default=10.0,
+        help="longest a GPU waits for a finished trial's memory to be freed (seconds)",
+    )
+    # Tests: a fake GPU inventory (with --num-gpus) whose process memory is read from a file.
+    start.add_argument("--fake-gpu-state", type=Path, default=None, help=argparse.SUPPRESS)
 
     for name, text in (("stop", "stop the daemon gracefully"), ("status", "daemon status")):
         cmd = sub.add_parser(name, help=text)
@@ -56,10 +70,33 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("ls", help="list experiments")
     _common(ls)
     ls.add_argument("--json", action="store_true")
-    cancel = sub.add_parser("cancel", help="cancel an experiment or a trial")
+    cancel = sub.add_parser("cancel", help="cancel experiments or trials")
     _common(cancel)
-    cancel.add_argument("target")
+    cancel.add_argument("target", nargs="+", help="experiment or trial ids")
+    _add_watch_commands(sub)
     return parser
+
+
+def _add_watch_commands(sub: Any) -> None:
+    from .submit import add_arguments
+
+    tail = sub.add_parser("tail", help="follow events: a live view, a line each, or NDJSON")
+    _common(tail)
+    tail.add_argument("experiment", nargs="?", default="", help="only this experiment")
+    tail.add_argument("--json", action="store_true", help="one JSON object per event")
+    tail.add_argument("--since", type=int, default=None, help="events after this seq")
+    logs = sub.add_parser("logs", help="a trial's stdout (or stderr)")
+    _common(logs)
+    logs.add_argument("trial", help="trial id, as `tuned status` or `tuned submit` shows")
+    logs.add_argument("-f", "--follow", action="store_true", help="follow until it ends")
+    logs.add_argument("--stderr", action="store_true", help="show stderr instead of stdout")
+    submit = sub.add_parser(
+        "submit",
+        help="queue a command as a trial (a grid of them with --grid)",
+        usage="tuned submit [--cpu N] [--gpu F] [--grid k=v1,v2] [...] -- CMD [ARGS...]",
+    )
+    _common(submit)
+    add_arguments(submit)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -82,6 +119,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         foreground=args.foreground,
         log_level=args.log_level,
         ready_fd=args.ready_fd,
+        gpu_release_timeout_s=args.gpu_release_timeout,
+        fake_gpu_state=args.fake_gpu_state,
     )
 
 
@@ -101,19 +140,23 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"tuned: a daemon is already running on {settings.socket_path}", file=sys.stderr)
         return 1
     if args.foreground or args.ready_fd is not None:
-        return run_here(settings)
+        return run_here(settings, args.launcher)
     return start_background(args)
 
 
-def run_here(settings: Settings) -> int:
+def run_here(settings: Settings, launcher_name: str = "fork") -> int:
+    from .forkserver import ForkLauncher
     from .inventory import detect_gpus
-    from .launcher import SpawnLauncher
+    from .launcher import Launcher, SpawnLauncher
     from .logs import configure_logging
     from .service import AlreadyRunning, run
 
     configure_logging(settings)
+    launcher: Launcher = SpawnLauncher()
+    if launcher_name == "fork":
+        launcher = ForkLauncher(settings.state_dir / "zygotes.log")
     try:
-        run(settings, detect_gpus(), SpawnLauncher())
+        run(settings, detect_gpus(settings), launcher)
     except AlreadyRunning as exc:
         print(f"tuned: {exc}", file=sys.stderr)
         return 1
@@ -195,6 +238,15 @@ def _request(args: argparse.Namespace, req: Any) -> Any:
             raise SystemExit(f"tuned: {exc.message}") from exc
 
 
+def _watch(command: str, args: argparse.Namespace) -> int:
+    from .logview import cmd_logs
+    from .submit import cmd_submit
+    from .tail import cmd_tail
+
+    run = {"tail": cmd_tail, "logs": cmd_logs, "submit": cmd_submit}[command]
+    return run(args, lambda: _connect(args))
+
+
 def main(argv: list[str] | None = None) -> int:
     from . import views
 
@@ -205,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         "status": lambda a: views.status(a, _request),
         "ls": lambda a: views.ls(a, _request),
         "cancel": lambda a: views.cancel(a, _request),
+        "tail": lambda a: _watch("tail", a),
+        "logs": lambda a: _watch("logs", a),
+        "submit": lambda a: _watch("submit", a),
     }
     return int(commands[args.command](args))
 

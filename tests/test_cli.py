@@ -1,0 +1,276 @@
+"""The ``tuned`` command as people and scripts use it: a real CLI subprocess, a real daemon."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import RunningDaemon
+
+PY = sys.executable
+
+
+def cli(
+    d: RunningDaemon, cmd: str, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PY, "-m", "tuned", cmd, "--socket", str(d.socket), *args],
+        env=d.env(), capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def cli_bg(d: RunningDaemon, cmd: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [PY, "-m", "tuned", cmd, "--socket", str(d.socket), *args],
+        env=d.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def json_lines(proc: subprocess.Popen[str]) -> Iterator[dict[str, Any]]:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        yield json.loads(line)
+
+
+def read_until(
+    proc: subprocess.Popen[str], done: Callable[[dict[str, Any]], bool]
+) -> list[dict[str, Any]]:
+    """Events from a ``tail --json`` process up to and including the first ``done`` one."""
+    seen = []
+    for ev in json_lines(proc):
+        seen.append(ev)
+        if done(ev):
+            return seen
+    raise AssertionError(f"the stream ended first: {proc.stderr.read() if proc.stderr else ''}")
+
+
+def submit(d: RunningDaemon, *args: str) -> dict[str, Any]:
+    out = cli(d, "submit", "--json", *args)
+    assert out.returncode == 0, out.stderr
+    result: dict[str, Any] = json.loads(out.stdout.splitlines()[0])
+    return result
+
+
+def status_json(d: RunningDaemon) -> dict[str, Any]:
+    out = cli(d, "status", "--json")
+    assert out.returncode == 0, out.stderr
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+WAIT_FOR_FILE = "import os, sys, time\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.02)\n"
+
+
+def test_status_shows_running_trials_and_cancel_returns_the_ledger(
+    daemon: RunningDaemon, tmp_path: Path
+) -> None:
+    gate = tmp_path / "never"
+    exp = submit(daemon, "--cpu", "1", "--gpu", "0.5", "--", PY, "-c", WAIT_FOR_FILE, str(gate))
+    tail = cli_bg(daemon, "tail", "--json", exp["experiment_id"])
+    started = read_until(tail, lambda e: e["kind"] == "trial_started")[-1]
+
+    st = status_json(daemon)
+    [running] = st["running"]
+    assert running["trial_id"] == exp["trial_ids"][0] and running["pid"] == started["pid"]
+    assert running["resources"] == {"cpu": 1.0, "gpu": 0.5}
+    assert running["gpu_ids"] == "0" and running["rss"] > 0
+    assert st["gpus"][0]["used"] == 0.5
+    assert {r["name"]: r["used"] for r in st["resources"]}["cpu"] == 1.0
+    text = cli(daemon, "status").stdout
+    assert f"{started['pid']}" in text and "cpu=1 gpu=0.5" in text
+    assert "0.50 allocated" in text and "1 RUNNING" in text
+
+    out = cli(daemon, "cancel", exp["experiment_id"])
+    assert out.returncode == 0 and f"cancelled {exp['experiment_id']}" in out.stdout
+    end = read_until(tail, lambda e: e["kind"] == "experiment_finished")
+    assert tail.wait(timeout=10) == 0  # tail EXPERIMENT ends with it
+    assert [e["status"] for e in end if e["kind"] == "trial_finished"] == ["ERROR"]
+    assert end[-1]["cancelled"] is True
+    st = status_json(daemon)
+    assert st["running"] == [] and all(r["used"] == 0 for r in st["resources"])
+    assert st["gpus"][0]["used"] == 0
+
+
+def test_unknown_ids_get_clear_errors(daemon: RunningDaemon) -> None:
+    for cmd, expected in (
+        ("cancel", "no experiment or trial 'nope'"),
+        ("logs", "no trial 'nope'"),
+        ("tail", "no experiment 'nope'"),
+    ):
+        out = cli(daemon, cmd, "nope")
+        assert out.returncode == 1, (cmd, out)
+        assert expected in out.stderr and "Traceback" not in out.stderr
+
+
+def test_tail_json_streams_every_event_of_an_experiment_in_order(
+    daemon: RunningDaemon, tmp_path: Path
+) -> None:
+    everything = cli_bg(daemon, "tail", "--json", "--since", "0")
+    script = tmp_path / "steps.py"
+    script.write_text(
+        "import sys\nfrom tuned_client import tune\n"
+        "for i in range(3):\n    tune.report({'loss': float(sys.argv[1]) * (3 - i)})\n"
+    )
+    exp = submit(daemon, "--cpu", "1", "--grid", "x=1,2,3,4", "--", PY, str(script), "{x}")
+    exp_id = exp["experiment_id"]
+    one = cli_bg(daemon, "tail", "--json", exp_id)  # started while it runs; ends with it
+    mine = list(json_lines(one))
+    assert one.wait(timeout=30) == 0
+
+    every = read_until(everything, lambda e: e["kind"] == "experiment_finished")
+    everything.kill()
+    seqs = [e["seq"] for e in every]
+    assert seqs == list(range(1, len(seqs) + 1))  # no gaps, in order
+    assert mine == [e for e in every if e["experiment_id"] == exp_id]
+    kinds = [e["kind"] for e in mine]
+    assert kinds[0] == "experiment_accepted" and kinds[-1] == "experiment_finished"
+    assert kinds.count("trial_queued") == 4 and kinds.count("trial_started") == 4
+    assert kinds.count("trial_result") == 12 and kinds.count("trial_finished") == 4
+    queued = [e["config"] for e in mine if e["kind"] == "trial_queued"]
+    assert queued == [{"x": 1}, {"x": 2}, {"x": 3}, {"x": 4}]  # user values as JSON objects
+    losses = [e["metrics"]["loss"] for e in mine if e["kind"] == "trial_result"]
+    assert sorted(losses) == sorted(float(x) * k for x in (1, 2, 3, 4) for k in (1, 2, 3))
+
+
+def test_tail_without_a_terminal_prints_a_line_per_event(daemon: RunningDaemon) -> None:
+    exp = submit(daemon, "--cpu", "1", "--", "true")
+    out = cli(daemon, "tail", exp["experiment_id"])
+    lines = out.stdout.splitlines()
+    assert out.returncode == 0 and len(lines) == 5, out
+    assert "accepted" in lines[0] and "queued" in lines[1] and "started pid" in lines[2]
+    assert lines[3].endswith("TERMINATED") and "finished (1 TERMINATED)" in lines[4]
+
+
+def test_submit_runs_a_command_that_reports_metrics(daemon: RunningDaemon, tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import sys\nfrom tuned_client import tune\n"
+        "lr = float(sys.argv[2])\n"
+        "for step in range(3):\n"
+        "    print('step', step, flush=True)\n"
+        "    tune.report({'loss': lr * (3 - step), 'step': step})\n"
+    )
+    out = cli(daemon, "submit", "--cpu", "0.5", "--wait", "--", PY, str(script), "--lr", "0.5")
+    assert out.returncode == 0, out.stderr
+    trial_id = out.stdout.split("trial ")[1].split()[0]
+    assert "TERMINATED" in out.stderr  # --wait follows it
+    path = Path(json.loads(cli(daemon, "ls", "--json").stdout)[0]["path"])
+    [trial_dir] = [p for p in path.iterdir() if p.is_dir()]
+    rows = [json.loads(x) for x in (trial_dir / "result.json").read_text().splitlines()]
+    assert [r["loss"] for r in rows] == [1.5, 1.0, 0.5]
+    assert [r["training_iteration"] for r in rows] == [1, 2, 3]
+    assert all(r["trial_id"] == trial_id for r in rows)
+
+    logs = cli(daemon, "logs", trial_id)
+    assert logs.returncode == 0 and logs.stdout == "step 0\nstep 1\nstep 2\n"
+
+
+def test_a_failing_command_is_an_error_with_its_exit_code(daemon: RunningDaemon) -> None:
+    out = cli(daemon, "submit", "--wait", "--", "sh", "-c", "echo bad input >&2; exit 3")
+    assert out.returncode == 1
+    assert "ERROR: the trial process exited with code 3" in out.stderr
+    trial_id = out.stdout.split("trial ")[1].split()[0]
+    assert cli(daemon, "logs", "--stderr", trial_id).stdout == "bad input\n"
+
+
+def test_a_grid_queues_one_command_per_combination(daemon: RunningDaemon) -> None:
+    show = "import sys, json; print(json.dumps(sys.argv[1:]))"
+    out = cli(
+        daemon, "submit", "--wait", "--cpu", "0.5", "--grid", "lr=0.1,1e-3", "--grid", "bs=8,16",
+        "--", PY, "-c", show, "--lr", "{lr}", "--bs", "{bs}",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    trial_ids = [line.split()[1] for line in out.stdout.splitlines() if "trial " in line]
+    assert len(trial_ids) == 4
+    argvs = [json.loads(cli(daemon, "logs", t).stdout) for t in trial_ids]
+    assert argvs == [["--lr", lr, "--bs", bs] for lr in ("0.1", "1e-3") for bs in ("8", "16")]
+    exp_path = Path(json.loads(cli(daemon, "ls", "--json").stdout)[0]["path"])
+    params = [json.loads((d / "params.json").read_text()) for d in exp_path.iterdir() if d.is_dir()]
+    assert len(params) == 4  # numbers stay numbers where they read back as typed
+    assert {"lr": 0.1, "bs": 8} in params and {"lr": "1e-3", "bs": 16} in params
+
+
+def test_submit_refuses_what_it_cannot_run(daemon: RunningDaemon) -> None:
+    out = cli(daemon, "submit", "--", "echo", "{lr}")
+    assert out.returncode == 1 and "uses {lr} but no --grid gives it" in out.stderr
+    out = cli(daemon, "submit", "--", "awk", "{print $1}")
+    assert out.returncode == 1 and "literal brace as '{{'" in out.stderr
+    out = cli(daemon, "submit", "--gpu", "2", "--", "true")
+    assert out.returncode == 1 and "gpu" in out.stderr
+    assert cli(daemon, "submit").returncode == 1
+    assert json.loads(cli(daemon, "ls", "--json").stdout) == []
+
+
+def test_logs_follow_streams_until_the_trial_ends(daemon: RunningDaemon, tmp_path: Path) -> None:
+    gate = tmp_path / "go"
+    code = "import os, sys, time\nprint('first', flush=True)\n" + WAIT_FOR_FILE.split("\n", 1)[1]
+    code += "print('second', flush=True)\n"
+    exp = submit(daemon, "--", PY, "-c", code, str(gate))
+    tail = cli_bg(daemon, "tail", "--json", exp["experiment_id"])
+    read_until(tail, lambda e: e["kind"] == "trial_started")
+    follow = cli_bg(daemon, "logs", "-f", exp["trial_ids"][0])
+    assert follow.stdout is not None
+    assert follow.stdout.readline() == "first\n"  # shown while the trial still runs
+    gate.touch()
+    rest, err = follow.communicate(timeout=30)
+    assert follow.returncode == 0, err
+    assert rest == "second\n"
+    tail.kill()
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="the live view is driven in tmux")
+def test_the_live_view_in_a_terminal(daemon: RunningDaemon, tmp_path: Path) -> None:
+    gate = tmp_path / "go"
+    exp = submit(
+        daemon, "--name", "live", "--grid", "lr=0.1,0.2,0.3", "--",
+        PY, "-c", WAIT_FOR_FILE, str(gate), "{lr}",
+    )  # fmt: skip
+    session = f"tuned-test-{daemon.proc.pid}"
+    tuned = f"{PY} -m tuned tail --socket {daemon.socket} {exp['experiment_id']}"
+    subprocess.run(
+        ["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40",
+         f"{tuned}; echo TAIL-EXITED-$?; sleep 60"],
+        check=True,
+    )  # fmt: skip
+    try:
+
+        def pane_shows(text: str) -> str:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                pane = subprocess.run(
+                    ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
+                ).stdout
+                if text in pane:
+                    return pane
+                time.sleep(0.1)  # another process's screen: nothing to await
+            raise AssertionError(f"{text!r} never showed:\n{pane}")
+
+        pane = pane_shows("3 RUNNING")
+        assert pane.count("== Status ==") == 1  # redrawn in place, not scrolled
+        assert "[..............................] 0/3 done" in pane
+        assert "Number of trials: 3/3 (3 RUNNING)" in pane
+        assert "| lr " in pane and "| 0.2 " in pane
+        gate.touch()
+        pane = pane_shows("TAIL-EXITED-0")
+        assert "3/3 done  (3 TERMINATED)" in pane and pane.count("== Status ==") == 1
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+
+
+def test_tail_of_everything_follows_until_ctrl_c(daemon: RunningDaemon) -> None:
+    tail = cli_bg(daemon, "tail", "--json", "--since", "0")  # no race with the submit
+    exp = submit(daemon, "--", "true")
+    ev = read_until(tail, lambda e: e["kind"] == "experiment_finished")[-1]
+    assert ev["experiment_id"] == exp["experiment_id"]
+    assert tail.poll() is None  # still following: another experiment may come
+    tail.send_signal(signal.SIGINT)
+    assert tail.wait(timeout=10) == 0
+    assert tail.stderr is not None and "Traceback" not in tail.stderr.read()

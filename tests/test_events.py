@@ -1,0 +1,136 @@
+"""The event stream: a stuck subscriber costs nothing, and callbacks see every trial's life."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from conftest import RunningDaemon
+from tuned_client import protocol as p
+from tuned_client import tune
+from tuned_client.connection import Connection
+from tuned_client.framing import read_frame, send_message
+
+PAD = "x" * 4096  # a few hundred of these overflow a Unix socket's buffer
+
+
+def quick(config: dict[str, Any]) -> None:
+    tune.report({"i": config["i"], "pad": PAD})
+
+
+def collect(conn: Connection, out: list[Any], exp_name: str) -> None:
+    """Every event from seq 1 until the experiment named ``exp_name`` finishes."""
+    conn.send(p.Subscribe(since=0))
+    exp_id = None
+    while True:
+        msg = conn.recv()
+        out.append(msg)
+        if isinstance(msg, p.ExperimentAccepted) and msg.name == exp_name:
+            exp_id = msg.experiment_id
+        if isinstance(msg, p.ExperimentFinished) and msg.experiment_id == exp_id:
+            return
+
+
+def test_a_subscriber_that_reads_nothing_slows_no_one(daemon: RunningDaemon) -> None:
+    stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stuck.connect(str(daemon.socket))
+    send_message(stuck, p.Hello(protocol=p.PROTOCOL_VERSION, client="stuck"))
+    read_frame(stuck)  # the welcome; from here on it never reads
+    send_message(stuck, p.Subscribe())
+
+    seen: list[Any] = []
+    watcher = threading.Thread(target=collect, args=(daemon.connect(), seen, "many"))
+    watcher.start()
+    tuner = tune.Tuner(
+        tune.with_resources(quick, {"cpu": 0.25}),
+        param_space={"i": tune.grid_search(list(range(200)))},
+        run_config=tune.RunConfig(name="many", verbose=0),
+    )
+    started = time.monotonic()
+    fit = threading.Thread(target=tuner.fit)  # a daemon blocked on the stuck one never ends
+    fit.start()
+    fit.join(timeout=120)
+    elapsed = time.monotonic() - started
+    assert not fit.is_alive(), "the experiment did not finish with a stuck subscriber"
+    watcher.join(timeout=60)
+    assert not watcher.is_alive()
+    assert tuner.get_results().num_terminated == 200
+    print(f"200 trials with a stuck subscriber: {elapsed:.1f} s")
+
+    seqs = [m.seq for m in seen]
+    assert seqs == list(range(1, len(seqs) + 1))  # the other subscriber missed nothing
+    results_seen = [m for m in seen if isinstance(m, p.TrialResult)]
+    assert len(results_seen) == 200
+    # the stuck one really was stuck: far more was sent its way than a socket holds
+    assert sum(len(bytes(m.metrics)) for m in results_seen) > 4 * 200_000
+    with daemon.connect() as conn:  # and the daemon still answers everyone
+        assert isinstance(conn.request(p.GetStatus()), p.StatusReply)
+    stuck.close()
+
+
+class Recorder(tune.Callback):
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.calls.append(("start", trial.config["fail"]))
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
+        self.calls.append(("result", f"{trial.config['fail']}:{result['step']}"))
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.calls.append(("complete", trial.config["fail"]))
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.calls.append(("error", f"{trial.config['fail']}:{trial.error}"))
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        self.calls.append(("end", ",".join(sorted(t.status for t in trials))))
+
+
+def steps_then_maybe_fail(config: dict[str, Any]) -> None:
+    for step in range(2):
+        tune.report({"step": step})
+    if config["fail"] == "yes":
+        raise ValueError("asked to fail")
+
+
+def test_callbacks_see_each_trial_start_report_and_end(daemon: RunningDaemon) -> None:
+    recorder = Recorder()
+    tune.Tuner(
+        steps_then_maybe_fail,
+        param_space={"fail": tune.grid_search(["no", "yes"])},
+        run_config=tune.RunConfig(verbose=0, callbacks=[recorder]),
+    ).fit()
+    calls = recorder.calls
+    for which in ("no", "yes"):
+        mine = [c for c in calls if c[1].split(":")[0] == which]
+        assert mine[0] == ("start", which)
+        assert mine[1:3] == [("result", f"{which}:0"), ("result", f"{which}:1")]
+    assert ("complete", "no") in calls
+    assert ("error", "yes:ValueError: asked to fail") in calls
+    assert calls[-1] == ("end", "ERROR,TERMINATED")
+
+
+def test_tail_resumes_from_a_sequence_number(daemon: RunningDaemon) -> None:
+    tune.Tuner(
+        quick, param_space={"i": tune.grid_search([1, 2])}, run_config=tune.RunConfig(verbose=0)
+    ).fit()
+    cmd = [sys.executable, "-m", "tuned", "tail", "--socket", str(daemon.socket), "--json"]
+    with daemon.connect() as conn:
+        reply = conn.request(p.GetStatus())
+        assert isinstance(reply, p.StatusReply)
+        exp_id = reply.experiments[0].experiment_id
+    full = subprocess.run([*cmd, exp_id], capture_output=True, text=True, timeout=30)
+    events = [json.loads(x) for x in full.stdout.splitlines()]
+    after = subprocess.run(
+        [*cmd, "--since", str(events[3]["seq"]), exp_id], capture_output=True, text=True, timeout=30
+    )
+    assert [json.loads(x) for x in after.stdout.splitlines()] == events[4:]
