@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +25,20 @@ from . import __version__
 from .config import Settings
 from .events import EventBus
 from .inventory import GpuProbe, build_capacity
-from .journal import Journal, Submitted
+from .journal import Control, Journal, Submitted
 from .launcher import Launcher
 from .ledger import SCALE, ImpossibleRequest, Ledger, Request, ResourceError, parse_request
+from .monitor import Sampler
 from .results import safe_component, write_atomic
 from .scheduler import Scheduler
 from .trials import FINAL, Experiment, Trial, transition
 
 log = structlog.get_logger("tuned.daemon")
+
+
+def checkpoint_score(spec: p.ExperimentSpec, row: dict[str, Any]) -> float | None:
+    value = row.get(spec.checkpoint_score_attribute) if spec.checkpoint_score_attribute else None
+    return float(value) if isinstance(value, int | float) else None
 
 
 class Refused(Exception):
@@ -59,7 +66,11 @@ class Daemon:
         self.connections = 0
         self._wakeup = anyio.Event()
         self.activity = anyio.Event()
+        self.trial_started = anyio.Event()
+        self.sampler = Sampler(self)
         self._exp_seq = 0
+        # PBT exploits waiting for the trial's current attempt to end (restart_trial).
+        self.restarts: dict[str, tuple[msgspec.Raw, Path | None, int, float]] = {}
         self.tg: TaskGroup | None = None
         self.shutdown_scope: anyio.CancelScope | None = None
         self.stopping = False
@@ -74,7 +85,8 @@ class Daemon:
 
     def emit(self, cls: type[Any], **fields: Any) -> Any:
         event = cls(seq=self.bus.next_seq(), ts=time.time(), **fields)
-        self.journal.append(event)
+        if cls is not p.ResourceSnapshot:  # usage samples are news, not state
+            self.journal.append(event)
         self.bus.publish(event)
         return event
 
@@ -85,6 +97,11 @@ class Daemon:
     def touch(self) -> None:
         self.activity.set()
         self.activity = anyio.Event()
+
+    def trials_running(self) -> Iterator[Trial]:
+        for exp in self.experiments.values():
+            if exp.running:
+                yield from (t for t in exp.trials if t.status == "RUNNING")
 
     @property
     def busy(self) -> bool:
@@ -131,6 +148,13 @@ class Daemon:
     def submit(self, spec: p.ExperimentSpec) -> p.Accepted:
         if self.stopping:
             raise Refused("refused", "the daemon is shutting down")
+        if self.journal.failed is not None:
+            raise Refused(
+                "refused",
+                f"the daemon cannot write its journal in {self.settings.state_dir} "
+                f"({self.journal.failed.strerror or self.journal.failed}); it finishes what it "
+                "has but takes no new work until there is room and it is restarted",
+            )
         default = self._request_for(spec.resources, "experiment resources")
         requests = [
             self._request_for(t.resources, f"trial {t.tag}") if t.resources else default
@@ -162,9 +186,11 @@ class Daemon:
                 name=trial.name,
                 config=trial.config,
                 tag=trial.tag,
+                resources=trial.resources,
             )
         self.scheduler.add(exp)
         self.wake()
+        self.after_submit(exp)
         log.info("experiment accepted", experiment=exp_id, name=spec.name, trials=len(ids))
         return p.Accepted(
             experiment_id=exp_id, path=str(path), trial_ids=ids, capacity=self.capacity_totals()
@@ -215,6 +241,7 @@ class Daemon:
                 name=trial.name,
                 config=trial.config,
                 tag=trial.tag,
+                resources=trial.resources,
             )
         self.wake()
         return p.TrialsAdded(experiment_id=exp_id, trial_ids=ids)
@@ -222,6 +249,7 @@ class Daemon:
     def close_experiment(self, exp_id: str) -> None:
         exp = self.experiment(exp_id)
         exp.closed = True
+        self.journal.append(Control("close", exp_id))
         self.maybe_finish(exp)
 
     def experiment(self, exp_id: str) -> Experiment:
@@ -245,6 +273,8 @@ class Daemon:
                 trial.token = secrets.token_hex(16)
                 transition(trial, "RUNNING")
                 tg.start_soon(supervise, self, trial, name=f"trial {trial.id}")
+                self.trial_started.set()
+                self.trial_started = anyio.Event()
 
     # ------------------------------------------------------------ trial outcomes
 
@@ -261,6 +291,10 @@ class Daemon:
         trial.experiment.queue.appendleft(trial)
 
     def finish(self, trial: Trial, status: p.TrialStatus) -> None:
+        if status == "TERMINATED" and trial.id in self.restarts and trial.status == "RUNNING":
+            self._restart_now(trial)
+            return
+        self.restarts.pop(trial.id, None)
         transition(trial, status)
         self.emit(
             p.TrialFinished,
@@ -272,6 +306,7 @@ class Daemon:
             timed_out=trial.timed_out,
         )
         self.maybe_finish(trial.experiment)
+        self.save_state(trial.experiment)
 
     def maybe_finish(self, exp: Experiment) -> None:
         if exp.done or not exp.complete:
@@ -285,9 +320,12 @@ class Daemon:
             cancelled=exp.cancelled,
         )
         log.info("experiment finished", experiment=exp.id, counts=exp.counts())
+        self.save_state(exp, force=True)
         self.touch()
 
     def cancel(self, target: str) -> None:
+        if target in self.experiments or target in self.trials:
+            self.journal.append(Control("cancel", target))
         if target in self.experiments:
             exp = self.experiments[target]
             exp.cancelled = True
@@ -332,15 +370,22 @@ class Daemon:
         files.append(row)
         exp_id = trial.experiment.id
         if report.checkpoint:
+            score = checkpoint_score(trial.experiment.spec, row)
             self._accept_checkpoint(trial, report.checkpoint)
             files.mark_checkpoint()
+            trial.checkpoint_offsets = files.checkpoint_offsets
             self.emit(
                 p.TrialCheckpoint,
                 experiment_id=exp_id,
                 trial_id=trial.id,
                 path=trial.checkpoint,
                 iteration=trial.iteration,
+                time_total_s=trial.time_total_s,
+                result_bytes=files.checkpoint_offsets[0],
+                progress_bytes=files.checkpoint_offsets[1],
+                score=score,
             )
+            self._prune_checkpoints(trial, score)
         self.emit(p.TrialResult, experiment_id=exp_id, trial_id=trial.id, metrics=trial.last_result)
 
     def _accept_checkpoint(self, trial: Trial, path: str) -> None:
@@ -350,6 +395,210 @@ class Daemon:
         trial.checkpoint = str(cp)
         trial.checkpoint_iteration = trial.iteration
         trial.checkpoint_time = trial.time_total_s
+
+    def _prune_checkpoints(self, trial: Trial, score: float | None) -> None:
+        """CheckpointConfig(num_to_keep=...): delete the checkpoint folders not kept."""
+        import shutil
+
+        from .results import select_kept
+
+        spec = trial.experiment.spec
+        trial.kept_checkpoints.append((trial.checkpoint, score))
+        trial.kept_checkpoints, dropped = select_kept(
+            trial.kept_checkpoints,
+            spec.num_to_keep,
+            bool(spec.checkpoint_score_attribute),
+            spec.checkpoint_score_order,
+        )
+        for path in dropped:
+            shutil.rmtree(path, ignore_errors=True)
+
+    # ------------------------------------------------------------ recovery, restore, limits
+
+    def save_state(self, exp: Experiment, *, force: bool = False) -> None:
+        from .recovery import write_state
+
+        write_state(self, exp, force=force)
+
+    def after_submit(self, exp: Experiment) -> None:
+        """What a new (or recovered) experiment needs: its state file and its time budget."""
+        self.save_state(exp, force=True)
+        self.watch_budget(exp)
+
+    def watch_budget(self, exp: Experiment) -> None:
+        if exp.spec.time_budget_s > 0 and self.tg is not None and not exp.done:
+            self.tg.start_soon(self._budget, exp, name=f"time budget {exp.id}")
+
+    async def _budget(self, exp: Experiment) -> None:
+        """TuneConfig(time_budget_s=): at expiry, stop what runs and start nothing more."""
+        deadline = exp.started_at + exp.spec.time_budget_s
+        await anyio.sleep(max(0.0, deadline - time.time()))
+        if exp.done:
+            return
+        import signal
+
+        from .launcher import signal_tree
+
+        log.info("experiment time budget spent", experiment=exp.id)
+        exp.closed = True
+        self.journal.append(Control("close", exp.id))
+        for trial in list(exp.queue):
+            exp.queue.remove(trial)
+            budget = exp.spec.time_budget_s
+            trial.error = f"not started: the experiment's {budget:g} s time budget ran out"
+            self.finish(trial, "ERROR")
+        for trial in exp.trials:
+            if trial.status == "RUNNING":
+                trial.stop_requested = True
+                self.journal.append(Control("stop", trial.id))
+                if trial.pid:
+                    signal_tree(trial.pid, signal.SIGTERM)
+        self.maybe_finish(exp)
+
+    def stop_trial(self, trial_id: str) -> None:
+        """End a trial as TERMINATED: at its next report if it runs, now if it waits."""
+        trial = self.trials.get(trial_id)
+        if trial is None:
+            raise Refused("not_found", f"no trial {trial_id!r} (see `tuned status`)")
+        if trial.status in FINAL:
+            return
+        self.journal.append(Control("stop", trial_id))
+        trial.stop_requested = True
+        if trial.status == "PENDING":
+            trial.experiment.queue.remove(trial)
+            self.finish(trial, "TERMINATED")
+
+    def restart_trial(self, trial_id: str, config: msgspec.Raw, checkpoint: str) -> None:
+        """PBT's exploit: stop the attempt, then queue the trial with ``config`` from a copy.
+
+        The donor's checkpoint is copied now (the donor may replace it later) to a
+        hidden folder in the trial's own; it becomes the trial's next
+        ``checkpoint_N`` once the current attempt has ended, so the running
+        process never sees a folder appear under a name it may be writing.
+        """
+        import shutil
+
+        trial = self.trials.get(trial_id)
+        if trial is None:
+            raise Refused("not_found", f"no trial {trial_id!r} (see `tuned status`)")
+        if trial.status in FINAL:
+            raise Refused("bad_request", f"trial {trial_id} has ended: it cannot be restarted")
+        if not isinstance(p.unpack_opaque(config), dict):
+            raise Refused("bad_request", "a restarted trial's config must be a dict")
+        staged: Path | None = None
+        iteration, time_total = 0, 0.0
+        if checkpoint:
+            src = Path(checkpoint).resolve()
+            exp_dir = trial.experiment.path.resolve()
+            if not src.is_dir() or exp_dir not in src.parents:
+                raise Refused(
+                    "bad_request",
+                    f"checkpoint {checkpoint!r} is not in experiment {trial.experiment.id}",
+                )
+            if trial.dir is None:
+                raise Refused("bad_request", f"trial {trial_id} has no folder yet")
+            iteration, time_total = _checkpoint_position(self, src)
+            staged = trial.dir / f".exploit_{trial.attempt}"
+            shutil.rmtree(staged, ignore_errors=True)
+            shutil.copytree(src, staged)
+        self.restarts[trial_id] = (config, staged, iteration, time_total)
+        if trial.status == "PENDING":  # not running: it starts again with the new config
+            trial.experiment.queue.remove(trial)
+            self._restart_now(trial)
+            return
+        trial.stop_requested = True
+
+    def _restart_now(self, trial: Trial) -> None:
+        from .results import write_params
+
+        config, staged, iteration, time_total = self.restarts.pop(trial.id)
+        if trial.status == "RUNNING":
+            transition(trial, "PENDING")
+        trial.config = config
+        trial.stop_requested = False
+        trial.error = trial.traceback = ""
+        if trial.dir is not None:
+            write_params(trial.dir, p.unpack_opaque(config))
+        if staged is not None and trial.dir is not None:
+            index = 1 + max(
+                (int(d.name[11:]) for d in trial.dir.glob("checkpoint_*") if d.name[11:].isdigit()),
+                default=-1,
+            )
+            dest = trial.dir / f"checkpoint_{index:06d}"
+            os.replace(staged, dest)
+            sizes = tuple(
+                (trial.dir / n).stat().st_size if (trial.dir / n).exists() else 0
+                for n in ("result.json", "progress.csv")
+            )
+            trial.checkpoint = str(dest)
+            trial.checkpoint_iteration, trial.checkpoint_time = iteration, time_total
+            trial.checkpoint_offsets = (sizes[0], sizes[1])
+            self.emit(
+                p.TrialCheckpoint,
+                experiment_id=trial.experiment.id,
+                trial_id=trial.id,
+                path=str(dest),
+                iteration=iteration,
+                time_total_s=time_total,
+                result_bytes=sizes[0],
+                progress_bytes=sizes[1],
+            )
+        self.emit(
+            p.TrialQueued,
+            experiment_id=trial.experiment.id,
+            trial_id=trial.id,
+            name=trial.name,
+            config=config,
+            attempt=trial.attempt,
+            tag=trial.tag,
+        )
+        trial.experiment.queue.appendleft(trial)
+        self.save_state(trial.experiment)
+        self.wake()
+
+    def resume(self, exp_id: str, resume: list[str], restart: list[str]) -> p.Accepted:
+        """Tuner.restore: queue again the given trials of an experiment this daemon has."""
+        exp = self.experiment(exp_id)
+        chosen = [self.trials.get(tid) for tid in [*resume, *restart]]
+        bad = [tid for tid, t in zip([*resume, *restart], chosen, strict=True) if t is None]
+        if bad or any(t is not None and t.experiment is not exp for t in chosen):
+            raise Refused("bad_request", f"trials {bad} are not in experiment {exp_id}")
+        self.journal.append(Control("resume", exp_id, restart=list(restart)))
+        exp.cancelled = exp.done = False
+        for trial in chosen:
+            assert trial is not None
+            if trial.status not in FINAL:
+                continue
+            if trial.id in restart:
+                trial.checkpoint, trial.checkpoint_iteration = "", 0
+                trial.checkpoint_time, trial.checkpoint_offsets = 0.0, (0, 0)
+                trial.kept_checkpoints = []
+            trial.error = trial.traceback = ""
+            trial.stop_requested = trial.timed_out = False
+            trial.failures = 0
+            transition(trial, "PENDING")
+            exp.queue.append(trial)
+            self.emit(
+                p.TrialQueued,
+                experiment_id=exp.id,
+                trial_id=trial.id,
+                name=trial.name,
+                config=trial.config,
+                attempt=trial.attempt,
+                tag=trial.tag,
+            )
+        self.scheduler.remove(exp)
+        self.scheduler.add(exp)
+        exp.started_at = time.time()
+        self.after_submit(exp)
+        self.wake()
+        self.maybe_finish(exp)
+        return p.Accepted(
+            experiment_id=exp.id,
+            path=str(exp.path),
+            trial_ids=[t.id for t in exp.trials],
+            capacity=self.capacity_totals(),
+        )
 
     # ------------------------------------------------------------ views
 
@@ -426,6 +675,27 @@ class Daemon:
             attempt=t.attempt,
         )
 
+    def sample_usage(self) -> None:
+        """Fresh CPU, memory and GPU use of each running trial, for ``tuned status``."""
+        for trial in self.trials_running():
+            if trial.pid:
+                self.sampler.sample(trial)
+
+    def trial_reply(self, trial_id: str) -> p.TrialReply:
+        t = self.trials.get(trial_id)
+        if t is None:
+            raise Refused("not_found", f"no trial {trial_id!r} (see `tuned status`)")
+        return p.TrialReply(
+            trial_id=t.id,
+            experiment_id=t.experiment.id,
+            name=t.name,
+            status=t.status,
+            path=str(t.dir or ""),
+            pid=t.pid,
+            attempt=t.attempt,
+            error=t.error,
+        )
+
     def experiment_reply(self, exp_id: str) -> p.ExperimentReply:
         exp = self.experiment(exp_id)
         return p.ExperimentReply(
@@ -433,6 +703,8 @@ class Daemon:
             name=exp.spec.name,
             path=str(exp.path),
             finished=exp.done,
+            seq=self.bus.seq,
+            cancelled=exp.cancelled,
             trials=[
                 p.TrialInfo(
                     trial_id=t.id,
@@ -441,7 +713,8 @@ class Daemon:
                     path=str(t.dir or ""),
                     status=t.status,
                     config=t.config,
-                    last_result=t.last_result,
+                    # omitted when None: an empty Raw would encode as nothing at all
+                    **({"last_result": t.last_result} if t.last_result is not None else {}),
                     error=t.error,
                     traceback=t.traceback,
                     checkpoint=t.checkpoint,
@@ -449,3 +722,22 @@ class Daemon:
                 for t in exp.trials
             ],
         )
+
+
+def _checkpoint_position(daemon: Daemon, path: Path) -> tuple[int, float]:
+    """(training_iteration, time_total_s) at which the checkpoint ``path`` was taken."""
+    import json
+
+    for t in daemon.trials.values():
+        if t.checkpoint and Path(t.checkpoint).resolve() == path:
+            return t.checkpoint_iteration, t.checkpoint_time
+    result = path.parent / "result.json"
+    if result.exists():
+        for line in result.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if row.get("checkpoint_dir_name") == path.name:
+                return int(row.get("training_iteration", 0)), float(row.get("time_total_s", 0.0))
+    return 0, 0.0

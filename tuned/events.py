@@ -83,5 +83,9 @@ class EventBus:
             self._subscribers.remove(sub)
 
     @property
+    def has_global_subscriber(self) -> bool:
+        return any(not s.experiment_id for s in self._subscribers)
+
+    @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)

@@ -70,20 +70,32 @@ async def handle_connection(daemon: Daemon, stream: SocketStream) -> None:
                 return
             try:
                 await _serve(conn)
-            except FrameError as exc:
-                await conn.error("bad_request", str(exc))
-            except msgspec.ValidationError as exc:
-                await conn.error("bad_request", f"ill-typed message: {exc}")
-            except msgspec.DecodeError as exc:
-                await conn.error("bad_request", f"undecodable message: {exc}")
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                pass
-            except Exception as exc:  # a bug must cost one connection, never the daemon
-                log.exception("connection handler failed")
-                await conn.error("internal", f"internal error: {type(exc).__name__}: {exc}")
+            except Exception as exc:  # a bad peer or a bug costs one connection, never the daemon
+                await _report_failure(conn, _leaf(exc))
     finally:
         daemon.connections -= 1
         daemon.touch()
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The one real error inside the exception groups that task groups wrap it in."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+async def _report_failure(conn: Conn, exc: BaseException) -> None:
+    if isinstance(exc, FrameError):
+        await conn.error("bad_request", str(exc))
+    elif isinstance(exc, msgspec.ValidationError):
+        await conn.error("bad_request", f"ill-typed message: {exc}")
+    elif isinstance(exc, msgspec.DecodeError):
+        await conn.error("bad_request", f"undecodable message: {exc}")
+    elif isinstance(exc, anyio.BrokenResourceError | anyio.ClosedResourceError | OSError):
+        return
+    else:
+        log.error("connection handler failed", exc_info=exc)
+        await conn.error("internal", f"internal error: {type(exc).__name__}: {exc}")
 
 
 async def _serve(conn: Conn) -> None:
@@ -151,11 +163,33 @@ async def on_cancel(conn: Conn, req: p.Cancel, tg: TaskGroup) -> None:
 
 
 async def on_status(conn: Conn, req: p.GetStatus, tg: TaskGroup) -> None:
+    conn.daemon.sample_usage()
     await conn.send(conn.daemon.status())
 
 
 async def on_get_experiment(conn: Conn, req: p.GetExperiment, tg: TaskGroup) -> None:
     await conn.send(conn.daemon.experiment_reply(req.experiment_id))
+
+
+async def on_get_trial(conn: Conn, req: p.GetTrial, tg: TaskGroup) -> None:
+    await conn.send(conn.daemon.trial_reply(req.trial_id))
+
+
+async def on_stop_trial(conn: Conn, req: p.StopTrial, tg: TaskGroup) -> None:
+    conn.daemon.stop_trial(req.trial_id)
+    await conn.send(p.Ok())
+
+
+async def on_restart_trial(conn: Conn, req: p.RestartTrial, tg: TaskGroup) -> None:
+    conn.daemon.restart_trial(req.trial_id, req.config, req.checkpoint)
+    await conn.daemon.journal.sync()
+    await conn.send(p.Ok())
+
+
+async def on_resume(conn: Conn, req: p.ResumeExperiment, tg: TaskGroup) -> None:
+    accepted = conn.daemon.resume(req.experiment_id, req.resume, req.restart)
+    await conn.daemon.journal.sync()
+    await conn.send(accepted)
 
 
 async def on_shutdown(conn: Conn, req: p.Shutdown, tg: TaskGroup) -> None:
@@ -217,6 +251,10 @@ HANDLERS: dict[type, Handler] = {
     p.GetExperiment: on_get_experiment,
     p.Shutdown: on_shutdown,
     p.Subscribe: on_subscribe,
+    p.GetTrial: on_get_trial,
+    p.StopTrial: on_stop_trial,
+    p.RestartTrial: on_restart_trial,
+    p.ResumeExperiment: on_resume,
 }
 
 

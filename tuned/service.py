@@ -24,6 +24,8 @@ from .daemon import Daemon
 from .inventory import GpuProbe
 from .launcher import Launcher
 from .ledger import SCALE
+from .monitor import sample_forever
+from .recovery import recover
 from .server import handle_connection
 
 log = structlog.get_logger("tuned.service")
@@ -64,9 +66,9 @@ def _ignore_sigpipe() -> None:
 
 async def serve(daemon: Daemon) -> None:
     settings = daemon.settings
+    recover(daemon)  # replays the journal, then opens it for appending
     listener = await anyio.create_unix_listener(settings.socket_path, mode=0o600)
     settings.pid_path.write_text(f"{os.getpid()}\n")
-    daemon.journal.open()
     log.info(
         "tuned daemon listening",
         socket=str(settings.socket_path),
@@ -81,6 +83,9 @@ async def serve(daemon: Daemon) -> None:
             daemon.shutdown_scope = tg.cancel_scope
             tg.start_soon(_signals, tg)
             tg.start_soon(daemon.admission_loop, tg)
+            for exp in list(daemon.experiments.values()):
+                daemon.watch_budget(exp)  # recovered experiments' time budgets
+            tg.start_soon(sample_forever, daemon)
             if settings.idle_timeout_s > 0:
                 tg.start_soon(_idle_watch, daemon, tg)
             if settings.ready_fd is not None:

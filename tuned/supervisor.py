@@ -20,6 +20,7 @@ from tuned_client import protocol as p
 from .daemon import Daemon
 from .launcher import LaunchSpec, TrialProcess, signal_tree, thread_env
 from .ledger import SCALE
+from .monitor import wait_gpu_release
 from .results import TrialFiles, trial_dir_name, write_error, write_params
 from .trials import Trial
 
@@ -58,15 +59,36 @@ def launch_spec(daemon: Daemon, trial: Trial, trial_dir: Path) -> LaunchSpec:
     env["TUNED_TRIAL_TOKEN"] = trial.token
     env["TUNED_TRIAL_DIR"] = str(trial_dir)
     if spec.command:
-        config = p.unpack_opaque(trial.config)
-        argv = [
-            part.format(**config) if isinstance(config, dict) else part for part in spec.command
-        ]
+        argv = fill_command(spec.command, p.unpack_opaque(trial.config))
         if len(argv) == 1:
             argv = ["/bin/sh", "-c", argv[0]]
     else:
         argv = [spec.python, "-m", "tuned_client.worker"]
+        return LaunchSpec(
+            argv,
+            env,
+            spec.cwd,
+            trial_dir / "stdout",
+            trial_dir / "stderr",
+            # Thread pools (OpenBLAS, MKL) size themselves at import, in the zygote.
+            pool_key=trial.experiment.id + ":" + env.get("OMP_NUM_THREADS", ""),
+            trainable_path=str(trial.experiment.path / "trainable.pkl"),
+            sys_path=tuple(spec.sys_path),
+        )
     return LaunchSpec(argv, env, spec.cwd, trial_dir / "stdout", trial_dir / "stderr")
+
+
+def fill_command(template: list[str], config: object) -> list[str]:
+    """A command trial's argv: ``{name}`` placeholders filled from the trial's config."""
+    if not isinstance(config, dict):
+        return list(template)
+    try:
+        return [part.format(**config) for part in template]
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(
+            f"cannot fill the command template {template!r} from the config {config!r}: "
+            f"{type(exc).__name__}: {exc} (write a literal brace as {{{{ or }}}})"
+        ) from exc
 
 
 def describe_exit(code: int) -> str:
@@ -97,16 +119,20 @@ async def supervise(daemon: Daemon, trial: Trial) -> None:
     code: int | None = None
     proc: TrialProcess | None = None
     try:
-        trial_dir = prepare_dir(daemon, trial)
-        _files[trial.id] = TrialFiles(trial_dir, trial.checkpoint_offsets)
-        launch = launch_spec(daemon, trial, trial_dir)
         try:
+            trial_dir = prepare_dir(daemon, trial)
+            _files[trial.id] = TrialFiles(trial_dir, trial.checkpoint_offsets)
+            launch = launch_spec(daemon, trial, trial_dir)
             proc = await daemon.launcher.start(launch)
-        except OSError as exc:
-            trial.error = f"could not start the trial: {exc}"
+        except Exception as exc:  # a bad trial fails alone: the daemon serves on
+            log.warning("could not start trial", trial=trial.id, error=str(exc))
+            trial.error = f"could not start the trial: {type(exc).__name__}: {exc}"
+            trial.traceback = trial.error
         if proc is not None:
             trial.pid = proc.pid
             trial.started_at = time.time()
+            if trial.stop_requested:  # cancelled or stopped while it was being spawned
+                signal_tree(proc.pid, signal.SIGTERM)
             daemon.emit(
                 p.TrialStarted,
                 experiment_id=exp.id,
@@ -130,6 +156,7 @@ async def supervise(daemon: Daemon, trial: Trial) -> None:
                 if code is None:  # the daemon is stopping: take the trial down with it
                     code = await terminate(daemon, proc)
                 signal_tree(proc.pid, signal.SIGKILL)  # anything it left in its group
+            await wait_gpu_release(daemon, trial)
             files = _files.pop(trial.id, None)
             if files is not None:
                 trial.checkpoint_offsets = files.checkpoint_offsets
@@ -149,6 +176,10 @@ def conclude(daemon: Daemon, trial: Trial, code: int | None) -> None:
     ok = code == 0 and (trial.exit_ok or (bool(spec.command) and not trial.exit_reported))
     if trial.stop_requested and trial.error == "cancelled":
         daemon.finish(trial, "ERROR")
+        return
+    if trial.stop_requested:  # StopTrial or the time budget: it ends as finished
+        trial.error = trial.traceback = ""
+        daemon.finish(trial, "TERMINATED")
         return
     if ok:
         trial.error = trial.traceback = ""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from anyio.abc import ByteStream
-
 from tuned_client.framing import HEADER, FrameError, check_length, decode_request, encode_frame
 from tuned_client.protocol import Request
 

@@ -76,6 +76,10 @@ class ExperimentSpec(msgspec.Struct, omit_defaults=True):
     priority: int = 0
     command: list[str] = []  # a command trial's argv template ({name} filled from config)
     open_ended: bool = False  # more trials may come with AddTrials until CloseExperiment
+    # CheckpointConfig: 0 keeps every checkpoint; the latest is always kept (resume).
+    num_to_keep: int = 0
+    checkpoint_score_attribute: str = ""  # "": the most recent are the best
+    checkpoint_score_order: str = "max"
 
 
 # ---------------------------------------------------------------- requests
@@ -146,6 +150,45 @@ class TrialExit(_Req, tag="trial_exit"):
     stopped: bool = False  # it ended because a stop criterion was met
 
 
+class GetTrial(_Req, tag="get_trial"):
+    """One trial's folder and state (``tuned logs`` finds its stdout/stderr with it)."""
+
+    trial_id: str
+
+
+class StopTrial(_Req, tag="stop_trial"):
+    """End a trial early as TERMINATED (a stop rule or scheduler decided it is done).
+
+    Its next ``ReportAck`` carries ``stop=True``; the trial ends cleanly.
+    """
+
+    trial_id: str
+
+
+class ResumeExperiment(_Req, tag="resume_experiment"):
+    """``Tuner.restore``: run the given trials of a finished experiment again.
+
+    ``resume`` ones continue from their latest checkpoint, ``restart`` ones from scratch.
+    """
+
+    experiment_id: str
+    resume: list[str] = []
+    restart: list[str] = []
+
+
+class RestartTrial(_Req, tag="restart_trial"):
+    """PBT's exploit: run a trial again with ``config``, from a copy of ``checkpoint``.
+
+    The current attempt is stopped at its next report (as ``StopTrial``); the
+    checkpoint folder (another trial's, in the same experiment) is copied into
+    the trial's own folder at once, and the trial is queued again from it.
+    """
+
+    trial_id: str
+    config: msgspec.Raw
+    checkpoint: str = ""  # "": restart from scratch with the new config
+
+
 Request = (
     Hello
     | Submit
@@ -159,6 +202,10 @@ Request = (
     | WorkerHello
     | Report
     | TrialExit
+    | GetTrial
+    | StopTrial
+    | ResumeExperiment
+    | RestartTrial
 )
 
 # ---------------------------------------------------------------- replies
@@ -277,7 +324,8 @@ class TrialInfo(msgspec.Struct, omit_defaults=True):
     path: str
     status: TrialStatus
     config: msgspec.Raw
-    last_result: msgspec.Raw | None = None
+    # empty when none yet (msgspec cannot decode ``Raw | None``: a Raw is never optional)
+    last_result: msgspec.Raw = msgspec.Raw(b"")
     error: str = ""
     traceback: str = ""
     checkpoint: str = ""
@@ -289,6 +337,21 @@ class ExperimentReply(_Msg, tag="experiment"):
     path: str
     finished: bool
     trials: list[TrialInfo]
+    seq: int = 0  # the daemon's last event seq when this was taken: subscribe since it
+    cancelled: bool = False
+
+
+class TrialReply(_Msg, tag="trial"):
+    """Answer to GetTrial: where the trial's files are and how it stands."""
+
+    trial_id: str
+    experiment_id: str
+    name: str
+    status: TrialStatus
+    path: str = ""  # "" until its first attempt starts
+    pid: int = 0
+    attempt: int = 0
+    error: str = ""
 
 
 # ---------------------------------------------------------------- events
@@ -314,6 +377,7 @@ class TrialQueued(_Event, tag="trial_queued"):
     config: msgspec.Raw
     attempt: int = 0
     tag: str = ""
+    resources: list[dict[str, float]] = []  # the trial's own bundles (journal replay)
 
 
 class TrialStarted(_Event, tag="trial_started"):
@@ -334,6 +398,12 @@ class TrialCheckpoint(_Event, tag="trial_checkpoint"):
     trial_id: str
     path: str
     iteration: int
+    time_total_s: float = 0.0
+    # result.json / progress.csv sizes just after this checkpoint's row: a resumed
+    # attempt (retry or daemon restart) cuts the files back there.
+    result_bytes: int = 0
+    progress_bytes: int = 0
+    score: float | None = None  # CheckpointConfig.checkpoint_score_attribute's value
 
 
 class TrialRetrying(_Event, tag="trial_retrying"):
@@ -388,9 +458,31 @@ Message = (
     | ReportAck
     | StatusReply
     | ExperimentReply
+    | TrialReply
     | Lagged
     | Event
 )
+
+# ---------------------------------------------------------------- experiment folder
+
+EXPERIMENT_STATE_FILE = "experiment_state.msgpack"
+
+
+class ExperimentState(msgspec.Struct, omit_defaults=True):
+    """What ``Tuner.restore`` needs, kept by the daemon in the experiment's folder.
+
+    ``spec`` holds no trials (they are in ``trials``) and no trainable (it is
+    ``trainable.pkl`` beside this file).
+    """
+
+    experiment_id: str
+    socket: str
+    spec: ExperimentSpec
+    trials: list[TrialInfo]
+    resources: list[list[dict[str, float]]] = []  # per trial, in ``trials`` order
+    finished: bool = False
+    cancelled: bool = False
+
 
 # ---------------------------------------------------------------- user values
 

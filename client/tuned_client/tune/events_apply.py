@@ -26,7 +26,7 @@ def view_from_info(info: p.TrialInfo) -> TrialView:
         traceback=info.traceback,
         checkpoint=info.checkpoint,
     )
-    if info.last_result is not None:
+    if info.last_result:
         view.last_result = p.unpack_user(info.last_result)
     return view
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 from pathlib import Path
+from typing import Any
 
 from .. import protocol as p
 from ..checkpoint import Checkpoint
@@ -10,13 +13,22 @@ from .progress import TrialView
 from .result import Result, ResultGrid, TrialError
 
 
-def _checkpoints(trial_dir: str) -> list[Checkpoint]:
+def _checkpoints(trial_dir: str) -> list[tuple[Checkpoint, dict[str, Any]]]:
+    """The checkpoint folders left after pruning, each with the metrics reported with it."""
     if not trial_dir or not Path(trial_dir).is_dir():
         return []
     found = sorted(
         d for d in Path(trial_dir).iterdir() if d.is_dir() and d.name.startswith("checkpoint_")
     )
-    return [Checkpoint(str(d)) for d in found]
+    metrics: dict[str, dict[str, Any]] = {}
+    if found:
+        with contextlib.suppress(OSError):
+            for line in (Path(trial_dir) / "result.json").read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    row = json.loads(line)
+                    if isinstance(row, dict) and row.get("checkpoint_dir_name"):
+                        metrics[row["checkpoint_dir_name"]] = row
+    return [(Checkpoint(str(d)), metrics.get(d.name, {})) for d in found]
 
 
 def to_result(view: TrialView) -> Result:
@@ -30,7 +42,7 @@ def to_result(view: TrialView) -> Result:
         path=view.path,
         error=error,
         checkpoint=checkpoint,
-        best_checkpoints=[(c, {}) for c in _checkpoints(view.path)],
+        best_checkpoints=_checkpoints(view.path),
         trial_id=view.trial_id,
         status=view.status,
     )

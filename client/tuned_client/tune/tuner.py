@@ -7,6 +7,8 @@ stream, prints the status block, drives callbacks, and builds the ResultGrid.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 import select
 import sys
@@ -34,8 +36,8 @@ def _trainable_name(trainable: Any) -> str:
 
 
 def _stop_dict(stop: Any) -> dict[str, float]:
-    if stop is None:
-        return {}
+    if stop is None or callable(stop):
+        return {}  # a callable or a Stopper is evaluated by the client (see _Run._stop_rules)
     if isinstance(stop, dict):
         bad = [k for k, v in stop.items() if not isinstance(v, int | float)]
         if bad:
@@ -72,17 +74,24 @@ class Tuner:
         self.run_config = run_config or RunConfig()
         self._socket = _socket
         self._results: ResultGrid | None = None
-        if self.tune_config.search_alg is not None or self.tune_config.scheduler is not None:
-            raise NotImplementedError("search_alg and scheduler are not supported yet")
+        from .steering import check_steering
+
+        check_steering(self.tune_config)
 
     # ------------------------------------------------------------ building the experiment
 
-    def _experiment_spec(self) -> p.ExperimentSpec:
+    def _experiment_spec(self, steered: bool = False) -> p.ExperimentSpec:
+        """The whole experiment; ``steered``: no trials yet (the steering loop adds them)."""
         tc, rc = self.tune_config, self.run_config
         name = _trainable_name(self.trainable)
         resources = resources_of(self.trainable)
         trials = []
-        variants = generate_variants(self.param_space, tc.num_samples, seed=tc.seed)
+        try:  # configs are copies of the space: what cannot be copied cannot be sent either
+            variants = []
+            if not steered:
+                variants = list(generate_variants(self.param_space, tc.num_samples, seed=tc.seed))
+        except (TypeError, copy.Error) as exc:
+            raise TuneError(f"the param_space cannot be serialised: {exc}") from exc
         for index, (suffix, config) in enumerate(variants):
             bundles = trial_bundles(resources, make_spec(config))
             try:
@@ -115,14 +124,26 @@ class Tuner:
             time_budget_s=float(tc.time_budget_s or 0.0),
             stop=_stop_dict(rc.stop),
             priority=tc.priority,
+            open_ended=steered,
         )
 
     # ------------------------------------------------------------ running it
 
     def fit(self) -> ResultGrid:
+        from .restore import fit_restored, open_connection
+
+        if self._restore is not None:
+            self._results = fit_restored(self, *self._restore)
+            return self._results
+        if self.tune_config.search_alg is not None or self.tune_config.scheduler is not None:
+            from .steering import fit_steered
+
+            self._results = fit_steered(self)
+            return self._results
         spec = self._experiment_spec()
+        _apply_checkpoint_config(spec, self.run_config)
         started = time.time()
-        conn = Connection.open(self._socket)
+        conn, autostarted = open_connection(self._socket)
         try:
             try:
                 accepted = conn.request(p.Submit(experiment=spec))
@@ -130,10 +151,59 @@ class Tuner:
                 raise TuneError(exc.message) from None
             assert isinstance(accepted, p.Accepted)
             run = _Run(self, conn, accepted, started)
+            run.autostarted = autostarted
             self._results = run.follow()
         finally:
             conn.close()
         return self._results
+
+    _restore: tuple[str, dict[str, bool]] | None = None
+
+    @classmethod
+    def restore(
+        cls,
+        path: str,
+        trainable: Callable[..., Any],
+        *,
+        resume_unfinished: bool = True,
+        resume_errored: bool = False,
+        restart_errored: bool = False,
+        param_space: dict[str, Any] | None = None,
+        run_config: RunConfig | None = None,
+        tune_config: TuneConfig | None = None,
+        _socket: str | None = None,
+    ) -> Tuner:
+        """Continue an experiment from its folder (``ray.tune.Tuner.restore``).
+
+        Finished trials keep their results; unfinished ones (and errored ones if
+        asked) run again, from their latest checkpoint unless ``restart_errored``.
+        """
+        from .restore import load_state, restore_flags
+
+        load_state(path)  # a clear error now rather than at fit()
+        tuner = cls(
+            trainable,
+            param_space=param_space,
+            tune_config=tune_config,
+            run_config=run_config,
+            _socket=_socket,
+        )
+        tuner._restore = (
+            str(path),
+            restore_flags(
+                resume_errored=resume_errored,
+                restart_errored=restart_errored,
+                resume_unfinished=resume_unfinished,
+            ),
+        )
+        return tuner
+
+    @classmethod
+    def can_restore(cls, path: str) -> bool:
+        """True if ``path`` holds an experiment that ``Tuner.restore`` can continue."""
+        from .restore import can_restore
+
+        return can_restore(path)
 
     def get_results(self) -> ResultGrid:
         if self._results is None:
@@ -156,6 +226,10 @@ class _Run:
         self.reporter = Reporter(sys.stdout, 1 if verbose is None else verbose)
         self.callbacks: list[Callback] = list(tuner.run_config.callbacks or [])
         self.iteration = 0
+        self.last_seq = 0  # the last event seen: a reconnect resubscribes after it
+        self.autostarted = False  # we started the daemon: start it again if it goes away
+        self.stopper = tuner.run_config.stop if callable(tuner.run_config.stop) else None
+        self.stopped: set[str] = set()
 
     def _status_text(self) -> str:
         return render(
@@ -166,8 +240,8 @@ class _Run:
             metric=self.tuner.tune_config.metric,
         )
 
-    def follow(self) -> ResultGrid:
-        self.conn.send(p.Subscribe(experiment_id=self.accepted.experiment_id, since=0))
+    def follow(self, since: int = 0) -> ResultGrid:
+        self.conn.send(p.Subscribe(experiment_id=self.accepted.experiment_id, since=since))
         interrupted = False
         while True:
             try:
@@ -177,13 +251,17 @@ class _Run:
                     raise
                 interrupted = True
                 print(
-                    "Stopping the experiment (Ctrl-C again to leave it running in the daemon)",
+                    "Stopping the experiment (Ctrl-C again to leave it running in the daemon); "
+                    f"continue it later with Tuner.restore({self.accepted.path!r}, trainable)",
                     file=sys.stderr,
                 )
-                self.conn.send(p.Cancel(target=self.accepted.experiment_id))
+                self._send(p.Cancel(target=self.accepted.experiment_id))
                 continue
             if finished:
                 break
+        return self.results()
+
+    def results(self) -> ResultGrid:
         self.reporter.maybe_print(self._status_text, final=True)
         elapsed = time.time() - self.started
         if self.reporter.verbose > 0:
@@ -197,11 +275,18 @@ class _Run:
 
     def _pump(self) -> bool:
         """Handle what has arrived; True once the experiment has finished."""
-        readable, _, _ = select.select([self.conn.sock], [], [], self.reporter.interval)
-        if not readable:
-            self.reporter.maybe_print(self._status_text)
+        from ..framing import FrameError
+        from .restore import reconnect
+
+        try:
+            readable, _, _ = select.select([self.conn.sock], [], [], self.reporter.interval)
+            if not readable:
+                self.reporter.maybe_print(self._status_text)
+                return False
+            msg = self.conn.recv()
+        except (FrameError, OSError):  # the daemon went away (crash, restart, upgrade)
+            self.conn = reconnect(self)
             return False
-        msg = self.conn.recv()
         self.reporter.changed()
         done = self._apply(msg)
         self.reporter.maybe_print(self._status_text)
@@ -209,12 +294,57 @@ class _Run:
 
     def _apply(self, msg: p.Message) -> bool:
         from .events_apply import apply_event
+        from .restore import resync
 
         if isinstance(msg, p.Lagged):
-            raise TuneError("fell behind the daemon's event stream")  # replaced by resync below
+            return resync(self)
         if isinstance(msg, p.Error):
             raise TuneError(msg.message)
         if isinstance(msg, p.Ok):
             return False
+        if isinstance(msg, p.Event):
+            if msg.seq <= self.last_seq:
+                return False  # already applied before a reconnect
+            self.last_seq = msg.seq
         self.iteration += 1
-        return apply_event(self, msg)
+        done = apply_event(self, msg)
+        if isinstance(msg, p.TrialResult) and self.stopper is not None:
+            self._stop_rules(msg.trial_id)
+        return done
+
+    def _send(self, request: Any) -> None:
+        with contextlib.suppress(OSError):  # the daemon went away; the next read reconnects
+            self.conn.send(request)
+
+    def _stop_rules(self, trial_id: str) -> None:
+        """RunConfig(stop=callable or Stopper): ask the daemon to stop trials it picks."""
+        view = self.trials[trial_id]
+        assert self.stopper is not None
+        if trial_id not in self.stopped and self.stopper(trial_id, view.last_result or {}):
+            self.stopped.add(trial_id)
+            self._send(p.StopTrial(trial_id=trial_id))
+        stop_all = getattr(self.stopper, "stop_all", None)
+        if callable(stop_all) and stop_all():
+            for tid, other in self.trials.items():
+                if tid not in self.stopped and other.status in ("PENDING", "RUNNING"):
+                    self.stopped.add(tid)
+                    self._send(p.StopTrial(trial_id=tid))
+
+
+def _apply_checkpoint_config(spec: p.ExperimentSpec, rc: RunConfig) -> None:
+    """CheckpointConfig travels in the spec: the daemon prunes as checkpoints come."""
+    cc = rc.checkpoint_config
+    if cc is None:
+        return
+    if cc.num_to_keep is not None and cc.num_to_keep < 1:
+        raise ValueError(
+            f"CheckpointConfig(num_to_keep=...) must be at least 1 or None, got {cc.num_to_keep}"
+        )
+    if cc.checkpoint_score_order not in ("max", "min"):
+        raise ValueError(
+            "CheckpointConfig(checkpoint_score_order=...) must be 'max' or 'min', "
+            f"got {cc.checkpoint_score_order!r}"
+        )
+    spec.num_to_keep = cc.num_to_keep or 0
+    spec.checkpoint_score_attribute = cc.checkpoint_score_attribute or ""
+    spec.checkpoint_score_order = cc.checkpoint_score_order
