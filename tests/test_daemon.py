@@ -1,0 +1,153 @@
+"""The daemon as a service: graceful stop, output capture, bad frames, the CLI's start/stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+from conftest import RunningDaemon
+from tuned_client import protocol as p
+from tuned_client import tune
+from tuned_client.framing import HEADER, encode_frame, read_frame
+
+HANGING_CLIENT = """
+import subprocess
+from tuned_client import tune
+
+def hang(config):
+    print("started", flush=True)
+    subprocess.Popen(["sleep", "1000"])  # a child in the trial's process group
+    subprocess.run(["sleep", "1000"])
+
+tune.Tuner(hang, run_config=tune.RunConfig(verbose=0)).fit()
+"""
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_for(conn: object, kind: type) -> object:
+    while True:
+        msg = conn.recv()  # type: ignore[attr-defined]
+        if isinstance(msg, kind):
+            return msg
+
+
+def test_sigterm_stops_the_daemon_and_takes_running_trials_with_it(
+    daemon: RunningDaemon, tmp_path: Path
+) -> None:
+    watcher = daemon.connect()
+    watcher.send(p.Subscribe())
+    script = tmp_path / "client.py"
+    script.write_text(HANGING_CLIENT)
+    client = subprocess.Popen(
+        [sys.executable, str(script)], env=daemon.env(), stderr=subprocess.DEVNULL
+    )
+    try:
+        started = wait_for(watcher, p.TrialStarted)
+        assert isinstance(started, p.TrialStarted)
+        assert group_alive(started.pid)
+        assert daemon.stop(signal.SIGTERM) == 0
+        assert not group_alive(started.pid)  # the trial and its child are gone, reaped
+        assert not (daemon.state_dir / "tuned.pid").exists()
+        assert not daemon.socket.exists()
+    finally:
+        client.kill()
+        client.wait()
+        watcher.close()
+
+
+def chatty(config: dict) -> dict:
+    print(f"hello from trial {config['i']}")
+    print("to stderr", file=sys.stderr)
+    return {"i": config["i"]}
+
+
+def test_a_trials_stdout_and_stderr_are_captured_in_its_folder(daemon: RunningDaemon) -> None:
+    results = tune.Tuner(chatty, param_space={"i": 3}, run_config=tune.RunConfig(verbose=0)).fit()
+    folder = Path(results[0].path)
+    assert (folder / "stdout").read_text() == "hello from trial 3\n"
+    assert (folder / "stderr").read_text() == "to stderr\n"
+
+
+def raw_exchange(daemon: RunningDaemon, payload: bytes) -> p.Message:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(daemon.socket))
+        sock.sendall(payload)
+        reply = msgspec.msgpack.decode(read_frame(sock), type=p.Message)
+        assert sock.recv(1) == b""  # then the daemon closes the connection
+        return reply
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (HEADER.pack(3) + b"\xc1\xc1\xc1", "undecodable"),
+        (encode_frame({"op": "hello", "protocol": "one"}), "protocol"),
+        (encode_frame({"op": "launch_missiles"}), "launch_missiles"),
+        (HEADER.pack(2**31), "exceeds"),
+        (encode_frame(p.Hello(protocol=99)), "protocol 99"),
+    ],
+)
+def test_bad_frames_get_an_error_naming_the_problem_and_the_daemon_serves_on(
+    daemon: RunningDaemon, payload: bytes, message: str
+) -> None:
+    reply = raw_exchange(daemon, payload)
+    assert isinstance(reply, p.Error) and message in reply.message
+    with daemon.connect() as conn:
+        assert isinstance(conn.request(p.GetStatus()), p.StatusReply)
+
+
+def test_tuned_start_in_the_background_then_stop(tmp_path: Path) -> None:
+    sock = Path(f"/tmp/tuned-test-cli-{os.getpid()}") / "tuned.sock"
+    state = tmp_path / "state"
+    base = [sys.executable, "-m", "tuned"]
+    where = ["--socket", str(sock), "--state-dir", str(state)]
+    start = subprocess.run([*base, "start", *where, "--num-cpus", "3"], capture_output=True)
+    assert start.returncode == 0, start.stderr
+    try:
+        pid = int((state / "tuned.pid").read_text())
+        again = subprocess.run([*base, "start", *where], capture_output=True, text=True)
+        assert again.returncode == 1 and "already running" in again.stderr
+        status = subprocess.run(
+            [*base, "status", "--json", "--socket", str(sock)], capture_output=True
+        )
+        reply = msgspec.json.decode(status.stdout)
+        assert reply["pid"] == pid
+        assert {"name": "cpu", "used": 0.0, "total": 3.0} in reply["resources"]
+    finally:
+        stop = subprocess.run([*base, "stop", "--socket", str(sock)], capture_output=True)
+    assert stop.returncode == 0, stop.stderr
+    assert not group_alive(pid) if False else not (state / "tuned.pid").exists()
+
+
+def slow(config: dict) -> dict:
+    import time
+
+    time.sleep(1.0)
+    return {"ok": 1}
+
+
+def test_an_idle_daemon_exits_by_itself_but_not_while_it_has_work(
+    daemon_factory: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d: RunningDaemon = daemon_factory("--num-cpus", "2", "--idle-timeout", "0.5")  # type: ignore[operator]
+    for key, value in d.env().items():
+        if key.startswith("TUNED_"):
+            monkeypatch.setenv(key, value)
+    # A trial longer than the idle timeout: the daemon must stay for it.
+    results = tune.Tuner(slow, run_config=tune.RunConfig(verbose=0)).fit()
+    assert results.num_terminated == 1
+    assert d.proc.wait(timeout=30) == 0  # then, idle, it leaves on its own
+    assert not d.socket.exists()
