@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import signal
 import time
+from typing import TYPE_CHECKING
 
 import anyio
 import psutil
 import structlog
 from tuned_client import protocol as p
 
-from .daemon import Daemon
 from .launcher import signal_tree
 from .trials import Trial
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
 
 log = structlog.get_logger("tuned.monitor")
 
@@ -101,7 +104,7 @@ class Sampler:
 
 async def sample_forever(daemon: Daemon) -> None:
     """Sample while trials run; sleep on the daemon's activity when none do."""
-    sampler = Sampler(daemon)
+    sampler = daemon.sampler
     while True:
         if not any(True for _ in daemon.trials_running()):
             await daemon.trial_started.wait()
