@@ -8,7 +8,6 @@ journal, then published to subscribers.
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -21,9 +20,10 @@ import structlog
 from anyio.abc import TaskGroup
 from tuned_client import protocol as p
 
-from . import __version__
 from .config import Settings
+from .errors import Refused
 from .events import EventBus
+from .exploit import restart_now
 from .inventory import GpuProbe, build_capacity
 from .journal import Control, Journal, Submitted
 from .launcher import Launcher
@@ -39,15 +39,6 @@ log = structlog.get_logger("tuned.daemon")
 def checkpoint_score(spec: p.ExperimentSpec, row: dict[str, Any]) -> float | None:
     value = row.get(spec.checkpoint_score_attribute) if spec.checkpoint_score_attribute else None
     return float(value) if isinstance(value, int | float) else None
-
-
-class Refused(Exception):
-    """A request the daemon will not carry out; the message is for the user."""
-
-    def __init__(self, code: p.ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class Daemon:
@@ -89,6 +80,19 @@ class Daemon:
             self.journal.append(event)
         self.bus.publish(event)
         return event
+
+    def emit_queued(self, trial: Trial) -> None:
+        """A trial entered its queue: first submitted, added, restarted or resumed."""
+        self.emit(
+            p.TrialQueued,
+            experiment_id=trial.experiment.id,
+            trial_id=trial.id,
+            name=trial.name,
+            config=trial.config,
+            attempt=trial.attempt,
+            tag=trial.tag,
+            resources=trial.resources,
+        )
 
     def wake(self) -> None:
         """Something freed or queued: let admission run."""
@@ -179,15 +183,7 @@ class Daemon:
             num_trials=len(ids),
         )
         for trial in exp.trials:
-            self.emit(
-                p.TrialQueued,
-                experiment_id=exp_id,
-                trial_id=trial.id,
-                name=trial.name,
-                config=trial.config,
-                tag=trial.tag,
-                resources=trial.resources,
-            )
+            self.emit_queued(trial)
         self.scheduler.add(exp)
         self.wake()
         self.after_submit(exp)
@@ -234,15 +230,7 @@ class Daemon:
         ]
         ids = self._add_trials(exp, specs, requests)
         for trial in exp.trials[-len(ids) :] if ids else []:
-            self.emit(
-                p.TrialQueued,
-                experiment_id=exp.id,
-                trial_id=trial.id,
-                name=trial.name,
-                config=trial.config,
-                tag=trial.tag,
-                resources=trial.resources,
-            )
+            self.emit_queued(trial)
         self.wake()
         return p.TrialsAdded(experiment_id=exp_id, trial_ids=ids)
 
@@ -292,7 +280,7 @@ class Daemon:
 
     def finish(self, trial: Trial, status: p.TrialStatus) -> None:
         if status == "TERMINATED" and trial.id in self.restarts and trial.status == "RUNNING":
-            self._restart_now(trial)
+            restart_now(self, trial)
             return
         self.restarts.pop(trial.id, None)
         transition(trial, status)
@@ -468,94 +456,6 @@ class Daemon:
             trial.experiment.queue.remove(trial)
             self.finish(trial, "TERMINATED")
 
-    def restart_trial(self, trial_id: str, config: msgspec.Raw, checkpoint: str) -> None:
-        """PBT's exploit: stop the attempt, then queue the trial with ``config`` from a copy.
-
-        The donor's checkpoint is copied now (the donor may replace it later) to a
-        hidden folder in the trial's own; it becomes the trial's next
-        ``checkpoint_N`` once the current attempt has ended, so the running
-        process never sees a folder appear under a name it may be writing.
-        """
-        import shutil
-
-        trial = self.trials.get(trial_id)
-        if trial is None:
-            raise Refused("not_found", f"no trial {trial_id!r} (see `tuned status`)")
-        if trial.status in FINAL:
-            raise Refused("bad_request", f"trial {trial_id} has ended: it cannot be restarted")
-        if not isinstance(p.unpack_opaque(config), dict):
-            raise Refused("bad_request", "a restarted trial's config must be a dict")
-        staged: Path | None = None
-        iteration, time_total = 0, 0.0
-        if checkpoint:
-            src = Path(checkpoint).resolve()
-            exp_dir = trial.experiment.path.resolve()
-            if not src.is_dir() or exp_dir not in src.parents:
-                raise Refused(
-                    "bad_request",
-                    f"checkpoint {checkpoint!r} is not in experiment {trial.experiment.id}",
-                )
-            if trial.dir is None:
-                raise Refused("bad_request", f"trial {trial_id} has no folder yet")
-            iteration, time_total = _checkpoint_position(self, src)
-            staged = trial.dir / f".exploit_{trial.attempt}"
-            shutil.rmtree(staged, ignore_errors=True)
-            shutil.copytree(src, staged)
-        self.restarts[trial_id] = (config, staged, iteration, time_total)
-        if trial.status == "PENDING":  # not running: it starts again with the new config
-            trial.experiment.queue.remove(trial)
-            self._restart_now(trial)
-            return
-        trial.stop_requested = True
-
-    def _restart_now(self, trial: Trial) -> None:
-        from .results import write_params
-
-        config, staged, iteration, time_total = self.restarts.pop(trial.id)
-        if trial.status == "RUNNING":
-            transition(trial, "PENDING")
-        trial.config = config
-        trial.stop_requested = False
-        trial.error = trial.traceback = ""
-        if trial.dir is not None:
-            write_params(trial.dir, p.unpack_opaque(config))
-        if staged is not None and trial.dir is not None:
-            index = 1 + max(
-                (int(d.name[11:]) for d in trial.dir.glob("checkpoint_*") if d.name[11:].isdigit()),
-                default=-1,
-            )
-            dest = trial.dir / f"checkpoint_{index:06d}"
-            os.replace(staged, dest)
-            sizes = tuple(
-                (trial.dir / n).stat().st_size if (trial.dir / n).exists() else 0
-                for n in ("result.json", "progress.csv")
-            )
-            trial.checkpoint = str(dest)
-            trial.checkpoint_iteration, trial.checkpoint_time = iteration, time_total
-            trial.checkpoint_offsets = (sizes[0], sizes[1])
-            self.emit(
-                p.TrialCheckpoint,
-                experiment_id=trial.experiment.id,
-                trial_id=trial.id,
-                path=str(dest),
-                iteration=iteration,
-                time_total_s=time_total,
-                result_bytes=sizes[0],
-                progress_bytes=sizes[1],
-            )
-        self.emit(
-            p.TrialQueued,
-            experiment_id=trial.experiment.id,
-            trial_id=trial.id,
-            name=trial.name,
-            config=config,
-            attempt=trial.attempt,
-            tag=trial.tag,
-        )
-        trial.experiment.queue.appendleft(trial)
-        self.save_state(trial.experiment)
-        self.wake()
-
     def resume(self, exp_id: str, resume: list[str], restart: list[str]) -> p.Accepted:
         """Tuner.restore: queue again the given trials of an experiment this daemon has."""
         exp = self.experiment(exp_id)
@@ -578,15 +478,7 @@ class Daemon:
             trial.failures = 0
             transition(trial, "PENDING")
             exp.queue.append(trial)
-            self.emit(
-                p.TrialQueued,
-                experiment_id=exp.id,
-                trial_id=trial.id,
-                name=trial.name,
-                config=trial.config,
-                attempt=trial.attempt,
-                tag=trial.tag,
-            )
+            self.emit_queued(trial)
         self.scheduler.remove(exp)
         self.scheduler.add(exp)
         exp.started_at = time.time()
@@ -599,145 +491,3 @@ class Daemon:
             trial_ids=[t.id for t in exp.trials],
             capacity=self.capacity_totals(),
         )
-
-    # ------------------------------------------------------------ views
-
-    def status(self) -> p.StatusReply:
-        snap = self.ledger.snapshot()
-        resources = [
-            p.ResourceUse(name="cpu", used=snap.cpu_used / SCALE, total=snap.cpu_total / SCALE),
-            p.ResourceUse(
-                name="gpu", used=sum(snap.gpu_used) / SCALE, total=float(len(snap.gpu_used))
-            ),
-            p.ResourceUse(name="memory", used=snap.memory_used, total=snap.memory_total),
-        ]
-        resources += [
-            p.ResourceUse(name=k, used=snap.custom_used[k] / SCALE, total=v / SCALE)
-            for k, v in snap.custom_total.items()
-        ]
-        gpus = []
-        for index, gid in enumerate(self.capacity.gpu_ids):
-            gpus.append(
-                p.GpuShare(
-                    id=gid,
-                    used=snap.gpu_used[index] / SCALE,
-                    memory_used=self._gpu_mem(index),
-                    memory_total=self._gpu_total(index),
-                )
-            )
-        running = [self.trial_row(t) for t in self.trials.values() if t.status == "RUNNING"]
-        experiments = [
-            p.ExperimentRow(
-                experiment_id=e.id,
-                name=e.spec.name,
-                path=str(e.path),
-                counts=e.counts(),
-                finished=e.done,
-            )
-            for e in self.experiments.values()
-        ]
-        return p.StatusReply(
-            pid=os.getpid(),
-            version=__version__,
-            socket=str(self.settings.socket_path),
-            state_dir=str(self.settings.state_dir),
-            started_at=self.started_at,
-            resources=resources,
-            gpus=gpus,
-            experiments=experiments,
-            running=running,
-        )
-
-    def _gpu_mem(self, index: int) -> int:
-        try:
-            return self.probe.memory_used(index)
-        except Exception:
-            return 0
-
-    def _gpu_total(self, index: int) -> int:
-        devices = self.probe.devices()
-        return devices[index].memory_total if index < len(devices) else 0
-
-    def trial_row(self, t: Trial) -> p.TrialRow:
-        return p.TrialRow(
-            trial_id=t.id,
-            experiment_id=t.experiment.id,
-            name=t.name,
-            status=t.status,
-            pid=t.pid,
-            started_at=t.started_at,
-            iteration=t.iteration,
-            time_total_s=t.time_total_s,
-            resources=t.resources[0] if t.resources else {},
-            gpu_ids=t.gpu_ids,
-            cpu_percent=float(t.usage.get("cpu_percent", 0.0)),
-            rss=int(t.usage.get("rss", 0)),
-            attempt=t.attempt,
-        )
-
-    def sample_usage(self) -> None:
-        """Fresh CPU, memory and GPU use of each running trial, for ``tuned status``."""
-        for trial in self.trials_running():
-            if trial.pid:
-                self.sampler.sample(trial)
-
-    def trial_reply(self, trial_id: str) -> p.TrialReply:
-        t = self.trials.get(trial_id)
-        if t is None:
-            raise Refused("not_found", f"no trial {trial_id!r} (see `tuned status`)")
-        return p.TrialReply(
-            trial_id=t.id,
-            experiment_id=t.experiment.id,
-            name=t.name,
-            status=t.status,
-            path=str(t.dir or ""),
-            pid=t.pid,
-            attempt=t.attempt,
-            error=t.error,
-        )
-
-    def experiment_reply(self, exp_id: str) -> p.ExperimentReply:
-        exp = self.experiment(exp_id)
-        return p.ExperimentReply(
-            experiment_id=exp.id,
-            name=exp.spec.name,
-            path=str(exp.path),
-            finished=exp.done,
-            seq=self.bus.seq,
-            cancelled=exp.cancelled,
-            trials=[
-                p.TrialInfo(
-                    trial_id=t.id,
-                    tag=t.tag,
-                    name=t.name,
-                    path=str(t.dir or ""),
-                    status=t.status,
-                    config=t.config,
-                    # omitted when None: an empty Raw would encode as nothing at all
-                    **({"last_result": t.last_result} if t.last_result is not None else {}),
-                    error=t.error,
-                    traceback=t.traceback,
-                    checkpoint=t.checkpoint,
-                )
-                for t in exp.trials
-            ],
-        )
-
-
-def _checkpoint_position(daemon: Daemon, path: Path) -> tuple[int, float]:
-    """(training_iteration, time_total_s) at which the checkpoint ``path`` was taken."""
-    import json
-
-    for t in daemon.trials.values():
-        if t.checkpoint and Path(t.checkpoint).resolve() == path:
-            return t.checkpoint_iteration, t.checkpoint_time
-    result = path.parent / "result.json"
-    if result.exists():
-        for line in result.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if row.get("checkpoint_dir_name") == path.name:
-                return int(row.get("training_iteration", 0)), float(row.get("time_total_s", 0.0))
-    return 0, 0.0

@@ -20,6 +20,7 @@ import psutil
 import structlog
 from tuned_client import protocol as p
 
+from . import snapshots
 from .launcher import signal_tree
 from .trials import Trial
 
@@ -110,7 +111,7 @@ async def sample_forever(daemon: Daemon) -> None:
             await daemon.trial_started.wait()
         sampler.tick()
         if daemon.bus.has_global_subscriber:
-            status = daemon.status()
+            status = snapshots.status(daemon)
             daemon.emit(
                 p.ResourceSnapshot, experiment_id="", resources=status.resources, gpus=status.gpus
             )

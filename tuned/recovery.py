@@ -26,6 +26,7 @@ import psutil
 import structlog
 from tuned_client import protocol as p
 
+from . import snapshots
 from .daemon import Daemon
 from .journal import Control, Journal, Submitted
 from .ledger import ImpossibleRequest, ResourceError, parse_request
@@ -333,7 +334,7 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> None:
 
 
 def state_of(daemon: Daemon, exp: Experiment) -> p.ExperimentState:
-    reply = daemon.experiment_reply(exp.id)
+    reply = snapshots.experiment_reply(daemon, exp.id)
     return p.ExperimentState(
         experiment_id=exp.id,
         socket=str(daemon.settings.socket_path),

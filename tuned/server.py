@@ -20,8 +20,9 @@ import structlog
 from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 from tuned_client import protocol as p
 
-from . import __version__
-from .daemon import Daemon, Refused
+from . import __version__, exploit, snapshots
+from .daemon import Daemon
+from .errors import Refused
 from .events import Subscriber
 from .wire import FrameError, FrameReader, encode_frame
 
@@ -163,16 +164,16 @@ async def on_cancel(conn: Conn, req: p.Cancel, tg: TaskGroup) -> None:
 
 
 async def on_status(conn: Conn, req: p.GetStatus, tg: TaskGroup) -> None:
-    conn.daemon.sample_usage()
-    await conn.send(conn.daemon.status())
+    snapshots.sample_usage(conn.daemon)
+    await conn.send(snapshots.status(conn.daemon))
 
 
 async def on_get_experiment(conn: Conn, req: p.GetExperiment, tg: TaskGroup) -> None:
-    await conn.send(conn.daemon.experiment_reply(req.experiment_id))
+    await conn.send(snapshots.experiment_reply(conn.daemon, req.experiment_id))
 
 
 async def on_get_trial(conn: Conn, req: p.GetTrial, tg: TaskGroup) -> None:
-    await conn.send(conn.daemon.trial_reply(req.trial_id))
+    await conn.send(snapshots.trial_reply(conn.daemon, req.trial_id))
 
 
 async def on_stop_trial(conn: Conn, req: p.StopTrial, tg: TaskGroup) -> None:
@@ -181,7 +182,7 @@ async def on_stop_trial(conn: Conn, req: p.StopTrial, tg: TaskGroup) -> None:
 
 
 async def on_restart_trial(conn: Conn, req: p.RestartTrial, tg: TaskGroup) -> None:
-    conn.daemon.restart_trial(req.trial_id, req.config, req.checkpoint)
+    exploit.restart_trial(conn.daemon, req.trial_id, req.config, req.checkpoint)
     await conn.daemon.journal.sync()
     await conn.send(p.Ok())
 

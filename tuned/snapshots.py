@@ -1,0 +1,146 @@
+"""Read-only views of the daemon's state, as the protocol's replies carry them.
+
+``tuned status``, ``tuned logs`` and a client rebuilding its results after a
+reconnect all read through here; nothing in this module changes state.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from tuned_client import protocol as p
+
+from . import __version__
+from .errors import Refused
+from .ledger import SCALE
+from .trials import Trial
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+
+def status(daemon: Daemon) -> p.StatusReply:
+    snap = daemon.ledger.snapshot()
+    resources = [
+        p.ResourceUse(name="cpu", used=snap.cpu_used / SCALE, total=snap.cpu_total / SCALE),
+        p.ResourceUse(name="gpu", used=sum(snap.gpu_used) / SCALE, total=float(len(snap.gpu_used))),
+        p.ResourceUse(name="memory", used=snap.memory_used, total=snap.memory_total),
+    ]
+    resources += [
+        p.ResourceUse(name=k, used=snap.custom_used[k] / SCALE, total=v / SCALE)
+        for k, v in snap.custom_total.items()
+    ]
+    gpus = []
+    for index, gid in enumerate(daemon.capacity.gpu_ids):
+        gpus.append(
+            p.GpuShare(
+                id=gid,
+                used=snap.gpu_used[index] / SCALE,
+                memory_used=_gpu_mem(daemon, index),
+                memory_total=_gpu_total(daemon, index),
+            )
+        )
+    running = [trial_row(t) for t in daemon.trials.values() if t.status == "RUNNING"]
+    experiments = [
+        p.ExperimentRow(
+            experiment_id=e.id,
+            name=e.spec.name,
+            path=str(e.path),
+            counts=e.counts(),
+            finished=e.done,
+        )
+        for e in daemon.experiments.values()
+    ]
+    return p.StatusReply(
+        pid=os.getpid(),
+        version=__version__,
+        socket=str(daemon.settings.socket_path),
+        state_dir=str(daemon.settings.state_dir),
+        started_at=daemon.started_at,
+        resources=resources,
+        gpus=gpus,
+        experiments=experiments,
+        running=running,
+    )
+
+
+def _gpu_mem(daemon: Daemon, index: int) -> int:
+    try:
+        return daemon.probe.memory_used(index)
+    except Exception:
+        return 0
+
+
+def _gpu_total(daemon: Daemon, index: int) -> int:
+    devices = daemon.probe.devices()
+    return devices[index].memory_total if index < len(devices) else 0
+
+
+def trial_row(t: Trial) -> p.TrialRow:
+    return p.TrialRow(
+        trial_id=t.id,
+        experiment_id=t.experiment.id,
+        name=t.name,
+        status=t.status,
+        pid=t.pid,
+        started_at=t.started_at,
+        iteration=t.iteration,
+        time_total_s=t.time_total_s,
+        resources=t.resources[0] if t.resources else {},
+        gpu_ids=t.gpu_ids,
+        cpu_percent=float(t.usage.get("cpu_percent", 0.0)),
+        rss=int(t.usage.get("rss", 0)),
+        attempt=t.attempt,
+    )
+
+
+def sample_usage(daemon: Daemon) -> None:
+    """Fresh CPU, memory and GPU use of each running trial, for ``tuned status``."""
+    for trial in daemon.trials_running():
+        if trial.pid:
+            daemon.sampler.sample(trial)
+
+
+def trial_reply(daemon: Daemon, trial_id: str) -> p.TrialReply:
+    t = daemon.trials.get(trial_id)
+    if t is None:
+        raise Refused("not_found", f"no trial {trial_id!r} (see `tuned status`)")
+    return p.TrialReply(
+        trial_id=t.id,
+        experiment_id=t.experiment.id,
+        name=t.name,
+        status=t.status,
+        path=str(t.dir or ""),
+        pid=t.pid,
+        attempt=t.attempt,
+        error=t.error,
+    )
+
+
+def experiment_reply(daemon: Daemon, exp_id: str) -> p.ExperimentReply:
+    exp = daemon.experiment(exp_id)
+    return p.ExperimentReply(
+        experiment_id=exp.id,
+        name=exp.spec.name,
+        path=str(exp.path),
+        finished=exp.done,
+        seq=daemon.bus.seq,
+        cancelled=exp.cancelled,
+        trials=[
+            p.TrialInfo(
+                trial_id=t.id,
+                tag=t.tag,
+                name=t.name,
+                path=str(t.dir or ""),
+                status=t.status,
+                config=t.config,
+                # omitted when None: an empty Raw would encode as nothing at all
+                **({"last_result": t.last_result} if t.last_result is not None else {}),
+                error=t.error,
+                traceback=t.traceback,
+                checkpoint=t.checkpoint,
+            )
+            for t in exp.trials
+        ],
+    )
