@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import msgspec
+import psutil
 import pytest
 from conftest import RunningDaemon
 from tuned_client import protocol as p
@@ -30,11 +31,14 @@ tune.Tuner(hang, run_config=tune.RunConfig(verbose=0)).fit()
 
 
 def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    """Whether any process of the group still runs (a zombie awaiting its reaper does not)."""
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
 
 
 def wait_for(conn: object, kind: type) -> object:
@@ -129,7 +133,8 @@ def test_tuned_start_in_the_background_then_stop(tmp_path: Path) -> None:
     finally:
         stop = subprocess.run([*base, "stop", "--socket", str(sock)], capture_output=True)
     assert stop.returncode == 0, stop.stderr
-    assert not group_alive(pid) if False else not (state / "tuned.pid").exists()
+    assert not (state / "tuned.pid").exists()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
 def slow(config: dict) -> dict:
