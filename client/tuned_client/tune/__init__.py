@@ -26,6 +26,7 @@ from .search.sample import (
     sample_from,
     uniform,
 )
+from .trainable import Trainable, with_parameters
 from .tuner import Tuner
 
 
@@ -53,6 +54,7 @@ __all__ = [
     "Result",
     "ResultGrid",
     "RunConfig",
+    "Trainable",
     "TrialError",
     "TuneConfig",
     "TuneError",
@@ -76,5 +78,6 @@ __all__ = [
     "search",
     "uniform",
     "utils",
+    "with_parameters",
     "with_resources",
 ]

@@ -66,9 +66,14 @@ def with_resources(trainable: Callable[..., Any], resources: Any) -> Callable[..
     if not (callable(resources) and not isinstance(resources, PlacementGroupFactory)):
         to_bundles(resources)  # refuse a bad type now, not when the Tuner runs
 
+    if isinstance(trainable, type):  # a class Trainable stays a class
+        return type(
+            trainable.__name__, (trainable,), {_ATTR: resources, "__module__": trainable.__module__}
+        )
+
     @functools.wraps(trainable)
-    def wrapped(config: Any) -> Any:
-        return trainable(config)
+    def wrapped(config: Any, **kwargs: Any) -> Any:
+        return trainable(config, **kwargs)
 
     setattr(wrapped, _ATTR, resources)
     return wrapped

@@ -28,6 +28,7 @@ from .resources import resources_of, to_bundles, trial_bundles
 from .result import ResultGrid, TuneError
 from .results_builder import build_results
 from .search.variant_generator import generate_variants, make_spec
+from .trainable import Trainable, to_function
 
 
 def _trainable_name(trainable: Any) -> str:
@@ -66,8 +67,11 @@ class Tuner:
                 "Tuner needs a trainable: a function taking a config dict "
                 f"(got {type(trainable).__name__})"
             )
-        if isinstance(trainable, type):
-            raise TypeError("class Trainables are not supported yet: pass a function trainable")
+        if isinstance(trainable, type) and not issubclass(trainable, Trainable):
+            raise TypeError(
+                f"{trainable.__name__} is a class but not a tune.Trainable: pass a function "
+                "taking a config dict, or subclass tune.Trainable"
+            )
         self.trainable = trainable
         self.param_space = dict(param_space or {})
         self.tune_config = tune_config or TuneConfig()
@@ -101,7 +105,7 @@ class Tuner:
             tag = f"{index}_{suffix}" if suffix else str(index)
             trials.append(p.TrialSpec(tag=tag, config=packed, resources=bundles))
         try:
-            payload = cloudpickle.dumps(self.trainable)
+            payload = cloudpickle.dumps(to_function(self.trainable, rc.checkpoint_config, rc.stop))
         except Exception as exc:
             raise TuneError(f"the trainable {name!r} cannot be pickled: {exc}") from exc
         failure = rc.failure_config or FailureConfig()

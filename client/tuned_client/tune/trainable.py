@@ -1,0 +1,156 @@
+"""Class trainables (``tune.Trainable``) and ``tune.with_parameters``, as in Ray Tune.
+
+A class trainable is run by a plain function trainable made here: it calls
+``setup``, then ``step`` until the result says ``done`` or a stop rule is met,
+saving checkpoints every ``checkpoint_frequency`` steps and at the end, and
+restoring from the trial's checkpoint on a retry. So the daemon and the worker
+only ever run functions, and retries, stop rules and schedulers work alike.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..checkpoint import Checkpoint
+from ..session import require_session
+from .resources import resources_of, with_resources
+
+
+class Trainable:
+    """Subclass and implement ``setup``, ``step`` and optionally the checkpoint hooks."""
+
+    def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self.config = dict(config or {})
+        self._iteration = 0
+        self.setup(dict(self.config), **kwargs)
+
+    # ------------------------------------------------------------ to override
+
+    def setup(self, config: dict[str, Any], **kwargs: Any) -> None:
+        pass
+
+    def step(self) -> dict[str, Any]:
+        raise NotImplementedError("a Trainable subclass must implement step()")
+
+    def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any] | None:
+        return None
+
+    def load_checkpoint(self, checkpoint: dict[str, Any] | str | None) -> None:
+        pass
+
+    def cleanup(self) -> None:
+        pass
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        return False
+
+    # ------------------------------------------------------------ what Ray exposes
+
+    @property
+    def iteration(self) -> int:
+        return self._iteration
+
+    @property
+    def training_iteration(self) -> int:
+        return self._iteration
+
+    @property
+    def trial_id(self) -> str:
+        return require_session("get_context").assignment.trial_id
+
+    @property
+    def trial_name(self) -> str:
+        return require_session("get_context").assignment.trial_name
+
+    @property
+    def logdir(self) -> str:
+        return require_session("get_context").assignment.trial_dir
+
+
+def _stop_met(stop: Mapping[str, float], row: Mapping[str, Any]) -> bool:
+    return any(
+        isinstance(row.get(key), int | float) and row[key] >= bound for key, bound in stop.items()
+    )
+
+
+def class_runner(
+    cls: type[Trainable],
+    *,
+    checkpoint_frequency: int = 0,
+    checkpoint_at_end: bool = False,
+    stop: Mapping[str, float] | None = None,
+    parameters: Mapping[str, Any] | None = None,
+) -> Callable[[dict[str, Any]], None]:
+    """A function trainable that drives ``cls`` step by step."""
+
+    def run(config: dict[str, Any]) -> None:
+        session = require_session("report")
+        trainable = cls(config, **dict(parameters or {}))
+        restored = session.get_checkpoint()
+        if restored is not None:
+            trainable.load_checkpoint(restored.path)
+        trainable._iteration = session.iteration
+        try:
+            while True:
+                result = trainable.step()
+                if not isinstance(result, dict):
+                    raise TypeError(f"{cls.__name__}.step() must return a dict of metrics")
+                trainable._iteration += 1
+                ending = bool(result.get("done")) or _stop_met(
+                    stop or {}, {**result, "training_iteration": trainable._iteration}
+                )
+                due = checkpoint_frequency and trainable._iteration % checkpoint_frequency == 0
+                if due or (ending and checkpoint_at_end):
+                    with tempfile.TemporaryDirectory(prefix="tuned-ckpt-") as folder:
+                        trainable.save_checkpoint(folder)
+                        session.report(result, Checkpoint(folder), done=ending)
+                else:
+                    session.report(result, done=ending)
+                if ending:
+                    return
+        finally:
+            trainable.cleanup()
+
+    run.__name__ = cls.__name__
+    run.__qualname__ = cls.__qualname__
+    return run
+
+
+def with_parameters(trainable: Any, **kwargs: Any) -> Any:
+    """Pass large objects to every trial once, as ``ray.tune.with_parameters`` does.
+
+    The objects travel inside the pickled trainable (written once per experiment),
+    not in each trial's config.
+    """
+    if isinstance(trainable, type) and issubclass(trainable, Trainable):
+        bound = type(trainable.__name__, (trainable,), {"__tuned_parameters__": kwargs})
+        bound.__module__ = trainable.__module__
+        return bound
+    resources = resources_of(trainable)
+
+    @functools.wraps(trainable)
+    def inner(config: dict[str, Any]) -> Any:
+        return trainable(config, **kwargs)
+
+    return with_resources(inner, resources) if resources is not None else inner
+
+
+def to_function(trainable: Any, checkpoint_config: Any, stop: Any) -> Any:
+    """The function the daemon runs for ``trainable`` (itself, unless it is a class)."""
+    if not (isinstance(trainable, type) and issubclass(trainable, Trainable)):
+        return trainable
+    fn = class_runner(
+        trainable,
+        checkpoint_frequency=getattr(checkpoint_config, "checkpoint_frequency", 0) or 0,
+        checkpoint_at_end=bool(getattr(checkpoint_config, "checkpoint_at_end", False)),
+        stop=stop if isinstance(stop, Mapping) else None,
+        parameters=getattr(trainable, "__tuned_parameters__", None),
+    )
+    resources = resources_of(trainable)
+    return with_resources(fn, resources) if resources is not None else fn
+
+
+__all__ = ["Trainable", "class_runner", "to_function", "with_parameters"]
