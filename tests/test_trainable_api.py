@@ -17,9 +17,11 @@ class Counter(tune.Trainable):
 
     def step(self) -> dict[str, Any]:
         self.value += 1
-        if self.value == 3 and os.environ.get("CRASH_ONCE") and not Path(
-            os.environ["CRASH_ONCE"]
-        ).exists():
+        if (
+            self.value == 3
+            and os.environ.get("CRASH_ONCE")
+            and not Path(os.environ["CRASH_ONCE"]).exists()
+        ):
             Path(os.environ["CRASH_ONCE"]).write_text("crashed")
             os._exit(1)  # a hard crash, after the checkpoint of step 2
         return {"value": self.value}
@@ -77,3 +79,34 @@ def test_with_parameters_passes_objects_to_every_trial(daemon: RunningDaemon) ->
         run_config=tune.RunConfig(verbose=0),
     ).fit()
     assert sorted(r.metrics["total"] for r in results) == [4950, 9900]
+
+
+def objective(config: dict[str, Any]) -> None:
+    for step in range(3):
+        tune.report({"loss": (config["x"] - 2) ** 2 + step})
+
+
+def test_the_older_tune_run_api_works_as_in_ray(daemon: RunningDaemon) -> None:
+    analysis = tune.run(
+        objective,
+        config={"x": tune.grid_search([0, 2, 5])},
+        metric="loss",
+        mode="min",
+        resources_per_trial={"cpu": 1},
+        verbose=0,
+    )
+    assert analysis.best_config == {"x": 2}
+    assert analysis.best_result["loss"] == 2
+    assert len(analysis.trials) == 3 and {t.status for t in analysis.trials} == {"TERMINATED"}
+    assert list(analysis.results_df["loss"].sort_values()) == [2, 6, 11]
+
+
+def fails(config: dict[str, Any]) -> None:
+    raise RuntimeError("nope")
+
+
+def test_tune_run_raises_when_a_trial_failed_as_ray_does(daemon: RunningDaemon) -> None:
+    import pytest
+
+    with pytest.raises(tune.TuneError, match="Trials did not complete"):
+        tune.run(fails, verbose=0)

@@ -11,6 +11,7 @@ from .callback import Callback
 from .config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 from .resources import PlacementGroupFactory, with_resources
 from .result import Result, ResultGrid, TrialError, TuneError
+from .run import ExperimentAnalysis, run
 from .search.sample import (
     choice,
     grid_search,
@@ -49,6 +50,7 @@ __all__ = [
     "Callback",
     "Checkpoint",
     "CheckpointConfig",
+    "ExperimentAnalysis",
     "FailureConfig",
     "PlacementGroupFactory",
     "Result",
@@ -73,6 +75,7 @@ __all__ = [
     "randint",
     "randn",
     "report",
+    "run",
     "sample_from",
     "schedulers",
     "search",
