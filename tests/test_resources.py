@@ -243,3 +243,29 @@ def test_a_higher_priority_experiment_goes_before_queued_trials_of_an_earlier_on
     watcher.close()
     order = [r["config"]["who"] for r in sorted(spans(span_dir), key=lambda r: r["start"])]
     assert order == ["low", "high", "low", "low"]
+
+
+def hog(config: dict[str, Any]) -> None:
+    block = bytearray(64 * 1024 * 1024)  # well above the 1 MB it asked for
+    while True:
+        tune.report({"held": len(block)})
+        time.sleep(0.2)
+
+
+def test_the_memory_watchdog_stops_a_trial_above_its_request_with_a_clear_error(
+    daemon_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The machine always counts as "nearly out of memory" here, so the watchdog acts
+    # at its first sample; what it must pick is the trial above its memory request.
+    d: RunningDaemon = daemon_factory("--num-cpus", "2", "--low-memory-fraction", "1.01")
+    for key, value in d.env().items():
+        if key.startswith("TUNED_"):
+            monkeypatch.setenv(key, value)
+    results = tune.Tuner(
+        tune.with_resources(hog, {"cpu": 1, "memory": 1_000_000}),
+        run_config=tune.RunConfig(verbose=0),
+    ).fit()
+    (result,) = list(results)
+    assert result.error is not None
+    message = str(result.error)
+    assert "MemoryError: stopped by tuned" in message and "above the" in message

@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # Tests: a fake GPU inventory (with --num-gpus) whose process memory is read from a file.
     start.add_argument("--fake-gpu-state", type=Path, default=None, help=argparse.SUPPRESS)
+    start.add_argument(
+        "--low-memory-fraction",
+        type=float,
+        default=0.05,
+        help="stop the youngest over-budget trial when less than this share of memory is free",
+    )
 
     for name, text in (("stop", "stop the daemon gracefully"), ("status", "daemon status")):
         cmd = sub.add_parser(name, help=text)
@@ -121,6 +127,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         ready_fd=args.ready_fd,
         gpu_release_timeout_s=args.gpu_release_timeout,
         fake_gpu_state=args.fake_gpu_state,
+        low_memory_fraction=args.low_memory_fraction,
     )
 
 

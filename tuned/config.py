@@ -30,6 +30,8 @@ class Settings:
     kill_grace_s: float = 5.0
     gpu_release_timeout_s: float = 10.0  # longest a device waits for a dead trial's memory
     fake_gpu_state: Path | None = None  # tests: a JSON file the fake GPU probe reads
+    # The memory watchdog acts when less than this share of memory is available.
+    low_memory_fraction: float = 0.05
     event_history: int = 50_000
     subscriber_buffer: int = 10_000
     ready_fd: int | None = None  # written to once the socket accepts

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("tuned.monitor")
 
 SAMPLE_INTERVAL_S = 2.0
-LOW_MEMORY_FRACTION = 0.05  # act when less than this share of memory is available
 GPU_RELEASE_POLL_S = 0.1
 
 
@@ -85,7 +84,7 @@ class Sampler:
 
     def watch_memory(self, running: list[Trial]) -> None:
         vm = psutil.virtual_memory()
-        if vm.available >= vm.total * LOW_MEMORY_FRACTION:
+        if vm.available >= vm.total * self.daemon.settings.low_memory_fraction:
             return
         over = [t for t in running if t.usage.get("rss", 0) > t.request.total_memory]
         if not over:
