@@ -110,3 +110,14 @@ def test_tune_run_raises_when_a_trial_failed_as_ray_does(daemon: RunningDaemon) 
 
     with pytest.raises(tune.TuneError, match="Trials did not complete"):
         tune.run(fails, verbose=0)
+
+
+def old_style(config: dict[str, Any]) -> None:
+    tune.report(loss=config["x"], accuracy=0.5)
+
+
+def test_keyword_reports_of_older_ray_scripts_still_work(daemon: RunningDaemon) -> None:
+    results = tune.Tuner(
+        old_style, param_space={"x": 3}, run_config=tune.RunConfig(verbose=0)
+    ).fit()
+    assert results[0].metrics["loss"] == 3 and results[0].metrics["accuracy"] == 0.5

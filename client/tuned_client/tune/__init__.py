@@ -31,8 +31,21 @@ from .trainable import Trainable, with_parameters
 from .tuner import Tuner
 
 
-def report(metrics: dict[str, Any], *, checkpoint: Checkpoint | None = None) -> None:
-    """Report metrics (and optionally a checkpoint) from inside a trial."""
+def report(
+    metrics: dict[str, Any] | None = None,
+    *,
+    checkpoint: Checkpoint | None = None,
+    **kwargs: Any,
+) -> None:
+    """Report metrics (and optionally a checkpoint) from inside a trial.
+
+    ``tune.report({"loss": x})`` as Ray 2 writes it; ``tune.report(loss=x)`` as
+    older scripts do.
+    """
+    if metrics is None:
+        metrics = kwargs
+    elif kwargs:
+        raise TypeError("tune.report takes a metrics dict or keyword metrics, not both")
     require_session("report").report(metrics, checkpoint)
 
 
