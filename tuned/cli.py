@@ -67,6 +67,37 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.05,
         help="stop the youngest over-budget trial when less than this share of memory is free",
     )
+    start.add_argument(
+        "--allow-uid",
+        type=int,
+        action="append",
+        default=[],
+        metavar="UID",
+        help="also serve this uid (repeatable; the socket's directory must let it in)",
+    )
+    start.add_argument(
+        "--allow-group",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also serve members of this group (repeatable)",
+    )
+    start.add_argument(
+        "--max-connections-per-client",
+        type=int,
+        default=64,
+        help="connections one client process may hold open at once",
+    )
+    start.add_argument(
+        "--max-connections", type=int, default=4096, help="connections held open in all"
+    )
+    start.add_argument(
+        "--idle-connection-timeout",
+        type=float,
+        default=600.0,
+        help="close a connection that neither follows events nor sends anything for this "
+        "many seconds (0: never)",
+    )
 
     for name, text in (("stop", "stop the daemon gracefully"), ("status", "daemon status")):
         cmd = sub.add_parser(name, help=text)
@@ -128,7 +159,28 @@ def settings_from(args: argparse.Namespace) -> Settings:
         gpu_release_timeout_s=args.gpu_release_timeout,
         fake_gpu_state=args.fake_gpu_state,
         low_memory_fraction=args.low_memory_fraction,
+        allow_uids=tuple(args.allow_uid),
+        allow_groups=tuple(_known_group(g) for g in args.allow_group),
+        max_connections_per_peer=_at_least_one(args.max_connections_per_client, "per client"),
+        max_connections=_at_least_one(args.max_connections, "in all"),
+        idle_connection_timeout_s=args.idle_connection_timeout,
     )
+
+
+def _known_group(name: str) -> str:
+    import grp
+
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        raise SystemExit(f"tuned: --allow-group {name!r}: no such group") from None
+    return name
+
+
+def _at_least_one(value: int, what: str) -> int:
+    if value < 1:
+        raise SystemExit(f"tuned: the connection limit {what} must be at least 1, not {value}")
+    return value
 
 
 def _alive(socket_path: Path) -> bool:

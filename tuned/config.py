@@ -35,6 +35,15 @@ class Settings:
     event_history: int = 50_000
     subscriber_buffer: int = 10_000
     ready_fd: int | None = None  # written to once the socket accepts
+    # Shared workstations: other uids, or members of these groups, may use the daemon
+    # (the socket's directory must let them in too). Everyone else is refused.
+    allow_uids: tuple[int, ...] = ()
+    allow_groups: tuple[str, ...] = ()
+    # Connections: per client process (uid + pid), in total, and how long one that
+    # has handshaken but neither subscribed nor sent anything is held open.
+    max_connections_per_peer: int = 64
+    max_connections: int = 4096
+    idle_connection_timeout_s: float = 600.0
 
     @property
     def log_path(self) -> Path:

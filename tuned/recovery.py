@@ -364,5 +364,7 @@ def write_state(daemon: Daemon, exp: Experiment, *, force: bool = False) -> None
         with os.fdopen(fd, "wb") as f:
             f.write(msgspec.msgpack.encode(state_of(daemon, exp)))
         os.replace(tmp, path)
-    except OSError as exc:
+    except OSError as exc:  # disk full: the old state file stays whole, the daemon serves on
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         log.warning("could not write the experiment state", experiment=exp.id, error=str(exc))

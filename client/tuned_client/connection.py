@@ -117,7 +117,9 @@ class Connection:
 
     @classmethod
     def handshake(cls, sock: socket.socket, path: Path, client: str) -> Connection:
-        send_message(sock, Hello(protocol=PROTOCOL_VERSION, client=client, pid=os.getpid()))
+        # If the daemon refused us before our hello arrived, its reason waits to be read.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            send_message(sock, Hello(protocol=PROTOCOL_VERSION, client=client, pid=os.getpid()))
         reply = recv_message(sock)
         if isinstance(reply, Error):
             sock.close()

@@ -1,0 +1,186 @@
+"""A full disk: the daemon refuses new work, finishes what it has, and loses nothing it wrote.
+
+The disk filling up is real here: the daemon runs with a small ``RLIMIT_FSIZE``
+(CPython ignores SIGXFSZ, so a write past the limit fails with EFBIG, or is cut
+short, exactly where ENOSPC would strike). Every file it writes is limited: the
+journal, its log, result files and state files of experiments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import RunningDaemon, restart_daemon
+from tuned_client import protocol as p
+from tuned_client import tune
+
+from tuned.journal import Journal
+
+LIMIT = 256 * 1024
+PAD = "x" * 60_000  # each padded submit puts ~120 KB into the journal
+
+
+def start_limited(base: Path, fsize: int, args: list[str], name: str = "full") -> RunningDaemon:
+    """``tuned start`` (logging to its log file) with every file it writes capped at ``fsize``."""
+    sock = Path(f"/tmp/tuned-test-{os.getpid()}-{abs(hash(base)) % 10**8}-{name}") / "tuned.sock"
+    state = base / f"{name}-state"
+    state.mkdir(parents=True, exist_ok=True)
+    read_fd, write_fd = os.pipe()
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+    cmd = [
+        sys.executable, "-m", "tuned", "start", "--socket", str(sock),
+        "--state-dir", str(state), "--ready-fd", str(write_fd), "--log-level", "debug", *args,
+    ]  # fmt: skip
+    with open(state / "daemon.stderr", "ab") as err:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=err,
+            stderr=err,
+            pass_fds=(write_fd,),
+            preexec_fn=limit,  # sets a limit only, before exec
+        )
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as ready:
+        ok = ready.read(1) == b"1"
+    d = RunningDaemon(proc, sock, state, base / "results", args)
+    if not ok:
+        proc.wait(timeout=10)
+        raise RuntimeError(f"daemon did not start:\n{d.log}")
+    return d
+
+
+def waits_for_release(config: dict) -> None:
+    Path(config["dir"], f"started-{config['i']}").touch()
+    release = Path(config["dir"], "release")
+    while not release.exists():  # the trial's own wait: the test decides when it may go on
+        time.sleep(0.05)
+    for step in range(1, 4):
+        tune.report({"step": step})
+
+
+def trivial(config: dict) -> dict:
+    return {"ok": 1}
+
+
+def wait_for(path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_a_full_disk_refuses_new_work_and_keeps_the_running_experiment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = start_limited(tmp_path, LIMIT, ["--num-cpus", "4", "--num-gpus", "0"])
+    try:
+        for key, value in d.env().items():
+            if key.startswith("TUNED_"):
+                monkeypatch.setenv(key, value)
+        work = tmp_path / "work"
+        work.mkdir()
+        running: list[tune.ResultGrid] = []
+        first = threading.Thread(
+            target=lambda: running.append(
+                tune.Tuner(
+                    waits_for_release,
+                    param_space={"dir": str(work), "i": tune.grid_search([0, 1])},
+                    run_config=tune.RunConfig(name="running", verbose=0),
+                ).fit()
+            )
+        )
+        first.start()
+        wait_for(work / "started-0")
+        wait_for(work / "started-1")
+
+        refusal = None
+        for i in range(8):  # fill the journal with experiments until the disk says no
+            try:
+                tune.Tuner(
+                    trivial,
+                    param_space={"pad": PAD},
+                    run_config=tune.RunConfig(name=f"pad{i}", verbose=0),
+                ).fit()
+            except tune.TuneError as exc:
+                refusal = str(exc)
+                break
+        assert refusal is not None, "the journal never filled up"
+        assert f"cannot write its journal in {d.state_dir}" in refusal
+        assert "takes no new work" in refusal
+        accepted_pads = i
+        with pytest.raises(tune.TuneError, match="takes no new work"):  # and it stays so
+            tune.Tuner(trivial, run_config=tune.RunConfig(name="later", verbose=0)).fit()
+
+        (work / "release").touch()  # the experiment that was running goes on to its end
+        first.join(timeout=120)
+        assert not first.is_alive()
+        results = running[0]
+        assert not results.errors
+        assert sorted(r.metrics["step"] for r in results) == [3, 3]
+        with d.connect() as conn:
+            assert isinstance(conn.request(p.GetStatus()), p.StatusReply)
+        assert d.stop(signal.SIGTERM) == 0  # it never crashed, and stops cleanly
+    finally:
+        if d.proc.poll() is None:
+            d.stop(signal.SIGKILL)
+
+    journal = d.state_dir / "journal.bin"
+    size = journal.stat().st_size
+    assert 0 < size <= LIMIT
+    records = list(Journal.replay(journal))
+    assert journal.stat().st_size == size  # no torn record to cut: nothing was corrupted
+    names = [r.spec.name for r in records if hasattr(r, "spec")]
+    assert names == ["running", *[f"pad{n}" for n in range(accepted_pads)]]
+
+    again = restart_daemon(d)  # room again: it replays the journal and takes work
+    try:
+        with again.connect() as conn:
+            reply = conn.request(p.GetStatus())
+            assert isinstance(reply, p.StatusReply)
+            assert {e.name for e in reply.experiments} >= {"running", "pad0"}
+        results = tune.Tuner(trivial, run_config=tune.RunConfig(name="after", verbose=0)).fit()
+        assert not results.errors
+    finally:
+        again.stop()
+
+
+def big_rows(config: dict) -> None:
+    for step in range(1, 21):
+        tune.report({"step": step, "blob": "y" * 40_000})
+
+
+def test_a_trial_whose_results_no_longer_fit_fails_alone_with_whole_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = start_limited(tmp_path, LIMIT, ["--num-cpus", "2", "--num-gpus", "0"])
+    try:
+        for key, value in d.env().items():
+            if key.startswith("TUNED_"):
+                monkeypatch.setenv(key, value)
+        results = tune.Tuner(big_rows, run_config=tune.RunConfig(name="big", verbose=0)).fit()
+        assert results.num_errors == 1
+        assert "cannot write the trial's results in" in str(results.errors[0])
+        lines = (Path(results[0].path) / "result.json").read_bytes().splitlines(keepends=True)
+        assert 0 < len(lines) < 20
+        assert all(line.endswith(b"\n") for line in lines)  # no half row was left behind
+        steps = [json.loads(line)["step"] for line in lines]
+        assert steps == list(range(1, len(lines) + 1))
+        with d.connect() as conn:  # the daemon serves on
+            assert isinstance(conn.request(p.GetStatus()), p.StatusReply)
+        assert d.stop(signal.SIGTERM) == 0
+    finally:
+        if d.proc.poll() is None:
+            d.stop(signal.SIGKILL)

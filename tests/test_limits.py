@@ -1,0 +1,207 @@
+"""Limits on connections, and who besides the daemon's own user may connect.
+
+A script that leaks connections in a loop must get a clear refusal naming the
+limit, not use up the daemon's file descriptors for everyone else; a quiet
+connection nobody uses is closed, but never one that follows an experiment or
+belongs to a running trial. On a shared workstation, named uids and groups may
+be let in; everyone else is still refused.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import RunningDaemon
+from tuned_client import protocol as p
+from tuned_client import tune
+from tuned_client.connection import Connection, DaemonError
+from tuned_client.framing import ConnectionClosed, recv_message
+
+
+def hang_up(conn: Connection) -> None:
+    """Close, and wait until the daemon has closed its end too (it counts us out first)."""
+    conn.sock.shutdown(socket.SHUT_WR)
+    with pytest.raises((ConnectionClosed, OSError)):
+        recv_message(conn.sock)
+    conn.close()
+
+
+def status_ok(conn: Connection) -> bool:
+    return isinstance(conn.request(p.GetStatus()), p.StatusReply)
+
+
+@pytest.mark.daemon_args("--num-cpus", "1", "--max-connections-per-client", "4")
+def test_one_client_holding_too_many_connections_is_refused_by_name(
+    daemon: RunningDaemon,
+) -> None:
+    held = [daemon.connect() for _ in range(4)]
+    with pytest.raises(DaemonError) as refused:
+        daemon.connect()
+    assert refused.value.code == "refused"
+    assert f"too many connections from process {os.getpid()}" in refused.value.message
+    assert "max_connections_per_peer) is 4" in refused.value.message
+    # Another process is not held back by this one's connections.
+    other = subprocess.run(
+        [sys.executable, "-c", PROBE.format(sock=str(daemon.socket))],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert other.stdout.strip() == "served", other.stderr
+    hang_up(held.pop())  # a connection given back makes room again
+    with daemon.connect() as again:
+        assert status_ok(again)
+    assert all(status_ok(c) for c in held)
+    for c in held:
+        c.close()
+
+
+PROBE = """
+from tuned_client.connection import Connection, DaemonError
+from tuned_client import protocol as p
+try:
+    with Connection.open({sock!r}, autostart=False) as c:
+        c.request(p.GetStatus())
+    print("served")
+except DaemonError as e:
+    print(e.message)
+"""
+
+
+@pytest.mark.daemon_args(
+    "--num-cpus", "1", "--max-connections", "5", "--max-connections-per-client", "100"
+)
+def test_the_total_number_of_connections_is_capped(daemon: RunningDaemon) -> None:
+    held = [daemon.connect() for _ in range(5)]
+    other = subprocess.run(
+        [sys.executable, "-c", PROBE.format(sock=str(daemon.socket))],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert "too many connections: the daemon holds 5" in other.stdout
+    assert "(max_connections) is 5" in other.stdout
+    for c in held:
+        hang_up(c)
+    with daemon.connect() as conn:  # closed ones are counted out
+        assert status_ok(conn)
+
+
+IDLE_PROBE = """
+import time
+from tuned_client.connection import Connection
+with Connection.open({sock!r}, autostart=False) as c:
+    start = time.monotonic()
+    msg = c.recv()
+    print(round(time.monotonic() - start, 1), msg.message, flush=True)
+"""
+
+
+@pytest.mark.daemon_args("--num-cpus", "1", "--idle-connection-timeout", "1")
+def test_an_idle_connection_is_closed_but_subscribers_and_their_process_are_not(
+    daemon: RunningDaemon,
+) -> None:
+    follower = daemon.connect()
+    follower.send(p.Subscribe(experiment_id="", since=-1))
+    control = daemon.connect()  # quiet, like fit()'s steering connection beside its stream
+    # Another process's quiet connection: told why, then closed.
+    idle = subprocess.run(
+        [sys.executable, "-c", IDLE_PROBE.format(sock=str(daemon.socket))],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert idle.returncode == 0, idle.stderr
+    waited, message = idle.stdout.split(" ", 1)
+    assert 0.9 <= float(waited) < 10
+    assert "connection closed after 1 s without a request (idle_connection_timeout_s)" in message
+    # This process follows events, so neither of its connections was dropped meanwhile.
+    assert status_ok(control)
+    results = tune.Tuner(lambda c: {"x": 1}, run_config=tune.RunConfig(verbose=0)).fit()
+    assert not results.errors
+    while not isinstance(msg := follower.recv(), p.ExperimentFinished):
+        pass
+    assert msg.counts == {"TERMINATED": 1}
+    follower.close()
+    control.close()
+
+
+@pytest.mark.daemon_args("--num-cpus", "1", "--idle-connection-timeout", "1")
+def test_a_quiet_connection_alone_is_closed_with_the_reason(daemon: RunningDaemon) -> None:
+    with daemon.connect() as conn:
+        started = time.monotonic()
+        msg = recv_message(conn.sock)  # waiting for the daemon's word: it comes after ~1 s
+        assert isinstance(msg, p.Error)
+        assert "idle_connection_timeout_s" in msg.message
+        assert time.monotonic() - started >= 0.9
+        with pytest.raises((ConnectionClosed, OSError)):
+            recv_message(conn.sock)
+
+
+def quiet_trial(config: dict) -> None:
+    tune.report({"step": 1})
+    time.sleep(2.5)  # longer than the idle limit between two reports
+    tune.report({"step": 2})
+
+
+@pytest.mark.daemon_args("--num-cpus", "1", "--idle-connection-timeout", "1")
+def test_a_trial_quiet_for_longer_than_the_idle_limit_still_reports(
+    daemon: RunningDaemon,
+) -> None:
+    results = tune.Tuner(quiet_trial, run_config=tune.RunConfig(verbose=0)).fit()
+    assert not results.errors
+    assert results[0].metrics["step"] == 2
+
+
+def as_nobody(sock: str, group: str = "65534") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["setpriv", "--reuid=65534", f"--regid={group}", "--clear-groups",
+         sys.executable, "-c", PROBE.format(sock=sock)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+
+def need_root() -> None:
+    if os.getuid() != 0:
+        pytest.skip("switching to another uid needs root (setpriv); this suite runs unprivileged")
+    if subprocess.run(["which", "setpriv"], capture_output=True).returncode != 0:
+        pytest.skip("setpriv (util-linux) is not installed")
+
+
+def open_up(d: RunningDaemon) -> None:
+    """Let others reach the socket, so only the daemon's own check decides."""
+    os.chmod(d.socket.parent, 0o755)
+    os.chmod(d.socket, 0o666)
+
+
+@pytest.mark.parametrize(
+    "flags", [["--allow-uid", "65534"], ["--allow-group", "nogroup"]], ids=["uid", "group"]
+)
+def test_an_allowed_uid_or_group_is_served_and_others_are_not(
+    daemon_factory: object, flags: list[str]
+) -> None:
+    need_root()
+    d: RunningDaemon = daemon_factory("--num-cpus", "1", *flags)  # type: ignore[operator]
+    open_up(d)
+    allowed = as_nobody(str(d.socket))
+    assert allowed.stdout.strip() == "served", allowed.stderr
+    plain: RunningDaemon = daemon_factory("--num-cpus", "1")  # type: ignore[operator]
+    open_up(plain)
+    refused = as_nobody(str(plain.socket))
+    assert "only serves its own user" in refused.stdout, refused.stderr
+    if flags[0] == "--allow-uid":  # a uid neither allowed nor in an allowed group
+        other = subprocess.run(
+            ["setpriv", "--reuid=65533", "--regid=65533", "--clear-groups",
+             sys.executable, "-c", PROBE.format(sock=str(d.socket))],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert "only serves its own user and the uids/groups" in other.stdout, other.stderr
+
+
+def test_an_unknown_group_is_refused_at_start() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "tuned", "start", "--foreground", "--allow-group", "no-such-grp",
+         "--socket", "/tmp/tuned-never/tuned.sock"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert "--allow-group 'no-such-grp': no such group" in out.stderr
