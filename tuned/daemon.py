@@ -53,6 +53,9 @@ class Daemon:
         self.journal = Journal(settings.journal_path)
         self.experiments: dict[str, Experiment] = {}
         self.trials: dict[str, Trial] = {}
+        # Trials admitted and not yet cleaned up by their supervisor: the sampler and
+        # status walk these, never every trial of every experiment.
+        self.running: dict[str, Trial] = {}
         self.started_at = time.time()
         self.connections = 0
         self._wakeup = anyio.Event()
@@ -103,9 +106,8 @@ class Daemon:
         self.activity = anyio.Event()
 
     def trials_running(self) -> Iterator[Trial]:
-        for exp in self.experiments.values():
-            if exp.running:
-                yield from (t for t in exp.trials if t.status == "RUNNING")
+        """Running trials in admission order: O(running), not O(all trials)."""
+        return (t for t in list(self.running.values()) if t.status == "RUNNING")
 
     @property
     def busy(self) -> bool:
@@ -153,12 +155,7 @@ class Daemon:
         if self.stopping:
             raise Refused("refused", "the daemon is shutting down")
         if self.journal.failed is not None:
-            raise Refused(
-                "refused",
-                f"the daemon cannot write its journal in {self.settings.state_dir} "
-                f"({self.journal.failed.strerror or self.journal.failed}); it finishes what it "
-                "has but takes no new work until there is room and it is restarted",
-            )
+            raise self._journal_refusal()
         default = self._request_for(spec.resources, "experiment resources")
         requests = [
             self._request_for(t.resources, f"trial {t.tag}") if t.resources else default
@@ -167,13 +164,23 @@ class Daemon:
         path = self._experiment_dir(spec)
         exp_id = self._new_experiment_id()
         if spec.trainable:
-            write_atomic(path / "trainable.pkl", spec.trainable)
+            try:
+                write_atomic(path / "trainable.pkl", spec.trainable)
+            except OSError as exc:
+                raise Refused(
+                    "refused", f"cannot write the trainable to {path}: {exc.strerror or exc}"
+                ) from exc
         self._exp_seq += 1
         exp = Experiment(exp_id, spec, path, self._exp_seq, closed=not spec.open_ended)
         exp.started_at = time.time()
         self.experiments[exp_id] = exp
         ids = self._add_trials(exp, spec.trials, requests)
         self.journal.append(Submitted(exp_id, str(path), ids, spec))
+        if self.journal.failed is not None:  # the disk filled up just now: take none of it
+            del self.experiments[exp_id]
+            for trial_id in ids:
+                del self.trials[trial_id]
+            raise self._journal_refusal()
         spec.trials = []  # held by the trials now; the journal has them
         self.emit(
             p.ExperimentAccepted,
@@ -190,6 +197,15 @@ class Daemon:
         log.info("experiment accepted", experiment=exp_id, name=spec.name, trials=len(ids))
         return p.Accepted(
             experiment_id=exp_id, path=str(path), trial_ids=ids, capacity=self.capacity_totals()
+        )
+
+    def _journal_refusal(self) -> Refused:
+        failed = self.journal.failed
+        return Refused(
+            "refused",
+            f"the daemon cannot write its journal in {self.settings.state_dir} "
+            f"({failed.strerror or failed if failed else 'unknown error'}); it finishes what "
+            "it has but takes no new work until there is room and it is restarted",
         )
 
     def capacity_totals(self) -> dict[str, float]:
@@ -260,6 +276,7 @@ class Daemon:
                 trial.allocation = allocation
                 trial.token = secrets.token_hex(16)
                 transition(trial, "RUNNING")
+                self.running[trial.id] = trial  # supervise() takes it out
                 tg.start_soon(supervise, self, trial, name=f"trial {trial.id}")
                 self.trial_started.set()
                 self.trial_started = anyio.Event()
@@ -355,7 +372,13 @@ class Daemon:
         trial.time_total_s = float(row.get("time_total_s", trial.time_total_s))
         trial.last_result = msgspec.Raw(bytes(report.metrics))
         files = files_of(trial)
-        files.append(row)
+        try:
+            files.append(row)
+        except OSError as exc:  # disk full: the trial fails alone, the daemon serves on
+            trial.error = trial.traceback = (
+                f"OSError: cannot write the trial's results in {files.dir}: {exc.strerror or exc}"
+            )
+            raise Refused("refused", trial.error) from exc
         exp_id = trial.experiment.id
         if report.checkpoint:
             score = checkpoint_score(trial.experiment.spec, row)

@@ -9,13 +9,15 @@ daemon killed right after still has them on disk.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
 import json
 import os
 import re
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import msgspec
 from tuned_client.protocol import json_default
@@ -59,43 +61,115 @@ def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-class TrialFiles:
-    """Open appenders for one running trial's result.json and progress.csv."""
+_APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 
-    def __init__(self, trial_dir: Path, resume_at: tuple[int, int] = (0, 0)) -> None:
+
+class TrialFiles:
+    """Appenders for one running trial's result.json and progress.csv.
+
+    The files are opened on the first report, not when the trial starts, and
+    as plain file descriptors: a row is one ``os.write`` per file, with no
+    buffered file objects to build or flush. A trial that never reports gets
+    its (empty, or cut back on a retry) files when it closes.
+    """
+
+    def __init__(
+        self, trial_dir: Path, resume_at: tuple[int, int] = (0, 0), *, fresh: bool = False
+    ) -> None:
+        """``fresh``: the folder was just made, so there is nothing to cut back or read."""
         self.dir = trial_dir
-        result_path = trial_dir / "result.json"
+        self._result_path = trial_dir / "result.json"
         self._csv_path = trial_dir / "progress.csv"
-        for path, size in ((result_path, resume_at[0]), (self._csv_path, resume_at[1])):
-            if path.exists():
-                os.truncate(path, size)
+        self._resume_at = resume_at
+        self._fresh = fresh
         self.checkpoint_offsets = resume_at
-        self._result: IO[bytes] = open(result_path, "ab", buffering=0)  # noqa: SIM115 - closed by close()
         self._fields: list[str] | None = None
-        if self._csv_path.exists() and self._csv_path.stat().st_size:
-            with open(self._csv_path, newline="") as f:
-                self._fields = next(csv.reader(f), None)
-        self._progress: IO[str] = open(self._csv_path, "a", newline="")  # noqa: SIM115
+        self._fds: tuple[int, int] | None = None
+        self._ends = resume_at  # where each file ends now
+        if not fresh:  # a retry: readers must not see the rows it is about to redo
+            for path, size in ((self._result_path, resume_at[0]), (self._csv_path, resume_at[1])):
+                _cut_to(path, size, create=False)
+
+    def _open(self) -> tuple[int, int]:
+        result = os.open(self._result_path, _APPEND, 0o666)
+        try:
+            progress = os.open(self._csv_path, _APPEND, 0o666)
+        except OSError:
+            os.close(result)
+            raise
+        self._fds = (result, progress)
+        if not self._fresh:
+            self._ends = (os.fstat(result).st_size, os.fstat(progress).st_size)
+            if self._ends[1]:
+                with open(self._csv_path, newline="", encoding="utf-8") as f:
+                    self._fields = next(csv.reader(f), None)
+        return self._fds
 
     def append(self, row: dict[str, Any]) -> None:
-        self._result.write(json_bytes(row) + b"\n")
+        """Append a row to both files, or (disk full) to neither, and raise ``OSError``."""
+        fds = self._fds or self._open()  # reads the header a resumed progress.csv has
         flat = _flatten(row)
         buf = io.StringIO()
-        if self._fields is None:
-            self._fields = list(flat)
-            csv.writer(buf).writerow(self._fields)
-        writer = csv.DictWriter(buf, self._fields, extrasaction="ignore")
+        fields = self._fields
+        if fields is None:
+            fields = list(flat)
+            csv.writer(buf).writerow(fields)
+        writer = csv.DictWriter(buf, fields, extrasaction="ignore")
         writer.writerow({k: _csv_cell(v) for k, v in flat.items()})
-        self._progress.write(buf.getvalue())
-        self._progress.flush()
+        line = json_bytes(row) + b"\n"
+        text = buf.getvalue().encode()
+        try:
+            _write_all(fds[0], line)
+            _write_all(fds[1], text)
+        except OSError:
+            _cut(fds[0], self._ends[0])
+            _cut(fds[1], self._ends[1])
+            raise
+        self._ends = (self._ends[0] + len(line), self._ends[1] + len(text))
+        self._fields = fields
 
     def mark_checkpoint(self) -> None:
         """Remember where the files end now: a retry from this checkpoint resumes here."""
-        self.checkpoint_offsets = (self._result.tell(), self._progress.tell())
+        if self._fds is None:
+            self._open()
+        self.checkpoint_offsets = self._ends
 
     def close(self) -> None:
-        self._result.close()
-        self._progress.close()
+        """Close the files; a trial that never reported still leaves both of them."""
+        if self._fds is None:
+            with contextlib.suppress(OSError):
+                _cut_to(self._result_path, self._resume_at[0], create=True)
+                _cut_to(self._csv_path, self._resume_at[1], create=True)
+            return
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds = None
+
+
+def _cut_to(path: Path, size: int, *, create: bool) -> None:
+    """Cut a file back to ``size`` (a retry resumes where its checkpoint left it)."""
+    try:
+        os.truncate(path, size)
+    except FileNotFoundError:
+        if create:
+            os.close(os.open(path, _APPEND, 0o666))
+
+
+def _cut(fd: int, size: int) -> None:
+    """Drop a partly written row so the file never holds half of one."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, size)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data``; after a short write the next one raises the real error."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.EIO, f"write returned {written}")
+        view = view[written:]
 
 
 def _csv_cell(value: Any) -> Any:
@@ -133,10 +207,23 @@ def select_kept(
 
 
 def write_params(trial_dir: Path, config: Any) -> None:
-    (trial_dir / "params.json").write_bytes(
-        json.dumps(json.loads(json_bytes(config)), indent=2).encode()
+    """``params.json`` as Ray writes it (``json.dumps(indent=2)``), in one ``os.write``.
+
+    The round trip through ``json.loads`` stays: msgspec's own pretty-printer
+    spells floats differently (``1e16`` for ``1e+16``), and the file must not change.
+    """
+    data = json.dumps(json.loads(json_bytes(config)), indent=2).encode()
+    fd = os.open(
+        os.path.join(trial_dir, "params.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666
     )
+    try:
+        if os.write(fd, data) != len(data):
+            raise OSError(errno.EFBIG, "short write of params.json")
+    finally:
+        os.close(fd)
 
 
 def write_error(trial_dir: Path, error: str, traceback: str) -> None:
-    (trial_dir / "error.txt").write_text(traceback or error)
+    """``error.txt``; a full disk loses the file, not the daemon (the error is in the journal)."""
+    with contextlib.suppress(OSError):
+        (trial_dir / "error.txt").write_text(traceback or error)

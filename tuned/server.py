@@ -8,9 +8,8 @@ closed; nothing else in the daemon is affected.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
-import socket
-import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,7 +19,7 @@ import structlog
 from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 from tuned_client import protocol as p
 
-from . import __version__, exploit, snapshots
+from . import __version__, access, exploit, snapshots
 from .daemon import Daemon
 from .errors import Refused
 from .events import Subscriber
@@ -51,28 +50,33 @@ class Conn:
 
 
 def peer_uid(stream: SocketStream) -> int | None:
-    sock = stream.extra(SocketAttribute.raw_socket)
-    try:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except OSError:
-        return None
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
+    peer = access.peer_creds(stream.extra(SocketAttribute.raw_socket))
+    return None if peer is None else peer.uid
 
 
 async def handle_connection(daemon: Daemon, stream: SocketStream) -> None:
     conn = Conn(stream, daemon)
+    settings = daemon.settings
+    peer = access.peer_creds(stream.extra(SocketAttribute.raw_socket))
+    gate = access.gate_for(daemon, settings)
     daemon.connections += 1
     daemon.touch()
     try:
         async with stream:
-            if peer_uid(stream) not in (os.getuid(), None):
-                await conn.error("refused", "this daemon only serves its own user")
+            if peer is not None and not access.allowed(settings, peer.uid, peer.gid):
+                await conn.error("refused", access.refusal(settings))
+                return
+            limit = gate.enter(peer)
+            if limit is not None:
+                log.warning("connection refused", reason=limit)
+                await conn.error("refused", limit)
                 return
             try:
-                await _serve(conn)
+                await _serve(conn, peer)
             except Exception as exc:  # a bad peer or a bug costs one connection, never the daemon
                 await _report_failure(conn, _leaf(exc))
+            finally:
+                gate.leave(peer)  # before the close: a client that saw EOF may reconnect
     finally:
         daemon.connections -= 1
         daemon.touch()
@@ -99,7 +103,7 @@ async def _report_failure(conn: Conn, exc: BaseException) -> None:
         await conn.error("internal", f"internal error: {type(exc).__name__}: {exc}")
 
 
-async def _serve(conn: Conn) -> None:
+async def _serve(conn: Conn, peer: access.Peer | None = None) -> None:
     daemon = conn.daemon
     first: p.Request | None = None
     with anyio.move_on_after(daemon.settings.handshake_timeout_s):
@@ -122,20 +126,54 @@ async def _serve(conn: Conn) -> None:
     await conn.send(
         p.Welcome(protocol=p.PROTOCOL_VERSION, daemon_version=__version__, pid=os.getpid())
     )
-    async with anyio.create_task_group() as tg:
-        while True:
-            request = await conn.reader.read_request()
-            if request is None:
-                break
-            handler = HANDLERS.get(type(request))
-            if handler is None:
-                await conn.error("bad_request", f"{type(request).__name__} is not a client request")
-                break
-            try:
-                await handler(conn, request, tg)
-            except Refused as exc:
-                await conn.error(exc.code, exc.message)
-        tg.cancel_scope.cancel()
+    gate = access.gate_for(daemon, daemon.settings)
+    subscribed = False
+    try:
+        async with anyio.create_task_group() as tg:
+            while True:
+                request = await _next_request(conn, gate, peer, subscribed)
+                if request is None:
+                    break
+                if isinstance(request, p.Subscribe) and not subscribed:
+                    subscribed = True  # a subscriber waits for events: never idle
+                    gate.subscribe(peer, +1)
+                handler = HANDLERS.get(type(request))
+                if handler is None:
+                    await conn.error(
+                        "bad_request", f"{type(request).__name__} is not a client request"
+                    )
+                    break
+                try:
+                    await handler(conn, request, tg)
+                except Refused as exc:
+                    await conn.error(exc.code, exc.message)
+            tg.cancel_scope.cancel()
+    finally:
+        if subscribed:
+            gate.subscribe(peer, -1)
+
+
+async def _next_request(
+    conn: Conn, gate: access.Gate, peer: access.Peer | None, subscribed: bool
+) -> p.Request | None:
+    """The next request, or None at its end or once the connection has idled too long.
+
+    Subscribers and connections of a process that follows an experiment are
+    exempt; any other handshaken connection quiet for ``idle_connection_timeout_s``
+    is told why and closed, so leaked connections cannot pile up.
+    """
+    idle_s = conn.daemon.settings.idle_connection_timeout_s
+    while True:
+        limit = math.inf if subscribed or idle_s <= 0 else idle_s
+        with anyio.move_on_after(limit) as idle:
+            return await conn.reader.read_request()
+        if idle.cancelled_caught and not gate.exempt(peer):
+            await conn.error(
+                "refused",
+                f"connection closed after {idle_s:g} s without a request "
+                "(idle_connection_timeout_s); reconnect to go on",
+            )
+            return None
 
 
 # ------------------------------------------------------------------ client requests
@@ -214,32 +252,52 @@ async def on_subscribe(conn: Conn, req: p.Subscribe, tg: TaskGroup) -> None:
 async def stream_events(
     conn: Conn, sub: Subscriber, backlog: list[tuple[int, bytes]], since: int
 ) -> None:
-    """Send the backlog, then live events; catch up from history after lagging."""
+    """Send the backlog, then live events; catch up from history after lagging.
+
+    Whatever is queued when the task wakes goes out as one write: one syscall
+    and one wake-up of the reader for a burst of events, not one per event.
+    """
     daemon = conn.daemon
     last = since
     try:
-        for seq, frame in backlog:
-            await conn.send_frame(frame)
-            last = seq
+        last = await _send_batch(conn, backlog, last)
         while True:
-            while sub.queue:
-                seq, frame = sub.queue.popleft()
-                if seq > last:
-                    await conn.send_frame(frame)
-                    last = seq
+            if sub.queue:
+                batch = list(sub.queue)
+                sub.queue.clear()
+                last = await _send_batch(conn, batch, last)
             if sub.lagging:
                 missed = daemon.bus.history_after(last, sub.experiment_id)
                 if missed is None:
                     await conn.send(p.Lagged(last_seq=last))
                     return
                 sub.lagging = False
-                for seq, frame in missed:
-                    await conn.send_frame(frame)
-                    last = seq
+                last = await _send_batch(conn, list(missed), last)
                 continue
             await sub.wait()
     finally:
         daemon.bus.unsubscribe(sub)
+
+
+_MAX_BATCH_BYTES = 1 << 20  # a huge backlog goes out in pieces, so replies interleave
+
+
+async def _send_batch(conn: Conn, frames: list[tuple[int, bytes]], last: int) -> int:
+    """Send the frames after ``last`` in as few writes as fit; return the last seq sent."""
+    chunk: list[bytes] = []
+    size = 0
+    for seq, frame in frames:
+        if seq <= last:
+            continue
+        chunk.append(frame)
+        size += len(frame)
+        last = seq
+        if size >= _MAX_BATCH_BYTES:
+            await conn.send_frame(b"".join(chunk))
+            chunk, size = [], 0
+    if chunk:
+        await conn.send_frame(chunk[0] if len(chunk) == 1 else b"".join(chunk))
+    return last
 
 
 Handler = Callable[[Conn, Any, TaskGroup], Awaitable[None]]

@@ -9,6 +9,7 @@ behind and the ledger full.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
 from pathlib import Path
@@ -34,15 +35,25 @@ def files_of(trial: Trial) -> TrialFiles:
     return _files[trial.id]
 
 
-def prepare_dir(daemon: Daemon, trial: Trial) -> Path:
+def prepare_dir(daemon: Daemon, trial: Trial) -> tuple[Path, bool]:
+    """The trial's folder, and whether it was made just now (so it holds no result files)."""
     if trial.dir is None:
         exp = trial.experiment
         date = time.strftime("%Y-%m-%d_%H-%M-%S")
         name = trial_dir_name(exp.spec.trainable_name, trial.id, trial.tag, date)
-        trial.dir = exp.path / name
-        trial.dir.mkdir(parents=True, exist_ok=True)
-        write_params(trial.dir, p.unpack_opaque(trial.config))
-    return trial.dir
+        path = exp.path / name
+        try:
+            os.mkdir(path)  # one syscall: the experiment folder exists since submit
+        except FileNotFoundError:
+            path.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            write_params(path, p.unpack_opaque(trial.config))
+            trial.dir = path
+            return path, False
+        write_params(path, p.unpack_opaque(trial.config))
+        trial.dir = path
+        return path, True
+    return trial.dir, False
 
 
 def launch_spec(daemon: Daemon, trial: Trial, trial_dir: Path) -> LaunchSpec:
@@ -91,6 +102,20 @@ def fill_command(template: list[str], config: object) -> list[str]:
         ) from exc
 
 
+def stderr_tail(trial: Trial, limit: int = 4000) -> str:
+    """The end of what a trial wrote to stderr: why it died, when it could not say."""
+    if trial.dir is None:
+        return ""
+    try:
+        with open(trial.dir / "stderr", "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            tail = f.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
+    return f"\n\nLast lines of its stderr:\n{tail}" if tail else ""
+
+
 def describe_exit(code: int) -> str:
     if code < 0:
         try:
@@ -120,8 +145,8 @@ async def supervise(daemon: Daemon, trial: Trial) -> None:
     proc: TrialProcess | None = None
     try:
         try:
-            trial_dir = prepare_dir(daemon, trial)
-            _files[trial.id] = TrialFiles(trial_dir, trial.checkpoint_offsets)
+            trial_dir, fresh = prepare_dir(daemon, trial)
+            _files[trial.id] = TrialFiles(trial_dir, trial.checkpoint_offsets, fresh=fresh)
             launch = launch_spec(daemon, trial, trial_dir)
             proc = await daemon.launcher.start(launch)
         except Exception as exc:  # a bad trial fails alone: the daemon serves on
@@ -164,6 +189,7 @@ async def supervise(daemon: Daemon, trial: Trial) -> None:
             daemon.ledger.release(allocation)
             trial.allocation = None
             trial.pid = 0
+            daemon.running.pop(trial.id, None)
     if daemon.stopping:
         return
     conclude(daemon, trial, code)
@@ -193,6 +219,7 @@ def conclude(daemon: Daemon, trial: Trial, code: int | None) -> None:
             trial.error = "the trial process exited without reporting how it ended"
         else:
             trial.error = describe_exit(code if code is not None else -9)
+            trial.traceback = trial.error + stderr_tail(trial)
     if trial.failures < spec.max_failures:
         trial.failures += 1
         log.info("retrying trial", trial=trial.id, error=trial.error, attempt=trial.attempt)

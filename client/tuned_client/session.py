@@ -96,10 +96,20 @@ class Session:
 
     @classmethod
     def connect(cls, socket_path: str, trial_id: str, token: str) -> Session:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(socket_path)
-        send_message(sock, WorkerHello(protocol=PROTOCOL_VERSION, trial_id=trial_id, token=token))
-        reply = decode_message(read_frame(sock))
+        for attempt in range(5):
+            sock = _connect_patiently(socket_path)
+            try:
+                hello = WorkerHello(protocol=PROTOCOL_VERSION, trial_id=trial_id, token=token)
+                send_message(sock, hello)
+                reply = decode_message(read_frame(sock))
+                break
+            except (ConnectionResetError, BrokenPipeError, ConnectionClosed):
+                # Seen about once in a thousand trials under heavy load: the connection
+                # dropped before the daemon read our hello. Nothing was assigned yet.
+                sock.close()
+                if attempt == 4:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
         if isinstance(reply, Error):
             raise RuntimeError(f"tuned refused this trial: {reply.message}")
         if not isinstance(reply, Assignment):
@@ -211,6 +221,27 @@ class Session:
 
     def config(self) -> Any:
         return unpack_user(self.assignment.config)
+
+
+def _connect_patiently(path: str, attempts: int = 50) -> socket.socket:
+    """Connect to the daemon, riding out a full listen backlog under heavy load.
+
+    A Unix socket refuses with EAGAIN when its backlog is full; a trial must not
+    die of that, so it backs off (1 ms, doubling, up to 0.2 s) and tries again.
+    """
+    delay = 0.001
+    for attempt in range(attempts):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+            return sock
+        except (BlockingIOError, InterruptedError, ConnectionRefusedError):
+            sock.close()
+            if attempt == attempts - 1:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+    raise AssertionError("unreachable")
 
 
 def _next_checkpoint_index(trial_dir: Path) -> int:

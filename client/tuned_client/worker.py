@@ -36,11 +36,24 @@ def die_with_parent() -> None:
         os._exit(EXIT_ERROR)
 
 
+# (path, trainable) loaded by a zygote before it forks: each forked trial gets
+# its own copy of the object with the process, so it is not unpickled again.
+_preloaded: tuple[str, Any] | None = None
+
+
 def load_trainable(path: str) -> Any:
+    if _preloaded is not None and _preloaded[0] == path:
+        return _preloaded[1]
     import cloudpickle
 
     with open(path, "rb") as f:
         return cloudpickle.load(f)
+
+
+def preload_trainable(path: str) -> None:
+    """Load the trainable once, in the zygote; forked trials use it as it is."""
+    global _preloaded
+    _preloaded = (path, load_trainable(path))
 
 
 def run(session: Session) -> int:

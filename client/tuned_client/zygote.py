@@ -121,7 +121,7 @@ def preload(trainable_path: str, sys_path: list[str]) -> None:
     from . import session, worker  # noqa: F401  (imported once, shared by every fork)
 
     sys.path[:] = list(dict.fromkeys([*sys_path, *sys.path]))
-    worker.load_trainable(trainable_path)
+    worker.preload_trainable(trainable_path)
 
 
 def _reseed() -> None:
@@ -155,6 +155,11 @@ def _child(req: Fork, close: list[int], ready_w: int) -> None:
         from . import worker
 
         worker.main()  # dies with the zygote, connects, runs the trainable, os._exit
+    except BaseException:  # before the trial could report: leave the reason in its stderr
+        import traceback
+
+        text = "tuned: the trial process failed to start:\n" + traceback.format_exc()
+        os.write(2, text.encode())
     finally:
         os._exit(1)
 
