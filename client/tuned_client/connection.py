@@ -12,11 +12,12 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .framing import recv_message, send_message
+from .framing import ConnectionClosed, recv_message, send_message
 from .paths import default_socket_path, default_state_dir
 from .protocol import PROTOCOL_VERSION, Error, Hello, Message, Welcome
 
@@ -113,7 +114,17 @@ class Connection:
                 idle_timeout = float(os.environ.get("TUNED_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT_S))
             start_daemon(path, Path(state_dir) if state_dir else default_state_dir(), idle_timeout)
             sock = _connect_raw(path)
-        return cls.handshake(sock, path, client)
+        for attempt in range(4):
+            try:
+                return cls.handshake(sock, path, client)
+            except (ConnectionResetError, ConnectionClosed):
+                # Seen under heavy load (50 clients at once): the connection dropped
+                # before the daemon read our hello. Nothing was done yet: try again.
+                if attempt == 3:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+                sock = _connect_raw(path)
+        raise AssertionError("unreachable")
 
     @classmethod
     def handshake(cls, sock: socket.socket, path: Path, client: str) -> Connection:
