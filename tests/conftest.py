@@ -12,7 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,20 +53,43 @@ class RunningDaemon:
         return self.proc.wait(timeout=timeout)
 
 
-def start_daemon(base: Path, args: list[str], name: str = "d") -> RunningDaemon:
-    """Start ``tuned start --foreground`` and return once its socket accepts."""
+def use_daemon(d: RunningDaemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point this process's clients at ``d`` the way a user would: TUNED_* variables."""
+    for key, value in d.env().items():
+        if key.startswith("TUNED_"):
+            monkeypatch.setenv(key, value)
+
+
+def start_daemon(
+    base: Path,
+    args: list[str],
+    name: str = "d",
+    *,
+    foreground: bool = True,
+    preexec: Callable[[], None] | None = None,
+) -> RunningDaemon:
+    """Start ``tuned start`` and return once its socket accepts.
+
+    ``foreground`` logs to the console (captured in ``daemon.stderr``) instead of
+    the daemon's log file; ``preexec`` runs in the child before exec (a rlimit).
+    """
     sock = Path(f"/tmp/tuned-test-{os.getpid()}-{abs(hash(base)) % 10**8}-{name}") / "tuned.sock"
     state = base / f"{name}-state"
     state.mkdir(parents=True, exist_ok=True)
     read_fd, write_fd = os.pipe()
     cmd = [
-        sys.executable, "-m", "tuned", "start", "--foreground",
+        sys.executable, "-m", "tuned", "start", *(["--foreground"] if foreground else []),
         "--socket", str(sock), "--state-dir", str(state),
         "--ready-fd", str(write_fd), "--log-level", "debug", *args,
     ]  # fmt: skip
     with open(state / "daemon.stderr", "ab") as err:
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err, pass_fds=(write_fd,)
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=err,
+            stderr=err,
+            pass_fds=(write_fd,),
+            preexec_fn=preexec,  # sets a limit only, before exec
         )
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as ready:
@@ -101,9 +124,7 @@ def daemon(
     marker = request.node.get_closest_marker("daemon_args")
     args = list(marker.args) if marker else ["--num-cpus", "4", "--num-gpus", "1"]
     d: RunningDaemon = daemon_factory(*args)  # type: ignore[operator]
-    for key, value in d.env().items():
-        if key.startswith("TUNED_"):
-            monkeypatch.setenv(key, value)
+    use_daemon(d, monkeypatch)
     return d
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import msgspec
 import psutil
 import pytest
-from conftest import RunningDaemon
+from conftest import RunningDaemon, use_daemon
 from tuned_client import protocol as p
 from tuned_client import tune
 from tuned_client.framing import HEADER, encode_frame, read_frame
@@ -148,9 +148,7 @@ def test_an_idle_daemon_exits_by_itself_but_not_while_it_has_work(
     daemon_factory: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d: RunningDaemon = daemon_factory("--num-cpus", "2", "--idle-timeout", "0.5")  # type: ignore[operator]
-    for key, value in d.env().items():
-        if key.startswith("TUNED_"):
-            monkeypatch.setenv(key, value)
+    use_daemon(d, monkeypatch)
     # A trial longer than the idle timeout: the daemon must stay for it.
     results = tune.Tuner(slow, run_config=tune.RunConfig(verbose=0)).fit()
     assert results.num_terminated == 1

@@ -9,17 +9,14 @@ journal, its log, result files and state files of experiments.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import RunningDaemon, restart_daemon
+from conftest import RunningDaemon, restart_daemon, start_daemon, use_daemon
 from tuned_client import protocol as p
 from tuned_client import tune
 
@@ -31,35 +28,11 @@ PAD = "x" * 60_000  # each padded submit puts ~120 KB into the journal
 
 def start_limited(base: Path, fsize: int, args: list[str], name: str = "full") -> RunningDaemon:
     """``tuned start`` (logging to its log file) with every file it writes capped at ``fsize``."""
-    sock = Path(f"/tmp/tuned-test-{os.getpid()}-{abs(hash(base)) % 10**8}-{name}") / "tuned.sock"
-    state = base / f"{name}-state"
-    state.mkdir(parents=True, exist_ok=True)
-    read_fd, write_fd = os.pipe()
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
-    cmd = [
-        sys.executable, "-m", "tuned", "start", "--socket", str(sock),
-        "--state-dir", str(state), "--ready-fd", str(write_fd), "--log-level", "debug", *args,
-    ]  # fmt: skip
-    with open(state / "daemon.stderr", "ab") as err:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=err,
-            stderr=err,
-            pass_fds=(write_fd,),
-            preexec_fn=limit,  # sets a limit only, before exec
-        )
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as ready:
-        ok = ready.read(1) == b"1"
-    d = RunningDaemon(proc, sock, state, base / "results", args)
-    if not ok:
-        proc.wait(timeout=10)
-        raise RuntimeError(f"daemon did not start:\n{d.log}")
-    return d
+    return start_daemon(base, args, name, foreground=False, preexec=limit)
 
 
 def waits_for_release(config: dict) -> None:
@@ -87,9 +60,7 @@ def test_a_full_disk_refuses_new_work_and_keeps_the_running_experiment(
 ) -> None:
     d = start_limited(tmp_path, LIMIT, ["--num-cpus", "4", "--num-gpus", "0"])
     try:
-        for key, value in d.env().items():
-            if key.startswith("TUNED_"):
-                monkeypatch.setenv(key, value)
+        use_daemon(d, monkeypatch)
         work = tmp_path / "work"
         work.mkdir()
         running: list[tune.ResultGrid] = []
@@ -167,9 +138,7 @@ def test_a_trial_whose_results_no_longer_fit_fails_alone_with_whole_rows(
 ) -> None:
     d = start_limited(tmp_path, LIMIT, ["--num-cpus", "2", "--num-gpus", "0"])
     try:
-        for key, value in d.env().items():
-            if key.startswith("TUNED_"):
-                monkeypatch.setenv(key, value)
+        use_daemon(d, monkeypatch)
         results = tune.Tuner(big_rows, run_config=tune.RunConfig(name="big", verbose=0)).fit()
         assert results.num_errors == 1
         assert "cannot write the trial's results in" in str(results.errors[0])

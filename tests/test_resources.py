@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunningDaemon
+from conftest import RunningDaemon, use_daemon
 from tuned_client import tune
 from tuned_client.tune import TuneConfig
 
@@ -207,9 +207,7 @@ def test_a_gpu_is_not_handed_on_while_a_finished_trials_memory_is_still_held(
         "--num-cpus", "4", "--num-gpus", "1", "--fake-gpu-state", str(state),
         "--gpu-release-timeout", "1.5",
     )  # fmt: skip
-    for key, value in d.env().items():
-        if key.startswith("TUNED_"):
-            monkeypatch.setenv(key, value)
+    use_daemon(d, monkeypatch)
     monkeypatch.setenv("SPAN_SECONDS", "0")
     fit(tune.with_resources(trainable, {"gpu": 1}), tune_config=TuneConfig(num_samples=2))
     first, second = sorted(spans(span_dir), key=lambda r: r["start"])
@@ -258,9 +256,7 @@ def test_the_memory_watchdog_stops_a_trial_above_its_request_with_a_clear_error(
     # The machine always counts as "nearly out of memory" here, so the watchdog acts
     # at its first sample; what it must pick is the trial above its memory request.
     d: RunningDaemon = daemon_factory("--num-cpus", "2", "--low-memory-fraction", "1.01")
-    for key, value in d.env().items():
-        if key.startswith("TUNED_"):
-            monkeypatch.setenv(key, value)
+    use_daemon(d, monkeypatch)
     results = tune.Tuner(
         tune.with_resources(hog, {"cpu": 1, "memory": 1_000_000}),
         run_config=tune.RunConfig(verbose=0),
