@@ -9,6 +9,7 @@ journal, then published to subscribers.
 from __future__ import annotations
 
 import secrets
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -344,6 +345,12 @@ class Daemon:
             raise Refused("not_found", f"no experiment or trial {target!r} (see `tuned ls`)")
         self._cancel_trial(found)
 
+    @staticmethod
+    def signal_trial(trial: Trial, sig: signal.Signals) -> None:
+        """Signal a running trial's whole tree, wherever it runs."""
+        if trial.process is not None:
+            trial.process.signal(sig)
+
     def _cancel_trial(self, trial: Trial) -> None:
         if trial.status in FINAL:
             return
@@ -353,12 +360,7 @@ class Daemon:
             self.finish(trial, "ERROR")
         else:
             trial.stop_requested = True
-            import signal
-
-            from .launcher import signal_tree
-
-            if trial.pid:
-                signal_tree(trial.pid, signal.SIGTERM)
+            self.signal_trial(trial, signal.SIGTERM)
 
     # ------------------------------------------------------------ reports
 
@@ -446,10 +448,6 @@ class Daemon:
         await anyio.sleep(max(0.0, deadline - time.time()))
         if exp.done:
             return
-        import signal
-
-        from .launcher import signal_tree
-
         log.info("experiment time budget spent", experiment=exp.id)
         exp.closed = True
         self.journal.append(Control("close", exp.id))
@@ -462,8 +460,7 @@ class Daemon:
             if trial.status == "RUNNING":
                 trial.stop_requested = True
                 self.journal.append(Control("stop", trial.id))
-                if trial.pid:
-                    signal_tree(trial.pid, signal.SIGTERM)
+                self.signal_trial(trial, signal.SIGTERM)
         self.maybe_finish(exp)
 
     def stop_trial(self, trial_id: str) -> None:

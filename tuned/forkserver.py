@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -32,7 +33,7 @@ import structlog
 from anyio.abc import Process
 from tuned_client import zygote as z
 
-from .launcher import LaunchSpec, SpawnLauncher, TrialProcess
+from .launcher import LaunchSpec, SpawnLauncher, TrialProcess, signal_tree
 
 log = structlog.get_logger("tuned.forkserver")
 
@@ -61,6 +62,12 @@ class ForkedTrial:
         await self.exited.wait()
         assert self.code is not None
         return self.code
+
+    def signal(self, sig: signal.Signals) -> None:
+        signal_tree(self.pid, sig)
+
+    def exit_reason(self, code: int) -> str:
+        return ""
 
 
 class Zygote:

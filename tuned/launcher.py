@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import anyio
+import anyio.abc
 import psutil
 
 THREAD_VARS = (
@@ -42,11 +44,23 @@ class LaunchSpec:
 
 
 class TrialProcess(Protocol):
+    """A running trial, wherever it runs: the supervisor only waits and signals."""
+
     @property
-    def pid(self) -> int: ...
+    def pid(self) -> int:
+        """The local process id, for sampling and recovery; 0 when it runs elsewhere."""
+        ...
 
     async def wait(self) -> int:
         """The exit code; minus the signal number if a signal ended it."""
+        ...
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to everything the trial started (SIGKILL: no grace)."""
+        ...
+
+    def exit_reason(self, code: int) -> str:
+        """Why it ended, in words, when more is known than the code ("" if not)."""
         ...
 
 
@@ -54,10 +68,31 @@ class Launcher(Protocol):
     async def start(self, spec: LaunchSpec) -> TrialProcess: ...
 
 
+class LocalProcess:
+    """A trial process on this machine, leader of its own process group."""
+
+    def __init__(self, pid: int, wait: Callable[[], Awaitable[int]]) -> None:
+        self.pid = pid
+        self._wait = wait
+
+    async def wait(self) -> int:
+        return await self._wait()
+
+    def signal(self, sig: signal.Signals) -> None:
+        signal_tree(self.pid, sig)
+
+    def exit_reason(self, code: int) -> str:
+        return ""
+
+
 class SpawnLauncher:
     """A fresh process per trial (the client's interpreter, or a command)."""
 
     async def start(self, spec: LaunchSpec) -> TrialProcess:
+        proc = await self._open(spec)
+        return LocalProcess(proc.pid, proc.wait)
+
+    async def _open(self, spec: LaunchSpec) -> anyio.abc.Process:
         with open(spec.stdout, "ab") as out, open(spec.stderr, "ab") as err:
             return await anyio.open_process(
                 spec.argv,

@@ -21,7 +21,6 @@ import structlog
 from tuned_client import protocol as p
 
 from . import snapshots
-from .launcher import signal_tree
 from .trials import Trial
 
 if TYPE_CHECKING:
@@ -99,7 +98,7 @@ class Sampler:
         )
         victim.traceback = victim.error
         log.warning("stopping trial for memory", trial=victim.id, rss=rss)
-        signal_tree(victim.pid, signal.SIGKILL)
+        self.daemon.signal_trial(victim, signal.SIGKILL)
 
 
 async def sample_forever(daemon: Daemon) -> None:

@@ -19,7 +19,7 @@ import structlog
 from tuned_client import protocol as p
 
 from .daemon import Daemon
-from .launcher import LaunchSpec, TrialProcess, signal_tree, thread_env
+from .launcher import LaunchSpec, TrialProcess, thread_env
 from .ledger import SCALE
 from .monitor import wait_gpu_release
 from .results import TrialFiles, trial_dir_name, write_error, write_params
@@ -127,10 +127,10 @@ def describe_exit(code: int) -> str:
 
 async def terminate(daemon: Daemon, proc: TrialProcess) -> int:
     """SIGTERM to the whole tree, a grace period, then SIGKILL; returns the exit code."""
-    signal_tree(proc.pid, signal.SIGTERM)
+    proc.signal(signal.SIGTERM)
     with anyio.move_on_after(daemon.settings.kill_grace_s):
         return await proc.wait()
-    signal_tree(proc.pid, signal.SIGKILL)
+    proc.signal(signal.SIGKILL)
     return await proc.wait()
 
 
@@ -155,9 +155,10 @@ async def supervise(daemon: Daemon, trial: Trial) -> None:
             trial.traceback = trial.error
         if proc is not None:
             trial.pid = proc.pid
+            trial.process = proc
             trial.started_at = time.time()
             if trial.stop_requested:  # cancelled or stopped while it was being spawned
-                signal_tree(proc.pid, signal.SIGTERM)
+                proc.signal(signal.SIGTERM)
             daemon.emit(
                 p.TrialStarted,
                 experiment_id=exp.id,
@@ -180,7 +181,11 @@ async def supervise(daemon: Daemon, trial: Trial) -> None:
             if proc is not None:
                 if code is None:  # the daemon is stopping: take the trial down with it
                     code = await terminate(daemon, proc)
-                signal_tree(proc.pid, signal.SIGKILL)  # anything it left in its group
+                proc.signal(signal.SIGKILL)  # anything it left in its group
+                reason = proc.exit_reason(code) if code != 0 else ""
+                if reason and not trial.error:  # e.g. the Ray node running it died
+                    trial.error = reason
+                    trial.traceback = reason + stderr_tail(trial)
             await wait_gpu_release(daemon, trial)
             files = _files.pop(trial.id, None)
             if files is not None:
@@ -189,6 +194,7 @@ async def supervise(daemon: Daemon, trial: Trial) -> None:
             daemon.ledger.release(allocation)
             trial.allocation = None
             trial.pid = 0
+            trial.process = None
             daemon.running.pop(trial.id, None)
     if daemon.stopping:
         return

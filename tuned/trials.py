@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from tuned_client.protocol import ExperimentSpec, TrialStatus
 
 from .ledger import Allocation, Request
+
+if TYPE_CHECKING:
+    from .launcher import TrialProcess
 
 ALLOWED: dict[TrialStatus, frozenset[TrialStatus]] = {
     "PENDING": frozenset({"RUNNING", "TERMINATED", "ERROR"}),  # start, or cancelled in the queue
@@ -44,6 +47,7 @@ class Trial:
     attempt: int = 0
     failures: int = 0
     pid: int = 0
+    process: TrialProcess | None = None  # while an attempt runs
     started_at: float = 0.0
     allocation: Allocation | None = None
     gpu_ids: str = ""
