@@ -224,6 +224,29 @@ def test_release_is_exact_inverse_and_twice_is_loud() -> None:
         Ledger(cap()).release(a)
 
 
+def test_a_cluster_that_shrinks_admits_nothing_new_until_its_trials_fit_again() -> None:
+    """A Ray cluster losing a node: live allocations stay, new ones wait for room."""
+    ledger = Ledger(cap(cpu=8, gpus=4, foo=2))
+    a = ledger.acquire(req({"cpu": 6, "gpu": 1}))
+    b = ledger.acquire(req({"gpu": 1}))
+    assert a is not None and b is not None and devices(b) == [1]
+    ledger.resize(cap(cpu=4, gpus=1))  # the node with devices 1-3 and 'foo' left
+    assert ledger.acquire(req({"cpu": 0.5})) is None  # 6 of 4 cpus still held
+    assert ledger.acquire(req({"gpu": 0.5})) is None
+    assert "foo" in ledger.shortfall(req({"foo": 1}))
+    ledger.release(a)
+    ledger.release(b)
+    assert ledger.snapshot().gpu_used == (0,) and ledger.is_full
+    c = ledger.acquire(req({"cpu": 4, "gpu": 1}))
+    assert c is not None and devices(c) == [0]
+    ledger.resize(cap(cpu=8, gpus=2, foo=2))  # it came back
+    d = ledger.acquire(req({"cpu": 4, "gpu": 1, "foo": 2}))
+    assert d is not None and devices(d) == [1]
+    ledger.release(c)
+    ledger.release(d)
+    assert ledger.snapshot().gpu_used == (0, 0)
+
+
 # --- impossible requests -----------------------------------------------------------
 
 

@@ -281,10 +281,33 @@ class Ledger:
             if units > cap.custom[name]:
                 raise _impossible(name, units, cap.custom[name])
 
+    def resize(self, capacity: Capacity) -> None:
+        """A new capacity (a cluster gained or lost nodes); live allocations stay.
+
+        Until they are released, allocations may hold more than the new capacity:
+        nothing new is admitted until they fit again. Devices past the new count
+        are no longer placed on; their used shares are kept until released.
+        """
+        self._capacity = capacity
+        for name in capacity.custom:
+            self._custom_used.setdefault(name, 0)
+        count = len(capacity.gpu_ids)
+        if count > len(self._gpu_used):
+            self._gpu_used += [0] * (count - len(self._gpu_used))
+        self._trim_gpus()
+
+    def _trim_gpus(self) -> None:
+        count = len(self._capacity.gpu_ids)
+        while len(self._gpu_used) > count and self._gpu_used[-1] == 0:
+            self._gpu_used.pop()
+
+    def _placeable_gpus(self) -> list[int]:
+        return self._gpu_used[: len(self._capacity.gpu_ids)]
+
     def shortfall(self, request: Request) -> frozenset[str]:
         """Resources that do not fit now; empty exactly when acquire would succeed."""
         short = self._short_without_gpu(request)
-        if _place_gpus(self._gpu_used, request) is None:
+        if _place_gpus(self._placeable_gpus(), request) is None:
             short.add("gpu")
         return frozenset(short)
 
@@ -302,7 +325,7 @@ class Ledger:
         """Take the whole request, or nothing and return None if it does not fit now."""
         if self._short_without_gpu(request):
             return None
-        placement = _place_gpus(self._gpu_used, request)
+        placement = _place_gpus(self._placeable_gpus(), request)
         if placement is None:
             return None
         scratch, per_bundle = placement
@@ -323,7 +346,7 @@ class Ledger:
         self._memory_used += allocation.memory
         for name, units in allocation.custom.items():
             self._custom_used[name] += units
-        self._gpu_used = scratch
+        self._gpu_used[: len(scratch)] = scratch
         self._live[allocation.id] = allocation
         return allocation
 
@@ -338,6 +361,7 @@ class Ledger:
             self._custom_used[name] -= units
         for index, units in allocation.gpus:
             self._gpu_used[index] -= units
+        self._trim_gpus()
 
     def free_cpu(self) -> int:
         return self._capacity.cpu - self._cpu_used
