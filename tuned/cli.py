@@ -51,6 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="fork",
         help="fork function trials from a warm per-experiment worker, or spawn each afresh",
     )
+    start.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="run trials as processes here, or as tasks on a Ray cluster "
+        "(pip install 'tuned[ray]')",
+    )
+    start.add_argument(
+        "--ray-address",
+        default="",
+        metavar="ADDRESS",
+        help="the Ray cluster for --executor ray: host:port of its head, or 'auto' (the default)",
+    )
     start.add_argument("--if-needed", action="store_true", help="succeed if one is running")
     start.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     start.add_argument(
@@ -164,7 +177,15 @@ def settings_from(args: argparse.Namespace) -> Settings:
         max_connections_per_peer=_at_least_one(args.max_connections_per_client, "per client"),
         max_connections=_at_least_one(args.max_connections, "in all"),
         idle_connection_timeout_s=args.idle_connection_timeout,
+        executor=args.executor,
+        ray_address=_ray_address(args),
     )
+
+
+def _ray_address(args: argparse.Namespace) -> str:
+    if args.ray_address and args.executor != "ray":
+        raise SystemExit("tuned: --ray-address is for --executor ray")
+    return str(args.ray_address or ("auto" if args.executor == "ray" else ""))
 
 
 def _known_group(name: str) -> str:
@@ -205,17 +226,28 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 def run_here(settings: Settings, launcher_name: str = "fork") -> int:
     from .forkserver import ForkLauncher
-    from .inventory import detect_gpus
+    from .inventory import GpuProbe, NoGpus, detect_gpus
     from .launcher import Launcher, SpawnLauncher
     from .logs import configure_logging
     from .service import AlreadyRunning, run
 
     configure_logging(settings)
     launcher: Launcher = SpawnLauncher()
-    if launcher_name == "fork":
-        launcher = ForkLauncher(settings.state_dir / "zygotes.log")
+    probe: GpuProbe = NoGpus()
+    if settings.executor == "ray":
+        from .ray_executor import RayLauncher, RayUnavailable
+
+        try:
+            launcher = RayLauncher(settings)
+        except RayUnavailable as exc:
+            print(f"tuned: {exc}", file=sys.stderr)
+            return 1
+    else:
+        probe = detect_gpus(settings)
+        if launcher_name == "fork":
+            launcher = ForkLauncher(settings.state_dir / "zygotes.log")
     try:
-        run(settings, detect_gpus(settings), launcher)
+        run(settings, probe, launcher)
     except AlreadyRunning as exc:
         print(f"tuned: {exc}", file=sys.stderr)
         return 1

@@ -44,6 +44,10 @@ class Settings:
     max_connections_per_peer: int = 64
     max_connections: int = 4096
     idle_connection_timeout_s: float = 600.0
+    # Where trials run: "local" (processes here) or "ray" (tasks on the Ray cluster
+    # at ray_address, "auto" for the one this machine belongs to).
+    executor: str = "local"
+    ray_address: str = ""
 
     @property
     def log_path(self) -> Path:

@@ -27,8 +27,16 @@ from .events import EventBus
 from .exploit import restart_now
 from .inventory import GpuProbe, build_capacity
 from .journal import Control, Journal, Submitted
-from .launcher import Launcher
-from .ledger import SCALE, ImpossibleRequest, Ledger, Request, ResourceError, parse_request
+from .launcher import ClusterLauncher, Launcher
+from .ledger import (
+    SCALE,
+    Capacity,
+    ImpossibleRequest,
+    Ledger,
+    Request,
+    ResourceError,
+    parse_request,
+)
 from .monitor import Sampler
 from .results import safe_component, write_atomic
 from .scheduler import Scheduler
@@ -47,7 +55,10 @@ class Daemon:
         self.settings = settings
         self.probe = probe
         self.launcher = launcher
-        self.capacity = build_capacity(settings, probe)
+        if isinstance(launcher, ClusterLauncher):
+            self.capacity = launcher.capacity()
+        else:
+            self.capacity = build_capacity(settings, probe)
         self.ledger = Ledger(self.capacity)
         self.scheduler = Scheduler(self.ledger)
         self.bus = EventBus(settings.event_history, settings.subscriber_buffer)
@@ -120,6 +131,8 @@ class Daemon:
         try:
             request = parse_request(bundles)
             self.ledger.check(request)
+            if isinstance(self.launcher, ClusterLauncher):
+                self.launcher.check(request)
         except ImpossibleRequest as exc:
             raise Refused("impossible_resources", f"{what}: {exc}") from exc
         except ResourceError as exc:
@@ -344,6 +357,21 @@ class Daemon:
         if found is None:
             raise Refused("not_found", f"no experiment or trial {target!r} (see `tuned ls`)")
         self._cancel_trial(found)
+
+    def resize(self, capacity: Capacity) -> None:
+        """The machines changed (a cluster node joined or left): mirror them."""
+        if capacity == self.capacity:
+            return
+        log.info(
+            "capacity changed",
+            cpus=capacity.cpu / SCALE,
+            gpus=len(capacity.gpu_ids),
+            memory=capacity.memory,
+            custom={k: v / SCALE for k, v in capacity.custom.items()},
+        )
+        self.capacity = capacity
+        self.ledger.resize(capacity)
+        self.wake()
 
     @staticmethod
     def signal_trial(trial: Trial, sig: signal.Signals) -> None:

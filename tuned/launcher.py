@@ -14,11 +14,16 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import anyio
 import anyio.abc
 import psutil
+
+from .ledger import Capacity, Request
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
 
 THREAD_VARS = (
     "OMP_NUM_THREADS",
@@ -41,6 +46,9 @@ class LaunchSpec:
     pool_key: str = ""
     trainable_path: str = ""
     sys_path: tuple[str, ...] = ()
+    # What the trial was admitted with: executors that place trials themselves
+    # (Ray) ask their scheduler for exactly this.
+    request: Request | None = None
 
 
 class TrialProcess(Protocol):
@@ -66,6 +74,27 @@ class TrialProcess(Protocol):
 
 class Launcher(Protocol):
     async def start(self, spec: LaunchSpec) -> TrialProcess: ...
+
+
+@runtime_checkable
+class ClusterLauncher(Launcher, Protocol):
+    """An executor that runs trials on machines it knows better than the daemon does.
+
+    It says what capacity the ledger mirrors, refuses what no single node could
+    run, and keeps the mirror current while the daemon runs.
+    """
+
+    def capacity(self) -> Capacity: ...
+
+    def check(self, request: Request) -> None:
+        """Raise ImpossibleRequest if no node could ever run a bundle of ``request``."""
+        ...
+
+    async def watch(self, daemon: Daemon) -> None:
+        """Follow the cluster as nodes join and leave (``daemon.resize``)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class LocalProcess:

@@ -22,7 +22,7 @@ from anyio.abc import SocketStream
 from .config import Settings
 from .daemon import Daemon
 from .inventory import GpuProbe
-from .launcher import Launcher
+from .launcher import ClusterLauncher, Launcher
 from .ledger import SCALE
 from .monitor import sample_forever
 from .recovery import recover
@@ -86,6 +86,8 @@ async def serve(daemon: Daemon) -> None:
             for exp in list(daemon.experiments.values()):
                 daemon.watch_budget(exp)  # recovered experiments' time budgets
             tg.start_soon(sample_forever, daemon)
+            if isinstance(daemon.launcher, ClusterLauncher):
+                tg.start_soon(daemon.launcher.watch, daemon)
             if settings.idle_timeout_s > 0:
                 tg.start_soon(_idle_watch, daemon, tg)
             if settings.ready_fd is not None:
@@ -101,6 +103,8 @@ async def serve(daemon: Daemon) -> None:
         with anyio.CancelScope(shield=True):
             await listener.aclose()
             daemon.journal.close()
+            if isinstance(daemon.launcher, ClusterLauncher):
+                daemon.launcher.close()
             for path in (settings.socket_path, settings.pid_path):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()

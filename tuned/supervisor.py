@@ -85,8 +85,11 @@ def launch_spec(daemon: Daemon, trial: Trial, trial_dir: Path) -> LaunchSpec:
             pool_key=trial.experiment.id + ":" + env.get("OMP_NUM_THREADS", ""),
             trainable_path=str(trial.experiment.path / "trainable.pkl"),
             sys_path=tuple(spec.sys_path),
+            request=trial.request,
         )
-    return LaunchSpec(argv, env, spec.cwd, trial_dir / "stdout", trial_dir / "stderr")
+    return LaunchSpec(
+        argv, env, spec.cwd, trial_dir / "stdout", trial_dir / "stderr", request=trial.request
+    )
 
 
 def fill_command(template: list[str], config: object) -> list[str]:
