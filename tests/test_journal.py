@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import msgspec
+import pytest
 from conftest import RunningDaemon, restart_daemon
+from test_daemon import wait_for
 from tuned_client import protocol as p
 from tuned_client import tune
 
@@ -73,5 +77,52 @@ def test_a_restarted_daemon_still_lists_finished_experiments(
             (Path(row.path) / p.EXPERIMENT_STATE_FILE).read_bytes(), type=p.ExperimentState
         )
         assert state.finished and [t.status for t in state.trials] == ["TERMINATED"] * 2
+    finally:
+        again.stop()
+
+
+HANGING_PAIR = """
+import time
+from tuned_client import tune
+
+def hang(config):
+    time.sleep(600)
+
+tune.Tuner(hang, param_space={"x": tune.grid_search([1, 2])},
+           run_config=tune.RunConfig(name="pbt-crash", verbose=0)).fit()
+"""
+
+
+@pytest.mark.daemon_args("--num-cpus", "1")
+def test_a_pbt_restart_with_a_new_config_survives_a_daemon_crash(
+    daemon: RunningDaemon, tmp_path: Path
+) -> None:
+    watcher = daemon.connect()
+    watcher.send(p.Subscribe())
+    script = tmp_path / "client.py"
+    script.write_text(HANGING_PAIR)
+    client = subprocess.Popen([sys.executable, str(script)], env=daemon.env())
+    try:
+        started = wait_for(watcher, p.TrialStarted)  # one runs, the other waits for the cpu
+        with daemon.connect() as conn:
+            reply = conn.request(p.GetExperiment(experiment_id=started.experiment_id))
+            assert isinstance(reply, p.ExperimentReply)
+            (waiting,) = [t for t in reply.trials if t.status == "PENDING"]
+            conn.request(
+                p.RestartTrial(trial_id=waiting.trial_id, config=p.pack_user({"x": 99}))
+            )
+        daemon.stop(signal.SIGKILL)
+    finally:
+        client.kill()
+        client.wait()
+        watcher.close()
+    again = restart_daemon(daemon)
+    try:
+        with again.connect() as conn:
+            reply = conn.request(p.GetExperiment(experiment_id=started.experiment_id))
+        assert isinstance(reply, p.ExperimentReply)
+        configs = {t.trial_id: p.unpack_user(t.config) for t in reply.trials}
+        assert configs[waiting.trial_id] == {"x": 99}  # the exploit's config, not the first one
+        assert sorted(c["x"] for c in configs.values()) == [1, 99]
     finally:
         again.stop()

@@ -157,6 +157,7 @@ def _apply(daemon: Daemon, ev: p.Event, trial: Trial | None) -> None:
     if isinstance(ev, p.TrialQueued):
         if trial.status in FINAL:  # Tuner.restore queued it again
             trial.failures = 0
+        trial.config = ev.config  # PBT's exploit queues it again with a new config
         _set_status(trial, "PENDING")
         trial.error = trial.traceback = ""
         trial.stop_requested = False
