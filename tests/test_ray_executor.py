@@ -246,6 +246,12 @@ def test_nodes_that_join_grow_the_ledger(daemon: RunningDaemon, ray_address: str
     too_big = tune.with_resources(basic.train_reporting, {"cpu": 5})
     with pytest.raises(tune.TuneError, match="no node of the Ray cluster"):
         tune.Tuner(too_big, param_space={"x": 1}).fit()
+    # 6 CPUs in two bundles of 3 exist in sum, but the node of 2 holds neither.
+    unpackable = tune.PlacementGroupFactory([{"CPU": 3}, {"CPU": 3}])
+    with pytest.raises(tune.TuneError, match="do not fit on the Ray cluster's nodes together"):
+        tune.Tuner(
+            tune.with_resources(basic.train_reporting, unpackable), param_space={"x": 1}
+        ).fit()
     # A trial that only the new node can run is now admitted and runs there.
     results = tune.Tuner(
         tune.with_resources(basic.train_reporting, {"cpu": 2, "extra": 1}), param_space={"x": 1}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -39,6 +40,9 @@ RAY_INTERNAL = ("node:", "accelerator_type:", "object_store_memory")
 BUILTIN = {"CPU": "cpu", "GPU": "gpu", "memory": "memory"}
 
 
+MAX_PACKING_CHECK = 12  # placement groups up to this many bundles are checked exactly
+
+
 class RayUnavailable(RuntimeError):
     """Ray is not installed or the cluster cannot be reached."""
 
@@ -55,6 +59,35 @@ def ray_resources(bundle: Bundle) -> dict[str, float]:
     for name, units in bundle.custom.items():
         out[name] = units / SCALE
     return out
+
+
+def _fits(bundle: dict[str, float], free: dict[str, float]) -> bool:
+    return all(free.get(name, 0.0) >= amount for name, amount in bundle.items())
+
+
+def _describe(resources: dict[str, float]) -> str:
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(resources.items())) + "}"
+
+
+def _packs(bundles: list[dict[str, float]], nodes: list[dict[str, float]]) -> bool:
+    """Whether the bundles can all be placed on the nodes at once (backtracking, largest first)."""
+    order = sorted(bundles, key=lambda b: -sum(b.values()))
+    free = [dict(n) for n in nodes]
+
+    def place(i: int) -> bool:
+        if i == len(order):
+            return True
+        for node in free:
+            if _fits(order[i], node):
+                for k, v in order[i].items():
+                    node[k] -= v
+                if place(i + 1):
+                    return True
+                for k, v in order[i].items():
+                    node[k] += v
+        return False
+
+    return place(0)
 
 
 def node_capacity(resources: dict[str, float]) -> dict[str, float]:
@@ -81,47 +114,67 @@ def capacity_of(nodes: list[dict[str, float]]) -> Capacity:
 
 
 class RayTrial:
-    """One trial attempt running as a Ray task (pid 0: it is not a local process)."""
+    """One trial attempt as a Ray task (pid 0: it is not a local process).
+
+    A trial asking for several bundles first waits for its placement group; a
+    signal in the meantime gives the group back and ends the attempt, so
+    timeouts and ``tuned cancel`` work while Ray cannot place it yet.
+    """
 
     pid = 0
 
-    def __init__(self, ray: Any, ref: Any, pg: Any) -> None:
+    def __init__(self, ray: Any, submit: Callable[[Any], Any], pg: Any) -> None:
         self._ray = ray
-        self._ref = ref
+        self._submit = submit
+        self._ref: Any = None
         self._pg = pg
+        self._placing: anyio.CancelScope | None = None
         self._code: int | None = None
         self._reason = ""
-        self._cancelled = False
+        self._signalled: signal.Signals | None = None
 
     async def wait(self) -> int:
-        if self._code is not None:
-            return self._code
+        if self._code is None:
+            try:
+                self._code = await self._run()
+            finally:
+                if self._code is not None and self._pg is not None:
+                    self._ray.util.remove_placement_group(self._pg)
+                    self._pg = None
+        return self._code
+
+    async def _run(self) -> int:
+        if self._ref is None:
+            if self._pg is not None and self._signalled is None:
+                with anyio.CancelScope() as self._placing:
+                    await asyncio.wrap_future(self._pg.ready().future())
+                self._placing = None
+            if self._signalled is not None:  # stopped before Ray could place it
+                return -int(self._signalled)
+            self._ref = self._submit(self._pg)
         exc_mod = self._ray.exceptions
         try:
-            code = int(await asyncio.wrap_future(self._ref.future()))
+            return int(await asyncio.wrap_future(self._ref.future()))
         except exc_mod.TaskCancelledError:
-            code = -int(signal.SIGTERM)
+            return -int(signal.SIGTERM)
         except exc_mod.RayTaskError as exc:  # the task itself raised (not the trial)
             self._reason = f"the trial could not run on the Ray cluster: {exc.cause!r}"
-            code = 1
+            return 1
         except exc_mod.RayError as exc:  # worker or node died, object lost...
-            if self._cancelled:
-                code = -int(signal.SIGKILL)
-            else:
+            if self._signalled is None:
                 name = type(exc).__name__
                 self._reason = f"the Ray worker running the trial died ({name}): {exc}"
-                code = -int(signal.SIGKILL)
-        self._code = code
-        if self._pg is not None:
-            self._ray.util.remove_placement_group(self._pg)
-            self._pg = None
-        return code
+            return -int(signal.SIGKILL)
 
     def signal(self, sig: signal.Signals) -> None:
         """SIGTERM: ``ray.cancel``, the task stops the trial's group with grace; SIGKILL: force."""
         if self._code is not None or sig not in (signal.SIGTERM, signal.SIGKILL):
             return
-        self._cancelled = True
+        self._signalled = sig
+        if self._ref is None:
+            if self._placing is not None:
+                self._placing.cancel()
+            return
         self._ray.cancel(self._ref, force=sig == signal.SIGKILL)
 
     def exit_reason(self, code: int) -> str:
@@ -162,6 +215,7 @@ class RayLauncher:
             .options(
                 num_cpus=0,
                 max_concurrency=4096,
+                max_restarts=-1,  # a crashed relay comes back; trials using it are retried
                 scheduling_strategy=NodeAffinitySchedulingStrategy(self.node_id, soft=False),
             )
             .remote(str(settings.socket_path))
@@ -184,24 +238,31 @@ class RayLauncher:
         return capacity_of(self.nodes)
 
     def check(self, request: Request) -> None:
-        """Each bundle must fit on one node: Ray never splits a bundle across nodes."""
-        for bundle in request.bundles:
-            wanted = ray_resources(bundle)
-            if any(all(node.get(k, 0.0) >= v for k, v in wanted.items()) for node in self.nodes):
-                continue
-            name, amount = max(
-                wanted.items(),
-                key=lambda kv: kv[1] - max((n.get(kv[0], 0.0) for n in self.nodes), default=0),
-            )
-            largest = max((n.get(name, 0.0) for n in self.nodes), default=0.0)
-            ours = BUILTIN.get(name, name)
+        """Each bundle must fit on one node (Ray never splits a bundle), and all of the
+        bundles of a placement group must fit on the nodes together."""
+        wanted = [ray_resources(b) for b in request.bundles]
+        for bundle in wanted:
+            if not any(_fits(bundle, node) for node in self.nodes):
+                name, amount = max(bundle.items(), key=lambda kv: kv[1] - self._largest(kv[0]))
+                ours = BUILTIN.get(name, name)
+                raise ImpossibleRequest(
+                    f"a bundle asks for {_describe(bundle)} but no node of the Ray cluster "
+                    f"has that much (the largest node has {self._largest(name):g} {ours})",
+                    ours,
+                    amount,
+                    self._largest(name),
+                )
+        if 1 < len(wanted) <= MAX_PACKING_CHECK and not _packs(wanted, self.nodes):
             raise ImpossibleRequest(
-                f"a bundle asks for {wanted} but no node of the Ray cluster has that much "
-                f"(the largest node has {largest:g} {ours})",
-                ours,
-                amount,
-                largest,
+                f"the bundles {', '.join(_describe(b) for b in wanted)} do not fit on the "
+                f"Ray cluster's nodes together ({', '.join(_describe(n) for n in self.nodes)})",
+                "bundles",
+                len(wanted),
+                len(self.nodes),
             )
+
+    def _largest(self, name: str) -> float:
+        return max((n.get(name, 0.0) for n in self.nodes), default=0.0)
 
     async def watch(self, daemon: Daemon) -> None:
         while True:
@@ -226,13 +287,6 @@ class RayLauncher:
             "memory": first.get("memory", 0.0),
             "resources": {k: v for k, v in first.items() if k not in BUILTIN},
         }
-        pg = None
-        if len(bundles) > 1:
-            pg = placement_group([b or {"CPU": 0.01} for b in bundles], strategy="PACK")
-            await asyncio.wrap_future(pg.ready().future())
-            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                pg, placement_group_bundle_index=0, placement_group_capture_child_tasks=True
-            )
         launch = {
             "argv": spec.argv,
             "env": spec.env,
@@ -242,8 +296,19 @@ class RayLauncher:
             "trial_dir": str(spec.stdout.parent),
         }
         grace = max(0.5, self.settings.kill_grace_s - 1.0)
-        ref = self.task.options(**options).remote(launch, self.relay, grace)
-        return RayTrial(self.ray, ref, pg)
+
+        def submit(pg: Any) -> Any:
+            if pg is not None:
+                options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                    pg, placement_group_bundle_index=0, placement_group_capture_child_tasks=True
+                )
+            return self.task.options(**options).remote(launch, self.relay, grace)
+
+        pg = None
+        if len(bundles) > 1:
+            # Ray refuses an empty bundle; a token CPU share stands in for one.
+            pg = placement_group([b or {"CPU": 0.01} for b in bundles], strategy="PACK")
+        return RayTrial(self.ray, submit, pg)
 
     def close(self) -> None:
         self.ray.shutdown()
