@@ -2,7 +2,9 @@
 
 ``--with-ray`` adds the seed sweep under Ray Tune (installed into
 bench/.ray-venv on request; never a dependency). ``--quick`` uses fewer trials
-for a smoke run; the table says so.
+for a smoke run; the table says so. ``--only NAME,...`` runs some benchmarks
+(names below) and replaces just their rows in the table. Each benchmark is also
+a module of its own: ``python -m bench.admission`` and so on.
 """
 
 from __future__ import annotations
@@ -14,22 +16,56 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import memory, seed, throughput
+from . import (
+    admission,
+    disk,
+    events,
+    flat_memory,
+    heavy_import,
+    memory,
+    queued,
+    seed,
+    subscribers,
+    throughput,
+)
 from .figures import Figure
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-
-NOT_YET = [
-    Figure("admission latency p50 (trial exit -> next trial's user code)", 2, None, "ms"),
-    Figure("admission latency p99", 10, None, "ms"),
-    Figure("event stream rate to one subscriber", 50_000, None, "/s", True),
-    Figure("throughput loss with 100 subscribers", 10, None, "%"),
-    Figure("daemon RSS with 100,000 queued trials", 250, None, "MiB"),
-    Figure("client fit() RSS growth over 10,000 trials", None, None, "MiB"),
-]
+HEADER = "| figure | target | measured | ratio | met | notes |"
 
 
-def write_table(figures: list[Figure], argv: str, seconds: float) -> None:
+def benches(quick: bool) -> dict[str, Callable[[], list[Figure]]]:
+    """Every benchmark by name, in the order the table lists them (``quick``: smaller)."""
+    return {
+        "seed": lambda: seed.measure(1 if quick else 3),
+        "throughput": lambda: throughput.measure(1_000 if quick else 10_000),
+        "memory": memory.measure,
+        "admission": lambda: admission.measure(100 if quick else 300),
+        "heavy_import": lambda: heavy_import.measure(50 if quick else 200),
+        "events": lambda: events.measure(20_000 if quick else 40_000, 5_000 if quick else 20_000),
+        "subscribers": lambda: subscribers.measure(500 if quick else 2_000),
+        "queued": lambda: queued.measure(20_000 if quick else 100_000),
+        "flat_memory": lambda: flat_memory.measure(2_000 if quick else 12_000),
+        "disk": lambda: disk.measure(2.0 if quick else 6.0),
+    }
+
+
+def merged_rows(figures: list[Figure]) -> list[str]:
+    """The table's rows now in RESULTS.md with these figures' rows replaced (or added)."""
+    fresh = {fig.name: fig.row() for fig in figures}
+    rows: list[str] = []
+    if RESULTS.exists():
+        lines = RESULTS.read_text().splitlines()
+        if HEADER in lines:
+            for line in lines[lines.index(HEADER) + 2 :]:
+                if not line.startswith("| "):
+                    break
+                name = line[2:].split(" | ", 1)[0]
+                rows.append(fresh.pop(name, line))
+    return rows + list(fresh.values())
+
+
+def write_table(rows: list[str], argv: str, seconds: float) -> None:
     lines = [
         "# Benchmark results",
         "",
@@ -38,9 +74,9 @@ def write_table(figures: list[Figure], argv: str, seconds: float) -> None:
         f"{seconds:.0f} s in all. Ratio is measured / target: at most 1 is good for "
         "times and memory, at least 1 for rates.",
         "",
-        "| figure | target | measured | ratio | met | notes |",
+        HEADER,
         "|---|---|---|---|---|---|",
-        *(fig.row() for fig in figures),
+        *rows,
         "",
     ]
     RESULTS.write_text("\n".join(lines))
@@ -49,30 +85,34 @@ def write_table(figures: list[Figure], argv: str, seconds: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--with-ray", action="store_true", help="also run the seed under Ray Tune")
-    parser.add_argument("--quick", action="store_true", help="1,000 trials instead of 10,000")
+    parser.add_argument("--quick", action="store_true", help="fewer trials: a smoke run")
+    parser.add_argument("--only", default="", help="comma-separated benchmark names to run")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     started = time.perf_counter()
-    benches: list[Callable[[], list[Figure]]] = [
-        seed.measure,
-        lambda: throughput.measure(1_000 if args.quick else 10_000),
-        memory.measure,
-    ]
+    chosen = benches(args.quick)
+    if args.only:
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in names if n not in chosen and n != "ray"]
+        if unknown:
+            parser.error(f"unknown benchmark(s) {unknown}; choose from {sorted(chosen)}")
+        chosen = {n: chosen[n] for n in names if n in chosen}
     if args.with_ray:
         from . import ray_side
 
-        benches.append(ray_side.measure)
+        chosen["ray"] = ray_side.measure
     figures: list[Figure] = []
-    for bench in benches:
+    for name, bench in chosen.items():
+        print(f"== {name}", flush=True)
         for fig in bench():
             print(fig.line(), flush=True)
             figures.append(fig)
-    figures += NOT_YET
     if not args.no_write:
         argv = "python -m bench" + (" --quick" if args.quick else "")
-        write_table(
-            figures, argv + (" --with-ray" if args.with_ray else ""), time.perf_counter() - started
-        )
+        argv += f" --only {args.only}" if args.only else ""
+        argv += " --with-ray" if args.with_ray else ""
+        rows = merged_rows(figures) if args.only else [fig.row() for fig in figures]
+        write_table(rows, argv, time.perf_counter() - started)
         print(f"wrote {RESULTS}")
 
 

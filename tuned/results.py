@@ -86,6 +86,8 @@ class TrialFiles:
         self._fields: list[str] | None = None
         self._fds: tuple[int, int] | None = None
         self._ends = resume_at  # where each file ends now
+        buf = io.StringIO()
+        self._csv = (buf, csv.writer(buf))  # one row at a time, reused
         if not fresh:  # a retry: readers must not see the rows it is about to redo
             for path, size in ((self._result_path, resume_at[0]), (self._csv_path, resume_at[1])):
                 _cut_to(path, size, create=False)
@@ -109,13 +111,15 @@ class TrialFiles:
         """Append a row to both files, or (disk full) to neither, and raise ``OSError``."""
         fds = self._fds or self._open()  # reads the header a resumed progress.csv has
         flat = _flatten(row)
-        buf = io.StringIO()
+        buf, writer = self._csv
+        buf.seek(0)
+        buf.truncate()
         fields = self._fields
         if fields is None:
             fields = list(flat)
-            csv.writer(buf).writerow(fields)
-        writer = csv.DictWriter(buf, fields, extrasaction="ignore")
-        writer.writerow({k: _csv_cell(v) for k, v in flat.items()})
+            writer.writerow(fields)
+        # What csv.DictWriter(extrasaction="ignore") writes, without building one per row.
+        writer.writerow([_csv_cell(flat[k]) if k in flat else "" for k in fields])
         line = json_bytes(row) + b"\n"
         text = buf.getvalue().encode()
         try:

@@ -21,15 +21,24 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 
 
+_libc: ctypes.CDLL | None = None
+
+
 def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when the daemon that started it dies."""
+    """Ask Linux to SIGKILL this process when the daemon that started it dies.
+
+    The libc handle is kept: a zygote opens it once, and the trials it forks
+    (which must ask again, a fork clears the request) reuse it for free.
+    """
+    global _libc
     if not sys.platform.startswith("linux"):
         return
     parent = os.getppid()
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        _libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         return
     if os.getppid() != parent:  # the parent died before prctl took effect
