@@ -38,11 +38,13 @@ from .ledger import (
     parse_request,
 )
 from .monitor import Sampler
-from .results import safe_component, write_atomic
+from .results import TrialFiles, safe_component, write_atomic
 from .scheduler import Scheduler
 from .trials import FINAL, Experiment, Trial, transition
 
 log = structlog.get_logger("tuned.daemon")
+
+RESULT_FLUSH_S = 0.05  # how long a reported row may wait in memory before it is written
 
 
 def checkpoint_score(spec: p.ExperimentSpec, row: dict[str, Any]) -> float | None:
@@ -77,6 +79,8 @@ class Daemon:
         self._exp_seq = 0
         # PBT exploits waiting for the trial's current attempt to end (restart_trial).
         self.restarts: dict[str, tuple[msgspec.Raw, Path | None, int, float]] = {}
+        self._unflushed: set[TrialFiles] = set()
+        self._flush_wakeup = anyio.Event()
         self.tg: TaskGroup | None = None
         self.shutdown_scope: anyio.CancelScope | None = None
         self.stopping = False
@@ -108,6 +112,24 @@ class Daemon:
             tag=trial.tag,
             resources=trial.resources,
         )
+
+    def results_pending(self, files: TrialFiles) -> None:
+        """A trial's result rows wait in memory: write them within ``RESULT_FLUSH_S``."""
+        self._unflushed.add(files)
+        self._flush_wakeup.set()
+
+    async def flush_results_forever(self) -> None:
+        """Write result rows behind, in batches: a few writes per trial per interval."""
+        while True:
+            await self._flush_wakeup.wait()
+            await anyio.sleep(RESULT_FLUSH_S)  # the batching window
+            self._flush_wakeup = anyio.Event()
+            batch, self._unflushed = self._unflushed, set()
+            for files in batch:
+                try:
+                    files.flush()
+                except OSError as exc:  # the trial learns it at its next report or its end
+                    log.warning("cannot write results", dir=str(files.dir), error=str(exc))
 
     def wake(self) -> None:
         """Something freed or queued: let admission run."""
@@ -403,7 +425,7 @@ class Daemon:
         trial.last_result = msgspec.Raw(bytes(report.metrics))
         files = files_of(trial)
         try:
-            files.append(row)
+            files.append(row, flush=bool(report.checkpoint))
         except OSError as exc:  # disk full: the trial fails alone, the daemon serves on
             trial.error = trial.traceback = (
                 f"OSError: cannot write the trial's results in {files.dir}: {exc.strerror or exc}"

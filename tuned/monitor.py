@@ -32,24 +32,44 @@ SAMPLE_INTERVAL_S = 2.0
 GPU_RELEASE_POLL_S = 0.1
 
 
+def _children_map() -> dict[int, list[int]]:
+    """pid -> child pids of every process: one pass over /proc for all trials."""
+    children: dict[int, list[int]] = {}
+    for proc in psutil.process_iter(["ppid"]):
+        ppid = proc.info["ppid"]
+        if ppid:
+            children.setdefault(ppid, []).append(proc.pid)
+    return children
+
+
 class Sampler:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self._procs: dict[int, psutil.Process] = {}
 
-    def _tree(self, pid: int) -> list[psutil.Process]:
-        try:
-            leader = self._procs.get(pid) or psutil.Process(pid)
-            procs = [leader, *leader.children(recursive=True)]
-        except psutil.Error:
-            return []
-        return [self._procs.setdefault(proc.pid, proc) for proc in procs]
+    def _tree(self, pid: int, children: dict[int, list[int]] | None = None) -> list[psutil.Process]:
+        """The process and its descendants, from one ``children`` map built per tick."""
+        if children is None:
+            children = _children_map()
+        pids = [pid]
+        for parent in pids:  # grows while walked: breadth first
+            pids.extend(children.get(parent, ()))
+        procs = []
+        for p_ in pids:
+            proc = self._procs.get(p_)
+            if proc is None:
+                try:
+                    proc = self._procs[p_] = psutil.Process(p_)
+                except psutil.Error:
+                    continue
+            procs.append(proc)
+        return procs
 
-    def sample(self, trial: Trial) -> None:
+    def sample(self, trial: Trial, tree: list[psutil.Process] | None = None) -> None:
         cpu = 0.0
         rss = 0
         pids = set()
-        for proc in self._tree(trial.pid):
+        for proc in tree if tree is not None else self._tree(trial.pid):
             try:
                 cpu += proc.cpu_percent(None)
                 rss += proc.memory_info().rss
@@ -74,9 +94,11 @@ class Sampler:
     def tick(self) -> None:
         running = [t for t in self.daemon.trials_running() if t.pid]
         live: set[int] = set()
+        children = _children_map() if running else {}
         for trial in running:
-            self.sample(trial)
-            live.update(proc.pid for proc in self._tree(trial.pid))
+            tree = self._tree(trial.pid, children)
+            self.sample(trial, tree)
+            live.update(proc.pid for proc in tree)
         self.forget_dead(live)
         if running:
             self.watch_memory(running)

@@ -16,6 +16,7 @@ import io
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,16 +62,22 @@ def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+FLUSH_BYTES = 64 * 1024  # rows collected past this are written at once
 _APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 
 
 class TrialFiles:
     """Appenders for one running trial's result.json and progress.csv.
 
-    The files are opened on the first report, not when the trial starts, and
-    as plain file descriptors: a row is one ``os.write`` per file, with no
-    buffered file objects to build or flush. A trial that never reports gets
-    its (empty, or cut back on a retry) files when it closes.
+    The files are opened on the first report, not when the trial starts, as
+    plain file descriptors. Rows are written behind: they collect in memory and
+    go out in one ``os.write`` per file when ``flush`` is called (the daemon
+    does every few milliseconds, at each checkpoint and when the trial ends) or
+    when enough has collected, so a trial reporting a thousand times a second
+    costs a few writes, not two per row. A write the disk refuses cuts both
+    files back to their last whole rows; ``failed`` keeps the error for the
+    trial's next report. A trial that never reports gets its (empty, or cut
+    back on a retry) files when it closes.
     """
 
     def __init__(
@@ -85,7 +92,11 @@ class TrialFiles:
         self.checkpoint_offsets = resume_at
         self._fields: list[str] | None = None
         self._fds: tuple[int, int] | None = None
-        self._ends = resume_at  # where each file ends now
+        self._ends = resume_at  # where each file ends, counting rows not yet written
+        self._written = resume_at  # where each file ends on disk
+        self._pending = (bytearray(), bytearray())
+        self.failed: OSError | None = None
+        self.on_pending: Callable[[TrialFiles], None] | None = None  # rows wait for flush
         buf = io.StringIO()
         self._csv = (buf, csv.writer(buf))  # one row at a time, reused
         if not fresh:  # a retry: readers must not see the rows it is about to redo
@@ -101,15 +112,22 @@ class TrialFiles:
             raise
         self._fds = (result, progress)
         if not self._fresh:
-            self._ends = (os.fstat(result).st_size, os.fstat(progress).st_size)
+            self._ends = self._written = (os.fstat(result).st_size, os.fstat(progress).st_size)
             if self._ends[1]:
                 with open(self._csv_path, newline="", encoding="utf-8") as f:
                     self._fields = next(csv.reader(f), None)
         return self._fds
 
-    def append(self, row: dict[str, Any]) -> None:
-        """Append a row to both files, or (disk full) to neither, and raise ``OSError``."""
-        fds = self._fds or self._open()  # reads the header a resumed progress.csv has
+    def append(self, row: dict[str, Any], *, flush: bool = False) -> None:
+        """Add a row to both files, written now if ``flush`` (or enough has collected).
+
+        Raises ``OSError`` when the disk refuses a write (now or an earlier one):
+        both files then end at their last whole row.
+        """
+        if self.failed is not None:
+            raise self.failed
+        if self._fds is None:
+            self._open()  # reads the header a resumed progress.csv has
         flat = _flatten(row)
         buf, writer = self._csv
         buf.seek(0)
@@ -122,24 +140,49 @@ class TrialFiles:
         writer.writerow([_csv_cell(flat[k]) if k in flat else "" for k in fields])
         line = json_bytes(row) + b"\n"
         text = buf.getvalue().encode()
-        try:
-            _write_all(fds[0], line)
-            _write_all(fds[1], text)
-        except OSError:
-            _cut(fds[0], self._ends[0])
-            _cut(fds[1], self._ends[1])
-            raise
-        self._ends = (self._ends[0] + len(line), self._ends[1] + len(text))
         self._fields = fields
+        was_empty = not self._pending[0]
+        self._pending[0].extend(line)
+        self._pending[1].extend(text)
+        self._ends = (self._ends[0] + len(line), self._ends[1] + len(text))
+        if flush or len(self._pending[0]) + len(self._pending[1]) >= FLUSH_BYTES:
+            self.flush()
+        elif was_empty and self.on_pending is not None:
+            self.on_pending(self)
+
+    def flush(self) -> None:
+        """Write the rows collected so far; on ``OSError`` keep only whole rows and raise."""
+        if not self._pending[0] or self._fds is None:
+            return
+        fds = self._fds
+        rows, text = bytes(self._pending[0]), bytes(self._pending[1])
+        self._pending[0].clear()
+        self._pending[1].clear()
+        try:
+            _write_all(fds[0], rows)
+            _write_all(fds[1], text)
+        except OSError as exc:
+            _cut(fds[0], self._written[0])
+            _cut(fds[1], self._written[1])
+            self._ends = self._written
+            self.failed = exc
+            raise
+        self._written = self._ends
 
     def mark_checkpoint(self) -> None:
         """Remember where the files end now: a retry from this checkpoint resumes here."""
         if self._fds is None:
             self._open()
-        self.checkpoint_offsets = self._ends
+        self.flush()
+        self.checkpoint_offsets = self._written
 
     def close(self) -> None:
-        """Close the files; a trial that never reported still leaves both of them."""
+        """Write what is left and close the files (``failed`` says if the disk refused).
+
+        A trial that never reported still leaves both of them.
+        """
+        with contextlib.suppress(OSError):
+            self.flush()
         if self._fds is None:
             with contextlib.suppress(OSError):
                 _cut_to(self._result_path, self._resume_at[0], create=True)

@@ -86,6 +86,7 @@ async def serve(daemon: Daemon) -> None:
             for exp in list(daemon.experiments.values()):
                 daemon.watch_budget(exp)  # recovered experiments' time budgets
             tg.start_soon(sample_forever, daemon)
+            tg.start_soon(daemon.flush_results_forever)
             if isinstance(daemon.launcher, ClusterLauncher):
                 tg.start_soon(daemon.launcher.watch, daemon)
             if settings.idle_timeout_s > 0:

@@ -149,7 +149,10 @@ async def supervise(daemon: Daemon, trial: Trial) -> None:
     try:
         try:
             trial_dir, fresh = prepare_dir(daemon, trial)
-            _files[trial.id] = TrialFiles(trial_dir, trial.checkpoint_offsets, fresh=fresh)
+            files = _files[trial.id] = TrialFiles(
+                trial_dir, trial.checkpoint_offsets, fresh=fresh
+            )
+            files.on_pending = daemon.results_pending
             launch = launch_spec(daemon, trial, trial_dir)
             proc = await daemon.launcher.start(launch)
         except Exception as exc:  # a bad trial fails alone: the daemon serves on
@@ -190,10 +193,16 @@ async def supervise(daemon: Daemon, trial: Trial) -> None:
                     trial.error = reason
                     trial.traceback = reason + stderr_tail(trial)
             await wait_gpu_release(daemon, trial)
-            files = _files.pop(trial.id, None)
-            if files is not None:
-                trial.checkpoint_offsets = files.checkpoint_offsets
-                files.close()
+            done = _files.pop(trial.id, None)
+            if done is not None:
+                trial.checkpoint_offsets = done.checkpoint_offsets
+                done.close()  # writes the rows still in memory
+                if done.failed is not None and not trial.error:
+                    trial.error = trial.traceback = (
+                        f"OSError: cannot write the trial's results in {done.dir}: "
+                        f"{done.failed.strerror or done.failed}"
+                    )
+                    trial.exit_reported, trial.exit_ok = True, False
             daemon.ledger.release(allocation)
             trial.allocation = None
             trial.pid = 0
