@@ -26,6 +26,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import msgspec
@@ -86,6 +87,10 @@ class Zygote:
         self.pending: dict[int, tuple[anyio.Event, list[z.Forked]]] = {}
         self.trials: dict[int, ForkedTrial] = {}
         self.early_exits: dict[int, int] = {}
+        # One Fork frame on the socket at a time: concurrent ``sock_sendall`` calls on
+        # one socket stall for good under uvloop once its buffer fills (a burst of
+        # about 50 admissions), leaving those trials without a process.
+        self.send_lock = anyio.Lock()
 
     async def start(self, spec: LaunchSpec, log_path: Path | None) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -95,7 +100,10 @@ class Zygote:
             spec.argv[0], "-m", "tuned_client.zygote", str(theirs.fileno()),
             spec.trainable_path, *spec.sys_path,
         ]  # fmt: skip
-        out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+        out: Any = subprocess.DEVNULL
+        if log_path:
+            with contextlib.suppress(OSError):  # a read-only state dir costs the log only
+                out = open(log_path, "ab")  # noqa: SIM115
         try:
             self.proc = await anyio.open_process(  # the event loop reaps it
                 argv,
@@ -189,7 +197,8 @@ class Zygote:
             )
         )
         try:
-            await self.loop.sock_sendall(self.sock, frame)
+            async with self.send_lock:
+                await self.loop.sock_sendall(self.sock, frame)
         except OSError as exc:
             self._close()
             raise ZygoteGone(f"the zygote is unreachable: {exc}") from exc

@@ -12,10 +12,18 @@ files, then runs exactly what ``python -m tuned_client.worker`` runs. The
 zygote reaps its children and reports each exit status, since the daemon is
 not their parent. A zygote never holds a CUDA context: if loading the trainable
 initialised CUDA it says so and exits, and the daemon spawns those trials.
+
+No process a trial starts outlives it, even one that called ``setsid`` or was
+double-forked away from its parent: each trial and the zygote are *child
+subreapers*, so a trial's orphans stay in its tree while it runs (where the
+daemon's tree kill finds them), and come to the zygote once it has exited. The
+zygote kills and reaps every such orphan before it reports the trial's exit.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import selectors
 import signal
@@ -101,6 +109,33 @@ class FrameBuffer:
         return out
 
 
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def set_child_subreaper() -> None:
+    """Orphaned descendants of this process become its children (Linux; else a no-op)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def own_children() -> list[int]:
+    """This process's children, zombies included, from /proc (no scan of every process)."""
+    out: list[int] = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                out.extend(int(c) for c in f.read().split())
+        except OSError:
+            continue
+    return out
+
+
 def cuda_initialised() -> str:
     """Why forking this process would be unsafe for CUDA, or "" when it is safe."""
     torch = sys.modules.get("torch")
@@ -138,6 +173,7 @@ def _child(req: Fork, close: list[int], ready_w: int) -> None:
     """In the forked child: become the trial, then run the worker. Never returns."""
     try:
         os.setsid()
+        set_child_subreaper()  # our descendants' orphans stay in our tree
         os.close(ready_w)  # the zygote may now report our pid: killpg reaches us
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -201,15 +237,40 @@ class Zygote:
         self.send(Forked(req=req.req, pid=pid))
 
     def reap(self) -> None:
-        while self.children:
+        """Reap exited children; kill a dead trial's orphans, then report its exit."""
+        exits: list[Exited] = []
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             if pid == 0:
+                break
+            if pid in self.children:  # else an orphan of a trial, reaped
+                self.children.discard(pid)
+                exits.append(Exited(pid=pid, code=os.waitstatus_to_exitcode(status)))
+        if exits:
+            self.kill_orphans()
+        for message in exits:
+            self.send(message)
+
+    def kill_orphans(self) -> None:
+        """SIGKILL and reap every child that is not a trial: what exited trials left.
+
+        A trial is a subreaper while it runs, so orphans reach us only once their
+        trial has exited. Killing one hands its own children to us: repeat until
+        none is left (each round is a read of /proc/self/task/*/children).
+        """
+        for _ in range(10_000):
+            orphans = [pid for pid in own_children() if pid not in self.children]
+            if not orphans:
                 return
-            self.children.discard(pid)
-            self.send(Exited(pid=pid, code=os.waitstatus_to_exitcode(status)))
+            for pid in orphans:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for pid in orphans:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
 
     def serve(self) -> None:
         sel = selectors.DefaultSelector()
@@ -240,6 +301,7 @@ def main() -> None:
     from .worker import die_with_parent
 
     die_with_parent()
+    set_child_subreaper()  # orphans of exited trials come to us, to be killed
     fd = int(sys.argv[1])
     trainable_path, sys_path = sys.argv[2], sys.argv[3:]
     sock = socket.socket(fileno=fd)
