@@ -205,3 +205,15 @@ def test_an_unknown_group_is_refused_at_start() -> None:
     )  # fmt: skip
     assert out.returncode != 0
     assert "--allow-group 'no-such-grp': no such group" in out.stderr
+
+
+@pytest.mark.daemon_args("--num-cpus", "1", "--handshake-timeout", "0.5")
+def test_a_connection_that_never_says_hello_is_told_why_it_is_closed(
+    daemon: RunningDaemon,
+) -> None:
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    silent.connect(str(daemon.socket))
+    reply = recv_message(silent)
+    assert isinstance(reply, p.Error)
+    assert reply.message == "no hello within 0.5 s; closing"
+    silent.close()

@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # Tests: a fake GPU inventory (with --num-gpus) whose process memory is read from a file.
     start.add_argument("--fake-gpu-state", type=Path, default=None, help=argparse.SUPPRESS)
+    # Tests: how long a new connection has to say hello.
+    start.add_argument("--handshake-timeout", type=float, default=10.0, help=argparse.SUPPRESS)
     start.add_argument(
         "--low-memory-fraction",
         type=float,
@@ -86,14 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="UID",
-        help="also serve this uid (repeatable; the socket's directory must let it in)",
+        help="also serve this uid (repeatable). The socket's directory becomes 0711 and the "
+        "socket 0666: any local user can reach it, and the daemon's SO_PEERCRED check "
+        "refuses every uid not allowed",
     )
     start.add_argument(
         "--allow-group",
         action="append",
         default=[],
         metavar="NAME",
-        help="also serve members of this group (repeatable)",
+        help="also serve members of this group (repeatable). With one group the socket's "
+        "directory becomes 0750 and the socket 0660, both owned by that group",
     )
     start.add_argument(
         "--max-connections-per-client",
@@ -177,6 +182,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         max_connections_per_peer=_at_least_one(args.max_connections_per_client, "per client"),
         max_connections=_at_least_one(args.max_connections, "in all"),
         idle_connection_timeout_s=args.idle_connection_timeout,
+        handshake_timeout_s=args.handshake_timeout,
         executor=args.executor,
         ray_address=_ray_address(args),
     )

@@ -138,5 +138,8 @@ class Journal:
             pos += _RECORD.size + length
             yield record
         if pos < len(data):
-            with open(path, "r+b") as f:
-                f.truncate(pos)
+            try:
+                with open(path, "r+b") as f:
+                    f.truncate(pos)
+            except OSError as exc:  # a read-only state dir: keep what is whole, cut nothing
+                log.error("cannot cut the journal's torn tail", error=str(exc))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -104,12 +105,30 @@ async def _report_failure(conn: Conn, exc: BaseException) -> None:
         await conn.error("internal", f"internal error: {type(exc).__name__}: {exc}")
 
 
+def _bytes_waiting(stream: SocketStream) -> bool:
+    """Whether the peer has sent bytes we have not read yet (a peek, never a wait)."""
+    sock = stream.extra(SocketAttribute.raw_socket)
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except OSError:  # BlockingIOError: nothing there; or the peer is gone
+        return False
+
+
 async def _serve(conn: Conn, peer: access.Peer | None = None) -> None:
     daemon = conn.daemon
     first: p.Request | None = None
-    with anyio.move_on_after(daemon.settings.handshake_timeout_s):
+    timeout = daemon.settings.handshake_timeout_s
+    with anyio.move_on_after(timeout) as waited:
         first = await conn.reader.read_request()
+    if waited.cancelled_caught and (conn.reader.buffered or _bytes_waiting(conn.stream)):
+        # The hello came in time but the loop got to it late (it was busy for longer
+        # than the timeout). Closing now, with the hello unread, is what resets the
+        # client's connection (ECONNRESET): read it instead.
+        with anyio.move_on_after(timeout):
+            first = await conn.reader.read_request()
     if first is None:
+        if waited.cancelled_caught:
+            await conn.error("bad_request", f"no hello within {timeout:g} s; closing")
         return
     if isinstance(first, p.WorkerHello):
         await serve_worker(conn, first)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import grp
 import os
 import signal
 import stat
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import anyio
 import structlog
-from anyio.abc import SocketStream
+from anyio.abc import SocketListener, SocketStream
 
 from .config import Settings
 from .daemon import Daemon
@@ -35,16 +36,70 @@ class AlreadyRunning(Exception):
     pass
 
 
-def secure_dir(path: Path) -> None:
-    """Create ``path`` as 0700 and refuse one that is a link or someone else's."""
+def socket_modes(settings: Settings) -> tuple[int, int, int | None]:
+    """The socket directory's mode, the socket's mode and its group, from the allow-list.
+
+    Only the daemon's user: 0700 and 0600. One ``--allow-group``: 0750 and 0660
+    with that group, so its members (and nobody else) can reach the socket. Any
+    ``--allow-uid`` (or several groups, which one file cannot carry): 0711 and
+    0666, so anyone can reach it and the ``SO_PEERCRED`` check (``access``) is
+    what refuses everyone not on the list.
+    """
+    if settings.allow_uids or len(settings.allow_groups) > 1:
+        return 0o711, 0o666, None
+    if settings.allow_groups:
+        return 0o750, 0o660, grp.getgrnam(settings.allow_groups[0]).gr_gid
+    return 0o700, 0o600, None
+
+
+def secure_dir(path: Path, mode: int = 0o700, gid: int | None = None) -> None:
+    """Create ``path`` (0700 until opened up), refuse a link or someone else's, set ``mode``.
+
+    The checks and changes go through one descriptor opened with ``O_NOFOLLOW``:
+    a link planted at ``path`` in a shared /tmp is refused, never followed, and
+    the directory cannot be swapped between the check and the ``fchmod``.
+    """
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise PermissionError(f"{path} is not a plain directory; refusing to use it")
-    if st.st_uid != os.getuid():
-        raise PermissionError(f"{path} belongs to uid {st.st_uid}, not to us; refusing to use it")
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        os.chmod(path, 0o700)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:  # ELOOP (a link) or ENOTDIR
+        raise PermissionError(f"{path} is not a plain directory; refusing to use it") from exc
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.getuid():
+            raise PermissionError(
+                f"{path} belongs to uid {st.st_uid}, not to us; refusing to use it"
+            )
+        if gid is not None and st.st_gid != gid:
+            try:
+                os.fchown(fd, -1, gid)
+            except OSError as exc:
+                raise PermissionError(
+                    f"cannot give {path} to group {gid} for --allow-group: {exc.strerror} "
+                    "(the daemon's user must be a member of the group)"
+                ) from exc
+        if stat.S_IMODE(st.st_mode) != mode:
+            os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+async def open_listener(settings: Settings) -> SocketListener:
+    """Listen on the socket with the mode (and group) the allow-list needs.
+
+    The socket lives in a directory only we can write to, so nobody can swap it
+    between ``bind`` and the ``chmod``/``chown`` below; until then it has the
+    umask's mode, which lets in nobody that the final mode would not.
+    """
+    _, mode, gid = socket_modes(settings)
+    listener = await anyio.create_unix_listener(settings.socket_path, mode=mode)
+    if gid is not None:
+        try:
+            os.chown(settings.socket_path, -1, gid, follow_symlinks=False)
+        except OSError:
+            await listener.aclose()
+            raise
+    return listener
 
 
 def take_lock(settings: Settings) -> int:
@@ -67,8 +122,11 @@ def _ignore_sigpipe() -> None:
 async def serve(daemon: Daemon) -> None:
     settings = daemon.settings
     recover(daemon)  # replays the journal, then opens it for appending
-    listener = await anyio.create_unix_listener(settings.socket_path, mode=0o600)
-    settings.pid_path.write_text(f"{os.getpid()}\n")
+    listener = await open_listener(settings)
+    try:
+        settings.pid_path.write_text(f"{os.getpid()}\n")
+    except OSError as exc:  # a read-only state dir: serve what we have, refuse new work
+        log.error("cannot write the pid file", path=str(settings.pid_path), error=str(exc))
     log.info(
         "tuned daemon listening",
         socket=str(settings.socket_path),
@@ -137,7 +195,8 @@ async def _idle_watch(daemon: Daemon, tg: anyio.abc.TaskGroup) -> None:
 
 def run(settings: Settings, probe: GpuProbe, launcher: Launcher) -> None:
     """Run the daemon in this process until it is stopped."""
-    secure_dir(settings.socket_path.parent)
+    dir_mode, _, gid = socket_modes(settings)
+    secure_dir(settings.socket_path.parent, dir_mode, gid)
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock_fd = take_lock(settings)
     _ignore_sigpipe()

@@ -17,6 +17,11 @@ class FrameReader:
         self._limit = limit
         self._buf = bytearray()
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet handed out as a frame."""
+        return len(self._buf)
+
     async def _fill(self, n: int) -> bool:
         while len(self._buf) < n:
             try:
