@@ -82,11 +82,11 @@ def test_a_restarted_daemon_still_lists_finished_experiments(
 
 
 HANGING_PAIR = """
-import time
+import signal
 from tuned_client import tune
 
 def hang(config):
-    time.sleep(600)
+    signal.pause()  # until the daemon's death takes it down
 
 tune.Tuner(hang, param_space={"x": tune.grid_search([1, 2])},
            run_config=tune.RunConfig(name="pbt-crash", verbose=0)).fit()

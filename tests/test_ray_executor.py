@@ -195,7 +195,8 @@ def train_kills_its_ray_worker(config: dict[str, Any]) -> None:
             with open(config["log"], "a") as f:
                 f.write(f"worker {worker} {title}\n")
             os.kill(worker, signal.SIGKILL)
-            time.sleep(60)  # killed with its worker (parent-death signal) long before this
+            signal.alarm(60)  # a trial that outlived its worker would end here, too late
+            signal.pause()  # for the parent-death signal that killing the worker sends
 
 
 def test_a_trial_whose_ray_worker_dies_is_retried_from_its_checkpoint(
@@ -210,7 +211,7 @@ def test_a_trial_whose_ray_worker_dies_is_retried_from_its_checkpoint(
             name="worker-dies", verbose=0, failure_config=tune.FailureConfig(max_failures=1)
         ),
     ).fit()
-    assert time.monotonic() - started < 50  # not the 60 s the orphan would have slept
+    assert time.monotonic() - started < 50  # not the 60 s alarm of an orphaned trial
     assert results.num_errors == 0, results.errors
     lines = log.read_text().splitlines()
     assert lines[0] == "start 0" and lines[2] == "start 1", lines
