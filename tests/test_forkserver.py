@@ -172,3 +172,20 @@ def test_an_import_that_initialises_cuda_falls_back_to_spawning(
     assert results.num_errors == 0
     assert {r.metrics["ppid"] for r in results} == {daemon.proc.pid}
     assert "torch.cuda" in daemon.log
+
+
+def test_a_spare_hello_without_its_zygotes_token_is_refused(daemon: RunningDaemon) -> None:
+    # Spares announce themselves on the daemon's public socket: a process that merely
+    # can connect must not be able to pose as one and be handed someone's trial.
+    from tuned_client import protocol as p
+    from tuned_client.framing import decode_message, read_frame, send_message
+    from tuned_client.session import connect_patiently
+
+    _fit_env({"cpu": 1}, 1)  # an experiment's zygote exists, with its own token
+    sock = connect_patiently(str(daemon.socket))
+    try:
+        send_message(sock, p.SpareHello(protocol=p.PROTOCOL_VERSION, pool="x", token="guess"))
+        reply = decode_message(read_frame(sock))
+    finally:
+        sock.close()
+    assert isinstance(reply, p.Error) and reply.code == "refused", reply

@@ -354,6 +354,7 @@ class Daemon:
             return
         exp.done = True
         self.scheduler.remove(exp)
+        self.launcher.experiment_done(exp.id)  # its warm workers and spares go
         self.emit(
             p.ExperimentFinished,
             experiment_id=exp.id,

@@ -2,18 +2,23 @@
 
 ``ForkLauncher`` keeps one zygote (``tuned_client.zygote``) per pool key, i.e.
 per experiment: started with the client's interpreter, working directory and
-environment, it imports the trainable once and forks a process per trial. The
-daemon is not the trial's parent, so the zygote reports each trial's exit over
-the control socket; killing stays ``os.killpg`` on the trial's pid (it leads its
-own session), so timeouts and tree kills work as with spawned trials.
+environment, it imports the trainable once and forks a process per trial. It
+forks them ahead of need: a *spare* connects to the daemon's socket, says
+``SpareHello`` with the zygote's token, and waits; admitting a trial hands it to
+an idle spare (its connection task sends the ``Assignment``) and asks the zygote
+for the next spare. The daemon is not the trial's parent, so the zygote reports
+each trial's exit over the control socket; killing stays ``os.killpg`` on the
+trial's pid (it leads its own session), so timeouts and tree kills work as with
+spawned trials.
 
 Command trials, experiments whose trainable initialises CUDA on import, and any
 trial the zygote cannot fork go through ``SpawnLauncher``: the fast path never
 changes what runs, only how fast it starts.
 
-The control socket is read by an event-loop reader callback (the daemon runs on
-asyncio/uvloop), so no task outlives the trials that use it: a zygote that goes
-idle exits by itself and a new one starts on demand.
+The control socket is read and written by event-loop callbacks (the daemon runs
+on asyncio/uvloop), so no task outlives the trials that use it. A spare nobody
+takes within ``SPARE_IDLE_S`` is retired, and a zygote with no child left exits
+by itself; a new one starts on demand.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +39,7 @@ import anyio
 import msgspec
 import structlog
 from anyio.abc import Process
+from tuned_client import protocol as p
 from tuned_client import zygote as z
 
 from .launcher import LaunchSpec, SpawnLauncher, TrialProcess, signal_tree
@@ -39,6 +47,8 @@ from .launcher import LaunchSpec, SpawnLauncher, TrialProcess, signal_tree
 log = structlog.get_logger("tuned.forkserver")
 
 STARTUP_TIMEOUT_S = 120.0  # importing a heavy trainable (torch) can take a while
+SPARES_AHEAD = 1  # idle spares kept per zygote beyond those already promised
+SPARE_IDLE_S = 30.0  # a spare nobody took by then is retired (the zygote may then idle out)
 PER_TRIAL_VARS = ("CUDA_VISIBLE_DEVICES", "TUNED_TRIAL_ID", "TUNED_TRIAL_TOKEN", "TUNED_TRIAL_DIR")
 
 
@@ -65,17 +75,44 @@ class ForkedTrial:
         return self.code
 
     def signal(self, sig: signal.Signals) -> None:
-        signal_tree(self.pid, sig)
+        if self.code is None:
+            signal_tree(self.pid, sig)
+            return
+        # Exited: the zygote killed and reaped what it left outside its group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
 
     def exit_reason(self, code: int) -> str:
         return ""
 
 
+class Spare:
+    """A zygote's child, connected and waiting: ``assign`` makes it a trial."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.launch: LaunchSpec | None = None
+        self.decided = anyio.Event()
+
+    def assign(self, launch: LaunchSpec) -> None:
+        self.launch = launch
+        self.decided.set()
+
+    def retire(self) -> None:
+        self.decided.set()
+
+
 class Zygote:
-    """The daemon's end of one zygote: requests out, replies and exits in."""
+    """The daemon's end of one zygote: spares requested, spares taken, exits reported.
+
+    Invariant: ``spawning`` counts spares requested and not yet arrived (or
+    known dead); ``idle`` holds arrived spares nobody took. ``take`` keeps one
+    spare ahead, so the next trial finds its process already waiting.
+    """
 
     def __init__(self, key: str) -> None:
         self.key = key
+        self.token = secrets.token_hex(16)
         self.sock: socket.socket | None = None
         self.proc: Process | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -83,14 +120,12 @@ class Zygote:
         self.ready = anyio.Event()
         self.refused = ""
         self.gone = False
-        self.next_req = 0
-        self.pending: dict[int, tuple[anyio.Event, list[z.Forked]]] = {}
+        self.spawning = 0
+        self.idle: deque[Spare] = deque()
+        self.waiters: deque[tuple[anyio.Event, list[Spare | str]]] = deque()
         self.trials: dict[int, ForkedTrial] = {}
-        self.early_exits: dict[int, int] = {}
-        # One Fork frame on the socket at a time: concurrent ``sock_sendall`` calls on
-        # one socket stall for good under uvloop once its buffer fills (a burst of
-        # about 50 admissions), leaving those trials without a process.
-        self.send_lock = anyio.Lock()
+        self.dead: set[int] = set()  # exited before the daemon read their hello
+        self.outbox = bytearray()  # Spawn frames the socket did not take yet
 
     async def start(self, spec: LaunchSpec, log_path: Path | None) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -124,6 +159,8 @@ class Zygote:
         self.loop = asyncio.get_running_loop()
         self.loop.add_reader(ours.fileno(), self._on_readable)
 
+    # ------------------------------------------------------------ control socket
+
     def _on_readable(self) -> None:
         assert self.sock is not None
         try:
@@ -144,23 +181,63 @@ class Zygote:
         for msg in messages:
             self._dispatch(msg)
 
-    def _dispatch(self, msg: z.Ready | z.Refuse | z.Forked | z.Exited) -> None:
+    def _dispatch(self, msg: z.Ready | z.Refuse | z.SpawnFailed | z.Exited) -> None:
         if isinstance(msg, z.Ready):
             self.ready.set()
         elif isinstance(msg, z.Refuse):
             self.refused = msg.reason
             self._close()
-        elif isinstance(msg, z.Forked):
-            waiter = self.pending.pop(msg.req, None)
-            if waiter is not None:
-                waiter[1].append(msg)
-                waiter[0].set()
+        elif isinstance(msg, z.SpawnFailed):
+            self.spawning -= 1
+            if self.waiters:
+                event, box = self.waiters.popleft()
+                box.append(msg.error)
+                event.set()
         else:
-            trial = self.trials.pop(msg.pid, None)
-            if trial is not None:
-                trial.set_exit(msg.code)
-            else:
-                self.early_exits[msg.pid] = msg.code
+            self._exited(msg.pid, msg.code)
+
+    def _exited(self, pid: int, code: int) -> None:
+        trial = self.trials.pop(pid, None)
+        if trial is not None:
+            trial.set_exit(code)
+            return
+        for spare in self.idle:
+            if spare.pid == pid:  # died waiting: its connection is closed, a new one comes
+                self.idle.remove(spare)
+                spare.retire()
+                break
+        else:  # died before its hello was read
+            self.spawning -= 1
+            self.dead.add(pid)
+        self._top_up()
+
+    def _send(self, message: z.Spawn) -> None:
+        """Queue a frame for the zygote; the loop writes it when the socket has room.
+
+        One writer, never an await: concurrent ``sock_sendall`` calls on one socket
+        stall for good under uvloop once its buffer fills.
+        """
+        if self.gone or self.sock is None or self.loop is None:
+            return
+        pending = bool(self.outbox)
+        self.outbox += z.encode(message)
+        if not pending:
+            self._on_writable()
+
+    def _on_writable(self) -> None:
+        assert self.sock is not None and self.loop is not None
+        try:
+            sent = self.sock.send(self.outbox)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._close()
+            return
+        del self.outbox[:sent]
+        if self.outbox:
+            self.loop.add_writer(self.sock.fileno(), self._on_writable)
+        else:
+            self.loop.remove_writer(self.sock.fileno())
 
     def _close(self) -> None:
         """The zygote is gone: wake everyone; its children die with it (PDEATHSIG)."""
@@ -169,49 +246,77 @@ class Zygote:
         self.gone = True
         if self.sock is not None and self.loop is not None:
             self.loop.remove_reader(self.sock.fileno())
+            self.loop.remove_writer(self.sock.fileno())
             self.sock.close()
         self.ready.set()
-        for event, _ in self.pending.values():
+        while self.waiters:
+            event, _ = self.waiters.popleft()
             event.set()
-        self.pending.clear()
+        while self.idle:
+            self.idle.popleft().retire()
         for trial in self.trials.values():
             trial.set_exit(-9)
         self.trials.clear()
 
-    async def fork(self, spec: LaunchSpec) -> ForkedTrial:
-        await self.ready.wait()
-        if self.gone or self.sock is None or self.loop is None:
-            raise ZygoteGone(self.refused or "the zygote exited")
-        self.next_req += 1
-        req = self.next_req
-        event = anyio.Event()
-        reply: list[z.Forked] = []
-        self.pending[req] = (event, reply)
-        frame = z.encode(
-            z.Fork(
-                req=req,
-                env=spec.env,
-                cwd=spec.cwd,
-                stdout=str(spec.stdout),
-                stderr=str(spec.stderr),
-            )
-        )
-        try:
-            async with self.send_lock:
-                await self.loop.sock_sendall(self.sock, frame)
-        except OSError as exc:
-            self._close()
-            raise ZygoteGone(f"the zygote is unreachable: {exc}") from exc
-        await event.wait()
-        if not reply:
-            raise ZygoteGone(self.refused or "the zygote exited")
-        if reply[0].error:
-            raise OSError(reply[0].error)
-        trial = ForkedTrial(reply[0].pid)
-        if reply[0].pid in self.early_exits:
-            trial.set_exit(self.early_exits.pop(reply[0].pid))
+    # ------------------------------------------------------------ spares
+
+    def _top_up(self) -> None:
+        """Ask for spares until every waiter has one coming and one more is on its way."""
+        want = len(self.waiters) + SPARES_AHEAD - len(self.idle) - self.spawning
+        for _ in range(max(0, want)):
+            self.spawning += 1
+            self._send(z.Spawn(pool=self.key, token=self.token))
+
+    def adopt(self, pid: int) -> Spare | None:
+        """A spare said hello (pid from the kernel); None if it cannot be one of ours."""
+        if self.gone or pid in self.dead or pid in self.trials:
+            self.dead.discard(pid)
+            return None
+        self.spawning -= 1
+        spare = Spare(pid)
+        if self.waiters:
+            event, box = self.waiters.popleft()
+            box.append(spare)
+            event.set()
         else:
-            self.trials[trial.pid] = trial
+            self.idle.append(spare)
+        return spare
+
+    def release(self, spare: Spare) -> None:
+        """An idle spare leaves (its connection timed out or closed)."""
+        with contextlib.suppress(ValueError):
+            self.idle.remove(spare)
+        spare.retire()
+
+    async def take(self) -> Spare:
+        """An idle spare, or the next one to arrive."""
+        await self.ready.wait()
+        if self.gone:
+            raise ZygoteGone(self.refused or "the zygote exited")
+        if self.idle:
+            spare = self.idle.popleft()
+            self._top_up()
+            return spare
+        event = anyio.Event()
+        box: list[Spare | str] = []
+        self.waiters.append((event, box))
+        self._top_up()
+        try:
+            await event.wait()
+        finally:
+            if not box and (event, box) in self.waiters:
+                self.waiters.remove((event, box))  # cancelled while waiting
+        if not box:
+            raise ZygoteGone(self.refused or "the zygote exited")
+        if isinstance(box[0], str):
+            raise OSError(box[0])
+        return box[0]
+
+    async def fork(self, spec: LaunchSpec) -> ForkedTrial:
+        spare = await self.take()
+        trial = ForkedTrial(spare.pid)
+        self.trials[spare.pid] = trial  # before the spare can run, so its exit finds it
+        spare.assign(spec)
         return trial
 
     def stop(self) -> None:
@@ -255,8 +360,21 @@ class ForkLauncher:
                 del self.zygotes[key]
             return await self.spawn.start(spec)
 
+    def adopt(self, hello: p.SpareHello, pid: int) -> tuple[Zygote, Spare] | None:
+        """A spare's hello: the zygote it belongs to and its place in the idle line."""
+        zygote = self.zygotes.get(hello.pool)
+        if zygote is None or not pid or not secrets.compare_digest(hello.token, zygote.token):
+            return None
+        spare = zygote.adopt(pid)
+        return None if spare is None else (zygote, spare)
+
+    def experiment_done(self, experiment_id: str) -> None:
+        """Stop the experiment's zygotes; their spares die with them (PDEATHSIG)."""
+        for key in [k for k in self.zygotes if k.startswith(experiment_id + ":")]:
+            self.forget(key)
+
     def forget(self, key: str) -> None:
-        """The experiment is over: stop its zygote."""
+        """Stop one zygote."""
         zygote = self.zygotes.pop(key, None)
         if zygote is not None:
             zygote.stop()

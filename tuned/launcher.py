@@ -49,6 +49,8 @@ class LaunchSpec:
     # What the trial was admitted with: executors that place trials themselves
     # (Ray) ask their scheduler for exactly this.
     request: Request | None = None
+    # The trial folder was made for this attempt: it holds no checkpoint yet.
+    fresh_dir: bool = False
 
 
 class TrialProcess(Protocol):
@@ -74,6 +76,10 @@ class TrialProcess(Protocol):
 
 class Launcher(Protocol):
     async def start(self, spec: LaunchSpec) -> TrialProcess: ...
+
+    def experiment_done(self, experiment_id: str) -> None:
+        """Nothing more of this experiment will run: free what was kept warm for it."""
+        ...
 
 
 @runtime_checkable
@@ -120,6 +126,9 @@ class SpawnLauncher:
     async def start(self, spec: LaunchSpec) -> TrialProcess:
         proc = await self._open(spec)
         return LocalProcess(proc.pid, proc.wait)
+
+    def experiment_done(self, experiment_id: str) -> None:
+        pass  # nothing is kept per experiment
 
     async def _open(self, spec: LaunchSpec) -> anyio.abc.Process:
         with open(spec.stdout, "ab") as out, open(spec.stderr, "ab") as err:

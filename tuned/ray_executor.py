@@ -274,6 +274,9 @@ class RayLauncher:
                 continue
             daemon.resize(self.capacity())
 
+    def experiment_done(self, experiment_id: str) -> None:
+        pass  # Ray keeps its own worker pool
+
     async def start(self, spec: LaunchSpec) -> TrialProcess:
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy

@@ -25,6 +25,8 @@ from . import __version__, access, exploit, snapshots
 from .daemon import Daemon
 from .errors import Refused
 from .events import Subscriber
+from .forkserver import SPARE_IDLE_S, ForkLauncher
+from .launcher import LaunchSpec
 from .wire import FrameError, FrameReader, encode_frame
 
 log = structlog.get_logger("tuned.server")
@@ -132,6 +134,9 @@ async def _serve(conn: Conn, peer: access.Peer | None = None) -> None:
         return
     if isinstance(first, p.WorkerHello):
         await serve_worker(conn, first)
+        return
+    if isinstance(first, p.SpareHello):
+        await serve_spare(conn, first, peer)
         return
     if not isinstance(first, p.Hello):
         await conn.error("bad_request", f"expected a hello first, got {type(first).__name__}")
@@ -356,7 +361,36 @@ HANDLERS: dict[type, Handler] = {
 # ------------------------------------------------------------------ trial workers
 
 
-async def serve_worker(conn: Conn, hello: p.WorkerHello) -> None:
+async def serve_spare(conn: Conn, hello: p.SpareHello, peer: access.Peer | None) -> None:
+    """A zygote's spare waits here, connected, until a trial is handed to it.
+
+    Closing the connection retires it: a spare that reads end of file before an
+    assignment exits quietly.
+    """
+    launcher = conn.daemon.launcher
+    taken = None
+    if isinstance(launcher, ForkLauncher) and hello.protocol == p.PROTOCOL_VERSION:
+        taken = launcher.adopt(hello, peer.pid if peer is not None else 0)
+    if taken is None:
+        await conn.error("refused", "no zygote of this daemon asked for that spare")
+        return
+    zygote, spare = taken
+    with anyio.move_on_after(SPARE_IDLE_S):
+        await spare.decided.wait()
+    launch = spare.launch
+    if launch is None:
+        zygote.release(spare)
+        return
+    trial_id, token = launch.env["TUNED_TRIAL_ID"], launch.env["TUNED_TRIAL_TOKEN"]
+    await serve_worker(conn, p.WorkerHello(p.PROTOCOL_VERSION, trial_id, token), launch)
+
+
+async def serve_worker(conn: Conn, hello: p.WorkerHello, launch: LaunchSpec | None = None) -> None:
+    """A trial process: its assignment, then its reports until it says how it ended.
+
+    ``launch`` is given for a spare, which learns from the assignment what a
+    freshly started process gets from its parent (environment, files, folder).
+    """
     daemon = conn.daemon
     trial = daemon.trials.get(hello.trial_id)
     if trial is None or trial.status != "RUNNING" or hello.token != trial.token:
@@ -364,6 +398,15 @@ async def serve_worker(conn: Conn, hello: p.WorkerHello) -> None:
         return
     exp = trial.experiment
     assert trial.dir is not None
+    become: dict[str, Any] = {}
+    if launch is not None:
+        become = {
+            "env": launch.env,
+            "cwd": launch.cwd,
+            "stdout": str(launch.stdout),
+            "stderr": str(launch.stderr),
+            "checkpoint_index": 0 if launch.fresh_dir else -1,
+        }
     await conn.send(
         p.Assignment(
             trial_id=trial.id,
@@ -381,6 +424,7 @@ async def serve_worker(conn: Conn, hello: p.WorkerHello) -> None:
             stop=exp.spec.stop,
             resources=trial.resources,
             tag=trial.tag,
+            **become,
         )
     )
     token = trial.token

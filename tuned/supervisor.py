@@ -36,27 +36,29 @@ def files_of(trial: Trial) -> TrialFiles:
 
 
 def prepare_dir(daemon: Daemon, trial: Trial) -> tuple[Path, bool]:
-    """The trial's folder, and whether it was made just now (so it holds no result files)."""
+    """The trial's folder, and whether it was made just now (so it holds no result files).
+
+    Its ``params.json`` is written once the trial's process is on its way
+    (``write_params`` in ``supervise``): off the path from admission to user code.
+    """
     if trial.dir is None:
         exp = trial.experiment
         date = time.strftime("%Y-%m-%d_%H-%M-%S")
         name = trial_dir_name(exp.spec.trainable_name, trial.id, trial.tag, date)
         path = exp.path / name
+        fresh = True
         try:
             os.mkdir(path)  # one syscall: the experiment folder exists since submit
         except FileNotFoundError:
             path.mkdir(parents=True, exist_ok=True)
         except FileExistsError:
-            write_params(path, p.unpack_opaque(trial.config))
-            trial.dir = path
-            return path, False
-        write_params(path, p.unpack_opaque(trial.config))
+            fresh = False
         trial.dir = path
-        return path, True
+        return path, fresh
     return trial.dir, False
 
 
-def launch_spec(daemon: Daemon, trial: Trial, trial_dir: Path) -> LaunchSpec:
+def launch_spec(daemon: Daemon, trial: Trial, trial_dir: Path, fresh: bool = False) -> LaunchSpec:
     spec = trial.experiment.spec
     allocation = trial.allocation
     assert allocation is not None
@@ -86,6 +88,7 @@ def launch_spec(daemon: Daemon, trial: Trial, trial_dir: Path) -> LaunchSpec:
             trainable_path=str(trial.experiment.path / "trainable.pkl"),
             sys_path=tuple(spec.sys_path),
             request=trial.request,
+            fresh_dir=fresh,
         )
     return LaunchSpec(
         argv, env, spec.cwd, trial_dir / "stdout", trial_dir / "stderr", request=trial.request
@@ -153,12 +156,15 @@ async def supervise(daemon: Daemon, trial: Trial) -> None:
                 trial_dir, trial.checkpoint_offsets, fresh=fresh
             )
             files.on_pending = daemon.results_pending
-            launch = launch_spec(daemon, trial, trial_dir)
+            launch = launch_spec(daemon, trial, trial_dir, fresh)
             proc = await daemon.launcher.start(launch)
+            write_params(trial_dir, p.unpack_opaque(trial.config))  # a new config each attempt
         except Exception as exc:  # a bad trial fails alone: the daemon serves on
             log.warning("could not start trial", trial=trial.id, error=str(exc))
             trial.error = f"could not start the trial: {type(exc).__name__}: {exc}"
             trial.traceback = trial.error
+            if proc is not None:  # it started, but its params.json could not be written
+                proc.signal(signal.SIGTERM)
         if proc is not None:
             trial.pid = proc.pid
             trial.process = proc

@@ -133,6 +133,18 @@ class WorkerHello(_Req, tag="worker_hello"):
     token: str
 
 
+class SpareHello(_Req, tag="spare_hello"):
+    """First frame of a spare forked ahead of need by a zygote: it waits for an Assignment.
+
+    ``token`` is the one the daemon gave that zygote (``pool`` names it); the
+    daemon trusts the kernel's word (SO_PEERCRED) for the spare's pid.
+    """
+
+    protocol: int
+    pool: str
+    token: str
+
+
 class Report(_Req, tag="report"):
     """A result from inside a trial; acknowledged once written to disk."""
 
@@ -200,6 +212,7 @@ Request = (
     | GetExperiment
     | Shutdown
     | WorkerHello
+    | SpareHello
     | Report
     | TrialExit
     | GetTrial
@@ -239,7 +252,7 @@ class TrialsAdded(_Msg, tag="trials_added"):
 
 
 class Assignment(_Msg, tag="assignment"):
-    """What a trial process needs to run: sent in answer to WorkerHello."""
+    """What a trial process needs to run: the answer to WorkerHello, or a spare's trial."""
 
     trial_id: str
     experiment_id: str
@@ -256,6 +269,12 @@ class Assignment(_Msg, tag="assignment"):
     stop: dict[str, float] = {}
     resources: list[dict[str, float]] = []  # per bundle, as granted (gpu ids in "gpu_ids")
     tag: str = ""  # the experiment_tag of the trial ("0_model_id=model_0")
+    # For a spare (forked before its trial was known): what to become before running.
+    env: dict[str, str] | None = None  # the whole environment, replacing the spare's
+    cwd: str = ""
+    stdout: str = ""  # files to append the trial's output to
+    stderr: str = ""
+    checkpoint_index: int = -1  # the next checkpoint folder's number, -1: look in trial_dir
 
 
 class ReportAck(_Msg, tag="report_ack"):

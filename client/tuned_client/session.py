@@ -91,28 +91,22 @@ class Session:
         self.sent = 0
         self.acked = 0
         self.stop_requested = False
-        self.checkpoint_index = _next_checkpoint_index(Path(assignment.trial_dir))
+        self.checkpoint_index = (
+            assignment.checkpoint_index
+            if assignment.checkpoint_index >= 0
+            else _next_checkpoint_index(Path(assignment.trial_dir))
+        )
         self.hostname = socket.gethostname()
 
     @classmethod
     def connect(cls, socket_path: str, trial_id: str, token: str) -> Session:
-        for attempt in range(5):
-            sock = _connect_patiently(socket_path)
-            try:
-                hello = WorkerHello(protocol=PROTOCOL_VERSION, trial_id=trial_id, token=token)
-                send_message(sock, hello)
-                reply = decode_message(read_frame(sock))
-                break
-            except (ConnectionResetError, BrokenPipeError, ConnectionClosed):
-                # Seen about once in a thousand trials under heavy load: the connection
-                # dropped before the daemon read our hello. Nothing was assigned yet.
-                sock.close()
-                if attempt == 4:
-                    raise
-                time.sleep(0.01 * (attempt + 1))
+        hello = WorkerHello(protocol=PROTOCOL_VERSION, trial_id=trial_id, token=token)
+        sock, reply = handshake(socket_path, hello)
         if isinstance(reply, Error):
+            sock.close()
             raise RuntimeError(f"tuned refused this trial: {reply.message}")
         if not isinstance(reply, Assignment):
+            sock.close()
             raise RuntimeError(f"unexpected reply from tuned: {type(reply).__name__}")
         return cls(sock, reply)
 
@@ -223,7 +217,24 @@ class Session:
         return unpack_user(self.assignment.config)
 
 
-def _connect_patiently(path: str, attempts: int = 50) -> socket.socket:
+def handshake(socket_path: str, hello: Any) -> tuple[socket.socket, Any]:
+    """Connect, send ``hello``, and return the socket with the daemon's first reply."""
+    for attempt in range(5):
+        sock = connect_patiently(socket_path)
+        try:
+            send_message(sock, hello)
+            return sock, decode_message(read_frame(sock))
+        except (ConnectionResetError, BrokenPipeError, ConnectionClosed):
+            # Seen about once in a thousand trials under heavy load: the connection
+            # dropped before the daemon read our hello. Nothing was assigned yet.
+            sock.close()
+            if attempt == 4:
+                raise
+            time.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def connect_patiently(path: str, attempts: int = 50) -> socket.socket:
     """Connect to the daemon, riding out a full listen backlog under heavy load.
 
     A Unix socket refuses with EAGAIN when its backlog is full; a trial must not

@@ -15,7 +15,9 @@ import sys
 import traceback
 from typing import Any
 
-from .session import Session, StopTrial, set_session
+from .framing import ConnectionClosed, decode_message, read_frame, send_message
+from .protocol import PROTOCOL_VERSION, Assignment, Error, SpareHello
+from .session import Session, StopTrial, connect_patiently, set_session
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -94,18 +96,56 @@ def run(session: Session) -> int:
     return EXIT_OK
 
 
-def main() -> None:
-    die_with_parent()
-    session = Session.connect(
-        os.environ["TUNED_SOCKET"], os.environ["TUNED_TRIAL_ID"], os.environ["TUNED_TRIAL_TOKEN"]
-    )
-    for key in ("TUNED_TRIAL_TOKEN",):
-        os.environ.pop(key, None)  # a command the trainable starts is not this trial
+def run_and_exit(session: Session) -> None:
+    os.environ.pop("TUNED_TRIAL_TOKEN", None)  # a command the trainable starts is not this trial
     sys.stdout.flush()
     code = run(session)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def main() -> None:
+    die_with_parent()
+    session = Session.connect(
+        os.environ["TUNED_SOCKET"], os.environ["TUNED_TRIAL_ID"], os.environ["TUNED_TRIAL_TOKEN"]
+    )
+    run_and_exit(session)
+
+
+def become(assignment: Assignment) -> None:
+    """Take on the assigned trial's environment, working directory and output files."""
+    if assignment.env is not None:
+        os.environ.clear()
+        os.environ.update(assignment.env)
+    if assignment.cwd and os.path.isdir(assignment.cwd):
+        os.chdir(assignment.cwd)
+    for target, path in ((1, assignment.stdout), (2, assignment.stderr)):
+        if path:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(fd, target)
+            os.close(fd)
+
+
+def serve_as_spare(pool: str, token: str) -> None:
+    """A zygote's spare: say hello, wait for a trial, become it and run it. Never returns.
+
+    The daemon closes a spare's connection when it retires it (idle, or the
+    experiment is over): end of file before an assignment is a quiet exit.
+    """
+    die_with_parent()
+    sock = connect_patiently(os.environ["TUNED_SOCKET"])
+    try:
+        send_message(sock, SpareHello(protocol=PROTOCOL_VERSION, pool=pool, token=token))
+        reply = decode_message(read_frame(sock))
+    except (ConnectionClosed, OSError):
+        os._exit(EXIT_OK)
+    if not isinstance(reply, Assignment):
+        why = reply.message if isinstance(reply, Error) else type(reply).__name__
+        os.write(2, f"tuned: the daemon did not take this spare: {why}\n".encode())
+        os._exit(EXIT_ERROR)
+    become(reply)
+    run_and_exit(Session(sock, reply))
 
 
 if __name__ == "__main__":

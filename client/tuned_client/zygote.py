@@ -6,11 +6,15 @@ modules costs about a millisecond. The daemon starts one zygote per experiment
 with the client's interpreter, working directory and environment, and talks to
 it over the socket ``FD`` (length-prefixed msgpack frames, the messages below).
 
-Each forked child becomes its own session leader (so the daemon's ``killpg``
-reaches everything it starts), applies the trial's environment and output
-files, then runs exactly what ``python -m tuned_client.worker`` runs. The
-zygote reaps its children and reports each exit status, since the daemon is
-not their parent. A zygote never holds a CUDA context: if loading the trainable
+The zygote forks *spares* ahead of need: a spare becomes its own session leader
+(so the daemon's ``killpg`` reaches everything it will start), connects to the
+daemon and says ``SpareHello``, then waits. Admitting a trial is one frame, the
+``Assignment`` the daemon writes to an idle spare's connection: the spare applies
+the trial's environment, working directory and output files and runs exactly
+what ``python -m tuned_client.worker`` runs. Fork, connect and handshake are
+off the path from one trial's exit to the next one's first line. The zygote
+reaps its children and reports each exit status, since the daemon is not their
+parent. A zygote never holds a CUDA context: if loading the trainable
 initialised CUDA it says so and exits, and the daemon spawns those trials.
 
 No process a trial starts outlives it, even one that called ``setsid`` or was
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import os
 import selectors
 import signal
@@ -39,14 +44,11 @@ MAX_CONTROL_FRAME = 16 * 1024 * 1024
 IDLE_EXIT_S = 30.0  # with no trial running and no request: exit, the daemon starts another
 
 
-class Fork(msgspec.Struct, tag="fork"):
-    """Daemon -> zygote: start one trial process."""
+class Spawn(msgspec.Struct, tag="spawn"):
+    """Daemon -> zygote: fork one spare that says hello to the daemon with ``token``."""
 
-    req: int
-    env: dict[str, str]
-    cwd: str
-    stdout: str
-    stderr: str
+    pool: str
+    token: str
 
 
 class Ready(msgspec.Struct, tag="ready"):
@@ -61,12 +63,10 @@ class Refuse(msgspec.Struct, tag="refuse"):
     reason: str
 
 
-class Forked(msgspec.Struct, tag="forked"):
-    """Zygote -> daemon: the trial process ``pid`` is running in its own session."""
+class SpawnFailed(msgspec.Struct, tag="spawn_failed"):
+    """Zygote -> daemon: a requested spare could not be forked."""
 
-    req: int
-    pid: int = 0
-    error: str = ""
+    error: str
 
 
 class Exited(msgspec.Struct, tag="exited"):
@@ -76,8 +76,8 @@ class Exited(msgspec.Struct, tag="exited"):
     code: int
 
 
-ToZygote = Fork
-FromZygote = Ready | Refuse | Forked | Exited
+ToZygote = Spawn
+FromZygote = Ready | Refuse | SpawnFailed | Exited
 
 _encoder = msgspec.msgpack.Encoder()
 
@@ -127,12 +127,20 @@ def own_children() -> list[int]:
         tasks = os.listdir("/proc/self/task")
     except OSError:
         return out
-    for tid in tasks:
+    for tid in tasks:  # raw reads: this runs after every trial's exit
         try:
-            with open(f"/proc/self/task/{tid}/children") as f:
-                out.extend(int(c) for c in f.read().split())
+            fd = os.open(f"/proc/self/task/{tid}/children", os.O_RDONLY)
         except OSError:
             continue
+        try:
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        out.extend(int(c) for c in b"".join(chunks).split())
     return out
 
 
@@ -169,32 +177,23 @@ def _reseed() -> None:
         torch.seed()
 
 
-def _child(req: Fork, close: list[int], ready_w: int) -> None:
-    """In the forked child: become the trial, then run the worker. Never returns."""
+def _spare(req: Spawn, close: list[int]) -> None:
+    """In the forked child: become a session leader, then wait as a spare. Never returns."""
     try:
         os.setsid()
         set_child_subreaper()  # our descendants' orphans stay in our tree
-        os.close(ready_w)  # the zygote may now report our pid: killpg reaches us
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for fd in close:
             os.close(fd)
-        os.environ.clear()
-        os.environ.update(req.env)
-        if os.path.isdir(req.cwd):
-            os.chdir(req.cwd)
-        for target, path in ((1, req.stdout), (2, req.stderr)):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            os.dup2(fd, target)
-            os.close(fd)
         _reseed()
         from . import worker
 
-        worker.main()  # dies with the zygote, connects, runs the trainable, os._exit
-    except BaseException:  # before the trial could report: leave the reason in its stderr
+        worker.serve_as_spare(req.pool, req.token)  # dies with the zygote; os._exit
+    except BaseException:  # before any trial was assigned: the reason goes to the zygote's log
         import traceback
 
-        text = "tuned: the trial process failed to start:\n" + traceback.format_exc()
+        text = "tuned: a spare trial process failed:\n" + traceback.format_exc()
         os.write(2, text.encode())
     finally:
         os._exit(1)
@@ -216,25 +215,17 @@ class Zygote:
     def send(self, message: Any) -> None:
         self.sock.sendall(encode(message))
 
-    def fork(self, req: Fork) -> None:
+    def spawn(self, req: Spawn) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
-        ready_r, ready_w = os.pipe()
         try:
             pid = os.fork()
         except OSError as exc:
-            os.close(ready_r)
-            os.close(ready_w)
-            self.send(Forked(req=req.req, error=f"fork failed: {exc}"))
+            self.send(SpawnFailed(error=f"fork failed: {exc}"))
             return
         if pid == 0:
-            os.close(ready_r)
-            _child(req, [self.sock.fileno(), self.wake_r, self.wake_w], ready_w)
-        os.close(ready_w)
-        os.read(ready_r, 1)  # EOF once the child is a session leader (or died)
-        os.close(ready_r)
+            _spare(req, [self.sock.fileno(), self.wake_r, self.wake_w])
         self.children.add(pid)
-        self.send(Forked(req=req.req, pid=pid))
 
     def reap(self) -> None:
         """Reap exited children; kill a dead trial's orphans, then report its exit."""
@@ -293,7 +284,7 @@ class Zygote:
                 if not data:
                     return  # the daemon is gone; our children die with us (PDEATHSIG)
                 for req in self.frames.feed(data):
-                    self.fork(req)
+                    self.spawn(req)
             self.reap()
 
 
@@ -313,6 +304,8 @@ def main() -> None:
     if reason:
         sock.sendall(encode(Refuse(reason=reason)))
         return
+    gc.collect()
+    gc.freeze()  # the collector never walks (and so never copies) the preloaded objects
     zygote = Zygote(sock)
     zygote.send(Ready(pid=os.getpid()))
     zygote.serve()
