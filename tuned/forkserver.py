@@ -47,7 +47,7 @@ from .launcher import LaunchSpec, SpawnLauncher, TrialProcess, signal_tree
 log = structlog.get_logger("tuned.forkserver")
 
 STARTUP_TIMEOUT_S = 120.0  # importing a heavy trainable (torch) can take a while
-SPARES_AHEAD = 1  # idle spares kept per zygote beyond those already promised
+SPARES_AHEAD = 2  # idle spares kept per zygote beyond those already promised
 SPARE_IDLE_S = 30.0  # a spare nobody took by then is retired (the zygote may then idle out)
 PER_TRIAL_VARS = ("CUDA_VISIBLE_DEVICES", "TUNED_TRIAL_ID", "TUNED_TRIAL_TOKEN", "TUNED_TRIAL_DIR")
 
