@@ -27,7 +27,7 @@ def view_from_info(info: p.TrialInfo) -> TrialView:
         checkpoint=info.checkpoint,
     )
     if info.last_result:
-        view.last_result = p.unpack_user(info.last_result)
+        view.set_packed_result(bytes(info.last_result))
     return view
 
 
@@ -57,7 +57,7 @@ def apply_event(run: _Run, event: Any) -> bool:
         dispatch(run.callbacks, "on_trial_start", trial=view, **common)
     elif isinstance(event, p.TrialResult):
         view = trials[event.trial_id]
-        view.last_result = p.unpack_user(event.metrics)
+        view.set_packed_result(bytes(event.metrics))  # a copy: not a view of the whole frame
         dispatch(run.callbacks, "on_trial_result", trial=view, result=view.last_result, **common)
     elif isinstance(event, p.TrialCheckpoint):
         view = trials[event.trial_id]
@@ -71,9 +71,7 @@ def apply_event(run: _Run, event: Any) -> bool:
         dispatch(run.callbacks, "on_trial_recover", trial=view, **common)
     elif isinstance(event, p.TrialFinished):
         view = trials[event.trial_id]
-        view.status, view.error, view.traceback = event.status, event.error, event.traceback
-        if event.status == "TERMINATED" and view.last_result is not None:
-            view.last_result["done"] = True
+        view.finish(event.status, event.error, event.traceback)
         hook = "on_trial_complete" if event.status == "TERMINATED" else "on_trial_error"
         dispatch(run.callbacks, hook, trial=view, **common)
     elif isinstance(event, p.ExperimentFinished):

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..checkpoint import Checkpoint
+from ..protocol import unpack_user
 
 # Keys Ray fills in on every result and leaves out of ``Result``'s repr.
 AUTO_KEYS = frozenset(
@@ -49,18 +51,103 @@ class TrialError(TuneError):
         return str(text)
 
 
-@dataclass
-class Result:
-    """One trial's outcome: its last metrics, config, error, folder and checkpoints."""
+def unpack_metrics(packed: bytes, status: str) -> dict[str, Any]:
+    """A trial's last result from the packed bytes the daemon sent; ``done`` once terminated."""
+    metrics: dict[str, Any] = unpack_user(packed)
+    if status == "TERMINATED":
+        metrics["done"] = True
+    return metrics
 
-    metrics: dict[str, Any] | None
-    config: dict[str, Any] | None
-    path: str
-    error: Exception | None = None
-    checkpoint: Checkpoint | None = None
-    best_checkpoints: list[tuple[Checkpoint, dict[str, Any]]] = field(default_factory=list)
-    trial_id: str = ""
-    status: str = ""
+
+class TrialFolder:
+    """A trial's folder as two strings: the experiment's, shared by its trials, and a leaf.
+
+    ``fit()`` and its ResultGrid keep one per trial, so this saves the shared
+    prefix (most of the path) on each.
+    """
+
+    __slots__ = ("_leaf", "_parent")
+
+    @property
+    def path(self) -> str:
+        return self._parent + self._leaf
+
+    @path.setter
+    def path(self, value: str) -> None:
+        parent, sep, leaf = value.rpartition("/")
+        self._parent = sys.intern(parent + sep)
+        self._leaf = leaf
+
+
+class Result(TrialFolder):
+    """One trial's outcome: its last metrics, config, error, folder and checkpoints.
+
+    A ResultGrid holds one per trial for as long as the user keeps it, so the
+    metrics may stay packed until first read, and ``best_checkpoints`` is
+    listed from the trial's folder when first read.
+    """
+
+    __slots__ = (
+        "_best",
+        "_metrics",
+        "_packed",
+        "checkpoint",
+        "config",
+        "error",
+        "status",
+        "trial_id",
+    )
+    _packed: bytes | None
+
+    def __init__(
+        self,
+        metrics: dict[str, Any] | None,
+        config: dict[str, Any] | None,
+        path: str,
+        error: Exception | None = None,
+        checkpoint: Checkpoint | None = None,
+        best_checkpoints: list[tuple[Checkpoint, dict[str, Any]]] | None = None,
+        trial_id: str = "",
+        status: str = "",
+        _packed_metrics: bytes | None = None,
+    ) -> None:
+        """``_packed_metrics``: the metrics as the daemon packed them, decoded when first read."""
+        self._metrics = metrics
+        self._packed = _packed_metrics
+        self.config = config
+        self.path = path
+        self.error = error
+        self.checkpoint = checkpoint
+        self._best = best_checkpoints
+        self.trial_id = trial_id
+        self.status = status
+
+    @property
+    def metrics(self) -> dict[str, Any] | None:
+        if self._metrics is None and self._packed is not None:
+            self._metrics, self._packed = unpack_metrics(self._packed, self.status), None
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, value: dict[str, Any] | None) -> None:
+        self._metrics, self._packed = value, None
+
+    def peek_metrics(self) -> dict[str, Any] | None:
+        """The metrics, without keeping them decoded: for a pass over every result."""
+        if self._metrics is None and self._packed is not None:
+            return unpack_metrics(self._packed, self.status)
+        return self._metrics
+
+    @property
+    def best_checkpoints(self) -> list[tuple[Checkpoint, dict[str, Any]]]:
+        """The checkpoints kept, oldest first, each with the metrics reported with it."""
+        if self._best is None:
+            self._best = kept_checkpoints(self.path)
+        return self._best
+
+    @best_checkpoints.setter
+    def best_checkpoints(self, value: list[tuple[Checkpoint, dict[str, Any]]]) -> None:
+        self._best = value
 
     @property
     def log_dir(self) -> Path:
@@ -84,9 +171,10 @@ class Result:
         return rows
 
     def __repr__(self) -> str:
+        metrics = self.peek_metrics()
         shown = (
-            {k: v for k, v in self.metrics.items() if k not in AUTO_KEYS}
-            if self.metrics is not None
+            {k: v for k, v in metrics.items() if k not in AUTO_KEYS}
+            if metrics is not None
             else None
         )
         error = None if self.error is None else type(self.error).__name__
@@ -96,9 +184,28 @@ class Result:
         return f"Result({', '.join(parts)})"
 
 
+def kept_checkpoints(trial_dir: str) -> list[tuple[Checkpoint, dict[str, Any]]]:
+    """The checkpoint folders left after pruning, each with the metrics reported with it."""
+    if not trial_dir or not Path(trial_dir).is_dir():
+        return []
+    found = sorted(
+        d for d in Path(trial_dir).iterdir() if d.is_dir() and d.name.startswith("checkpoint_")
+    )
+    metrics: dict[str, dict[str, Any]] = {}
+    if found:
+        with contextlib.suppress(OSError):
+            for line in (Path(trial_dir) / "result.json").read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    row = json.loads(line)
+                    if isinstance(row, dict) and row.get("checkpoint_dir_name"):
+                        metrics[row["checkpoint_dir_name"]] = row
+    return [(Checkpoint(str(d)), metrics.get(d.name, {})) for d in found]
+
+
 def _score(result: Result, metric: str, mode: str, scope: str) -> float | None:
     if scope == "last":
-        values = [result.metrics.get(metric)] if result.metrics else []
+        metrics = result.peek_metrics()
+        values = [metrics.get(metric)] if metrics else []
     else:
         rows = result.history()
         if scope.startswith("last-") and scope.endswith("-avg"):
@@ -194,10 +301,11 @@ class ResultGrid:
             if filter_metric and filter_mode:
                 best = _score(r, filter_metric, filter_mode, "all")
                 row = next(
-                    (h for h in r.history() if h.get(filter_metric) == best), dict(r.metrics or {})
+                    (h for h in r.history() if h.get(filter_metric) == best),
+                    dict(r.peek_metrics() or {}),
                 )
             else:
-                row = dict(r.metrics or {})
+                row = dict(r.peek_metrics() or {})
             for k, v in (r.config or {}).items():
                 row[f"config/{k}"] = v
             row["logdir"] = r.path

@@ -2,49 +2,27 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-from pathlib import Path
-from typing import Any
-
 from .. import protocol as p
 from ..checkpoint import Checkpoint
 from .progress import TrialView
 from .result import Result, ResultGrid, TrialError
 
 
-def _checkpoints(trial_dir: str) -> list[tuple[Checkpoint, dict[str, Any]]]:
-    """The checkpoint folders left after pruning, each with the metrics reported with it."""
-    if not trial_dir or not Path(trial_dir).is_dir():
-        return []
-    found = sorted(
-        d for d in Path(trial_dir).iterdir() if d.is_dir() and d.name.startswith("checkpoint_")
-    )
-    metrics: dict[str, dict[str, Any]] = {}
-    if found:
-        with contextlib.suppress(OSError):
-            for line in (Path(trial_dir) / "result.json").read_text().splitlines():
-                with contextlib.suppress(ValueError):
-                    row = json.loads(line)
-                    if isinstance(row, dict) and row.get("checkpoint_dir_name"):
-                        metrics[row["checkpoint_dir_name"]] = row
-    return [(Checkpoint(str(d)), metrics.get(d.name, {})) for d in found]
-
-
 def to_result(view: TrialView) -> Result:
+    """The trial's Result; its metrics stay packed, and its checkpoints unlisted, until read."""
     error = None
     if view.status == "ERROR":
         error = TrialError(view.error or "trial failed", view.traceback, view.trial_id)
-    checkpoint = Checkpoint(view.checkpoint) if view.checkpoint else None
+    packed = view.packed_result()
     return Result(
-        metrics=view.last_result,
-        config=view.config,
-        path=view.path,
+        None if packed is not None else view.last_result,
+        view.config,
+        view.path,
         error=error,
-        checkpoint=checkpoint,
-        best_checkpoints=_checkpoints(view.path),
+        checkpoint=Checkpoint(view.checkpoint) if view.checkpoint else None,
         trial_id=view.trial_id,
         status=view.status,
+        _packed_metrics=packed,
     )
 
 
@@ -52,5 +30,6 @@ def build_results(
     accepted: p.Accepted, trials: dict[str, TrialView], metric: str | None, mode: str | None
 ) -> ResultGrid:
     ordered = [trials[tid] for tid in accepted.trial_ids if tid in trials]
-    ordered += [v for k, v in trials.items() if k not in set(accepted.trial_ids)]
+    listed = set(accepted.trial_ids)
+    ordered += [v for k, v in trials.items() if k not in listed]
     return ResultGrid([to_result(v) for v in ordered], accepted.path, metric, mode)

@@ -154,6 +154,7 @@ class Tuner:
             except DaemonError as exc:
                 raise TuneError(exc.message) from None
             assert isinstance(accepted, p.Accepted)
+            del spec  # every trial's spec, packed: the daemon has them, fit() need not hold them
             run = _Run(self, conn, accepted, started)
             run.autostarted = autostarted
             self._results = run.follow()
