@@ -2,33 +2,88 @@
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ..checkpoint import Checkpoint
 from ..session import TrialContext, require_session
-from . import schedulers, search, utils
-from .callback import Callback
 from .config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 from .resources import PlacementGroupFactory, with_resources
-from .result import Result, ResultGrid, TrialError, TuneError
-from .run import ExperimentAnalysis, run
-from .search.sample import (
-    choice,
-    grid_search,
-    lograndint,
-    loguniform,
-    qlograndint,
-    qloguniform,
-    qrandint,
-    qrandn,
-    quniform,
-    randint,
-    randn,
-    sample_from,
-    uniform,
-)
-from .trainable import Trainable, with_parameters
-from .tuner import Tuner
+
+if TYPE_CHECKING:
+    from . import schedulers, search, utils
+    from .callback import Callback
+    from .result import Result, ResultGrid, TrialError, TuneError
+    from .run import ExperimentAnalysis, run
+    from .search.sample import (
+        choice,
+        grid_search,
+        lograndint,
+        loguniform,
+        qlograndint,
+        qloguniform,
+        qrandint,
+        qrandn,
+        quniform,
+        randint,
+        randn,
+        sample_from,
+        uniform,
+    )
+    from .trainable import Trainable, with_parameters
+    from .tuner import Tuner
+
+# Imported on first use (PEP 562): a trial's zygote unpickles a trainable that
+# references this package, and must not pay for the Tuner, the searchers and
+# the schedulers it never runs.
+_LAZY = {
+    "schedulers": ".schedulers",
+    "search": ".search",
+    "utils": ".utils",
+    "Callback": ".callback",
+    "Result": ".result",
+    "ResultGrid": ".result",
+    "TrialError": ".result",
+    "TuneError": ".result",
+    "ExperimentAnalysis": ".run",
+    "run": ".run",
+    "Trainable": ".trainable",
+    "with_parameters": ".trainable",
+    "Tuner": ".tuner",
+    **dict.fromkeys(
+        [
+            "choice",
+            "grid_search",
+            "lograndint",
+            "loguniform",
+            "qlograndint",
+            "qloguniform",
+            "qrandint",
+            "qrandn",
+            "quniform",
+            "randint",
+            "randn",
+            "sample_from",
+            "uniform",
+        ],
+        ".search.sample",
+    ),
+}
+_SUBMODULES = {"schedulers", "search", "utils"}
+
+
+def __getattr__(name: str) -> Any:
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(where, __name__)
+    value = module if name in _SUBMODULES else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def report(
