@@ -21,6 +21,7 @@ import structlog
 from anyio.abc import TaskGroup
 from tuned_client import protocol as p
 
+from . import archive
 from .config import Settings
 from .errors import Refused
 from .events import EventBus
@@ -40,7 +41,8 @@ from .ledger import (
 from .monitor import Sampler
 from .results import TrialFiles, safe_component, write_atomic
 from .scheduler import Scheduler
-from .trials import FINAL, Experiment, Trial, transition
+from .trials import FINAL, Experiment, Trial, share_spec, transition
+from .trials import trial_id as make_trial_id
 
 log = structlog.get_logger("tuned.daemon")
 
@@ -225,7 +227,7 @@ class Daemon:
             path=str(path),
             num_trials=len(ids),
         )
-        for trial in exp.trials:
+        for trial in exp.live():
             self.emit_queued(trial)
         self.scheduler.add(exp)
         self.wake()
@@ -257,7 +259,7 @@ class Daemon:
         for spec, request in zip(specs, requests, strict=True):
             index = len(exp.trials)
             trial = Trial(
-                id=f"{exp.id}_{index:05d}",
+                id=make_trial_id(exp.id, index),
                 index=index,
                 tag=spec.tag,
                 experiment=exp,
@@ -281,8 +283,8 @@ class Daemon:
             for t in specs
         ]
         ids = self._add_trials(exp, specs, requests)
-        for trial in exp.trials[-len(ids) :] if ids else []:
-            self.emit_queued(trial)
+        for new_id in ids:
+            self.emit_queued(self.trials[new_id])
         self.wake()
         return p.TrialsAdded(experiment_id=exp_id, trial_ids=ids)
 
@@ -348,6 +350,14 @@ class Daemon:
         )
         self.maybe_finish(trial.experiment)
         self.save_state(trial.experiment)
+        self.archive_finished(trial)
+
+    def archive_finished(self, trial: Trial) -> None:
+        """A finished trial leaves memory for its experiment's archive (tuned.archive)."""
+        archive.evict(self, trial)
+        exp = trial.experiment
+        if exp.done and exp.archive is not None:
+            exp.archive.close()
 
     def maybe_finish(self, exp: Experiment) -> None:
         if exp.done or not exp.complete:
@@ -366,17 +376,20 @@ class Daemon:
         self.touch()
 
     def cancel(self, target: str) -> None:
-        if target in self.experiments or target in self.trials:
+        finished_on_disk = archive.is_archived(self, target)
+        if target in self.experiments or target in self.trials or finished_on_disk:
             self.journal.append(Control("cancel", target))
         if target in self.experiments:
             exp = self.experiments[target]
             exp.cancelled = True
             exp.closed = True
-            for trial in exp.trials:
+            for trial in list(exp.live()):
                 self._cancel_trial(trial)
             self.maybe_finish(exp)
             return
         found = self.trials.get(target)
+        if finished_on_disk:
+            return  # it has ended: nothing to cancel
         if found is None:
             raise Refused("not_found", f"no experiment or trial {target!r} (see `tuned ls`)")
         self._cancel_trial(found)
@@ -486,6 +499,8 @@ class Daemon:
 
     def after_submit(self, exp: Experiment) -> None:
         """What a new (or recovered) experiment needs: its state file and its time budget."""
+        exp.spec.trainable = b""  # trainable.pkl holds it now; trials load it from there
+        share_spec(exp.spec)
         self.save_state(exp, force=True)
         self.watch_budget(exp)
 
@@ -507,7 +522,7 @@ class Daemon:
             budget = exp.spec.time_budget_s
             trial.error = f"not started: the experiment's {budget:g} s time budget ran out"
             self.finish(trial, "ERROR")
-        for trial in exp.trials:
+        for trial in list(exp.live()):
             if trial.status == "RUNNING":
                 trial.stop_requested = True
                 self.journal.append(Control("stop", trial.id))
@@ -517,6 +532,8 @@ class Daemon:
     def stop_trial(self, trial_id: str) -> None:
         """End a trial as TERMINATED: at its next report if it runs, now if it waits."""
         trial = self.trials.get(trial_id)
+        if trial is None and archive.is_archived(self, trial_id):
+            return  # it has ended
         if trial is None:
             raise Refused("not_found", f"no trial {trial_id!r} (see `tuned status`)")
         if trial.status in FINAL:
@@ -530,14 +547,16 @@ class Daemon:
     def resume(self, exp_id: str, resume: list[str], restart: list[str]) -> p.Accepted:
         """Tuner.restore: queue again the given trials of an experiment this daemon has."""
         exp = self.experiment(exp_id)
-        chosen = [self.trials.get(tid) for tid in [*resume, *restart]]
-        bad = [tid for tid, t in zip([*resume, *restart], chosen, strict=True) if t is None]
-        if bad or any(t is not None and t.experiment is not exp for t in chosen):
+        wanted = [*resume, *restart]
+        found = [archive.locate(self, tid) for tid in wanted]  # in memory or on disk
+        bad = [tid for tid, at in zip(wanted, found, strict=True) if at is None]
+        if bad or any(at is not None and at[0] is not exp for at in found):
             raise Refused("bad_request", f"trials {bad} are not in experiment {exp_id}")
+        # Finished trials come back from the archive to run again.
+        chosen = [archive.revive(self, exp, at[1]) for at in found if at is not None]
         self.journal.append(Control("resume", exp_id, restart=list(restart)))
         exp.cancelled = exp.done = False
         for trial in chosen:
-            assert trial is not None
             if trial.status not in FINAL:
                 continue
             if trial.id in restart:
@@ -559,6 +578,6 @@ class Daemon:
         return p.Accepted(
             experiment_id=exp.id,
             path=str(exp.path),
-            trial_ids=[t.id for t in exp.trials],
+            trial_ids=[t.id if t else make_trial_id(exp.id, i) for i, t in enumerate(exp.trials)],
             capacity=self.capacity_totals(),
         )

@@ -19,19 +19,21 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Generator
 from pathlib import Path
 
+import anyio
 import msgspec
 import psutil
 import structlog
 from tuned_client import protocol as p
 
-from . import snapshots
+from . import archive
 from .daemon import Daemon
 from .journal import Control, Journal, Submitted
 from .ledger import ImpossibleRequest, ResourceError, parse_request
 from .results import select_kept
-from .trials import FINAL, Experiment, Trial
+from .trials import FINAL, Experiment, Trial, share_spec
 
 log = structlog.get_logger("tuned.recovery")
 
@@ -39,10 +41,18 @@ log = structlog.get_logger("tuned.recovery")
 # the clock granularity of a process's start time as psutil reads it.
 START_SLACK_S = 1.0
 STATE_WRITE_INTERVAL_S = 0.5
+STATE_WRITE_COST_RATIO = 20.0  # seconds between state writes per second one takes
+STATE_STEPS_FROM = 10_000  # trials from which the periodic state write goes in steps
+STATE_CHUNK_BYTES = 1 << 18  # a piece of the state file: about 800 trials
 
 
 def recover(daemon: Daemon) -> None:
-    """Replay the journal into ``daemon``, clean up after the dead one, open the journal."""
+    """Replay the journal into ``daemon``, clean up after the dead one, open the journal.
+
+    Finished trials are then archived (``tuned.archive``): the replay needs them
+    all in memory, the daemon afterwards only the unfinished ones.
+    """
+    archive.reset(daemon)
     started: dict[str, p.TrialStarted] = {}
     last_seq = 0
     count = 0
@@ -65,11 +75,15 @@ def recover(daemon: Daemon) -> None:
     if count:
         log.info("journal replayed", records=count, last_seq=last_seq)
     _resume_unfinished(daemon, started)
+    for exp in daemon.experiments.values():
+        archive.evict_finished(daemon, exp)
 
 
 def _submitted(daemon: Daemon, rec: Submitted) -> None:
     spec = rec.spec
     trial_specs, spec.trials = spec.trials, []
+    spec.trainable = b""  # trainable.pkl holds it since submit; trials load it from there
+    share_spec(spec)
     daemon._exp_seq += 1
     exp = Experiment(rec.experiment_id, spec, Path(rec.path), daemon._exp_seq)
     exp.closed = not spec.open_ended
@@ -107,7 +121,7 @@ def _control(daemon: Daemon, rec: Control) -> None:
     if rec.action == "cancel":
         if exp is not None:
             exp.cancelled = exp.closed = True
-            for t in exp.trials:
+            for t in exp.live():
                 t.error = t.error or ("cancelled" if t.status not in FINAL else "")
         elif trial is not None:
             trial.stop_requested = True
@@ -118,7 +132,7 @@ def _control(daemon: Daemon, rec: Control) -> None:
         trial.stop_requested = True
     elif rec.action == "resume" and exp is not None:
         exp.cancelled = exp.done = False
-        for t in exp.trials:
+        for t in exp.live():
             if t.id in rec.restart:
                 _forget_checkpoint(t)
                 t.kept_checkpoints = []
@@ -205,13 +219,13 @@ def _resume_unfinished(daemon: Daemon, started: dict[str, p.TrialStarted]) -> No
         ]
     )
     for exp in daemon.experiments.values():
-        exp.running = 0
-        exp.finished = sum(t.status in FINAL for t in exp.trials)
+        exp.recount()
+        exp.running = 0  # those RUNNING go back to the queue below
         if exp.done:
             continue
         front: list[Trial] = []
         back: list[Trial] = []
-        for trial in exp.trials:
+        for trial in exp.live():
             if trial.status == "RUNNING":
                 trial.status = "PENDING"
                 trial.pid = 0
@@ -334,17 +348,46 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> None:
 # ------------------------------------------------------------------ experiment_state file
 
 
+def state_chunks(daemon: Daemon, exp: Experiment) -> Generator[bytes]:
+    """``experiment_state.msgpack`` (a ``p.ExperimentState``) in pieces of ``STATE_CHUNK_BYTES``.
+
+    Encoded by hand around the trials, which are copied as the archive holds
+    them (``archive.trial_rows``): memory stays at a piece and the per-trial
+    resources, however many trials there are.
+    """
+    head: list[tuple[str, object]] = [
+        ("experiment_id", exp.id),
+        ("socket", str(daemon.settings.socket_path)),
+        ("spec", msgspec.structs.replace(exp.spec, trials=[], trainable=b"")),
+        ("finished", exp.done),
+        ("cancelled", exp.cancelled),
+    ]
+    n = len(exp.trials)  # trials added while this is written are in the next one
+    buf = bytearray(archive.map_header(len(head) + 2))
+    for key, value in head:
+        buf += archive.encode(key) + archive.encode(value)
+    buf += archive.encode("trials") + archive.array_header(n)
+    resources: list[bytes] = []
+    same: dict[bytes, bytes] = {}  # most trials share their bundles: keep one copy
+    for info, bundles in archive.trial_rows(exp, n):
+        buf += info
+        raw = bytes(bundles)
+        resources.append(same.setdefault(raw, raw))
+        if len(buf) >= STATE_CHUNK_BYTES:
+            yield bytes(buf)
+            buf.clear()
+    buf += archive.encode("resources") + archive.array_header(n)
+    for raw in resources:
+        buf += raw
+        if len(buf) >= STATE_CHUNK_BYTES:
+            yield bytes(buf)
+            buf.clear()
+    yield bytes(buf)
+
+
 def state_of(daemon: Daemon, exp: Experiment) -> p.ExperimentState:
-    reply = snapshots.experiment_reply(daemon, exp.id)
-    return p.ExperimentState(
-        experiment_id=exp.id,
-        socket=str(daemon.settings.socket_path),
-        spec=msgspec.structs.replace(exp.spec, trials=[], trainable=b""),
-        trials=reply.trials,
-        resources=[t.resources for t in exp.trials],
-        finished=exp.done,
-        cancelled=exp.cancelled,
-    )
+    """The state file's contents, decoded (for tests and tools)."""
+    return msgspec.msgpack.decode(b"".join(state_chunks(daemon, exp)), type=p.ExperimentState)
 
 
 def write_state(daemon: Daemon, exp: Experiment, *, force: bool = False) -> None:
@@ -353,19 +396,76 @@ def write_state(daemon: Daemon, exp: Experiment, *, force: bool = False) -> None
     Forced at submit and when the experiment finishes; in between, a stale file
     only means ``Tuner.restore`` reruns a trial the daemon had just finished,
     and only when the daemon has lost the experiment too.
+
+    A write costs O(trials), so its cost is bounded two ways: the writes are
+    spaced ``STATE_WRITE_COST_RATIO`` times as long as the last one kept the
+    loop busy (under 5 % of the daemon's time, however many trials), and an
+    experiment of more than ``STATE_STEPS_FROM`` trials is written in steps,
+    a piece per turn of the loop, so that a million trials never stall it.
     """
-    now = time.monotonic()
-    if not force and now - exp.state_written < STATE_WRITE_INTERVAL_S:
+    due = exp.state_written + max(STATE_WRITE_INTERVAL_S, exp.state_every)
+    if force:
+        exp.state_generation += 1  # a write in steps now under way is out of date
+    elif exp.state_writing or time.monotonic() < due:
         return
-    exp.state_written = now
+    if force or len(exp.trials) <= STATE_STEPS_FROM or daemon.tg is None:
+        _write_now(daemon, exp)
+        return
+    exp.state_writing = True
+    daemon.tg.start_soon(_write_in_steps, daemon, exp, name=f"state of {exp.id}")
+
+
+def _write_now(daemon: Daemon, exp: Experiment) -> None:
+    started = time.monotonic()
     path = exp.path / p.EXPERIMENT_STATE_FILE
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(msgspec.msgpack.encode(state_of(daemon, exp)))
+        with open(tmp, "wb") as f:
+            for chunk in state_chunks(daemon, exp):
+                f.write(chunk)
         os.replace(tmp, path)
     except OSError as exc:  # disk full: the old state file stays whole, the daemon serves on
         with contextlib.suppress(OSError):
             tmp.unlink()
         log.warning("could not write the experiment state", experiment=exp.id, error=str(exc))
+    _written(exp, time.monotonic() - started)
+
+
+async def _write_in_steps(daemon: Daemon, exp: Experiment) -> None:
+    """A large experiment's periodic state write, a piece per turn of the loop.
+
+    Trials change between pieces; each is written as it is when its turn
+    comes, and the file holds the trials there were when the write began. A
+    forced write meanwhile makes this one give up (``state_generation``).
+    """
+    generation = exp.state_generation
+    path = exp.path / p.EXPERIMENT_STATE_FILE
+    tmp = path.with_name(f".{path.name}.steps.tmp")
+    busy = 0.0
+    chunks = state_chunks(daemon, exp)
+    try:
+        with open(tmp, "wb") as f:
+            while generation == exp.state_generation:
+                started = time.monotonic()
+                chunk = next(chunks, None)
+                if chunk is not None:
+                    f.write(chunk)
+                busy += time.monotonic() - started
+                if chunk is None:
+                    break
+                await anyio.sleep(0)  # the loop serves everyone else between pieces
+        if generation == exp.state_generation:
+            os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("could not write the experiment state", experiment=exp.id, error=str(exc))
+    finally:
+        chunks.close()
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # gone already once it has replaced the state file
+        exp.state_writing = False
+        _written(exp, busy)
+
+
+def _written(exp: Experiment, busy: float) -> None:
+    exp.state_written = time.monotonic()
+    exp.state_every = STATE_WRITE_COST_RATIO * busy

@@ -232,7 +232,8 @@ async def on_status(conn: Conn, req: p.GetStatus, tg: TaskGroup) -> None:
 
 
 async def on_get_experiment(conn: Conn, req: p.GetExperiment, tg: TaskGroup) -> None:
-    await conn.send(snapshots.experiment_reply(conn.daemon, req.experiment_id))
+    # Encoded around the trials as their archive holds them: no object per trial.
+    await conn.send_frame(snapshots.experiment_frame(conn.daemon, req.experiment_id))
 
 
 async def on_get_trial(conn: Conn, req: p.GetTrial, tg: TaskGroup) -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+import msgspec
 from tuned_client import protocol as p
+from tuned_client.framing import HEADER
 
-from . import __version__
+from . import __version__, archive
 from .errors import Refused
 from .ledger import SCALE
 from .trials import Trial
@@ -41,7 +43,11 @@ def status(daemon: Daemon) -> p.StatusReply:
                 memory_total=_gpu_total(daemon, index),
             )
         )
-    running = [trial_row(t) for t in daemon.trials.values() if t.status == "RUNNING"]
+    # The running ones alone, in submission order: never a walk over every trial.
+    running = [
+        trial_row(t)
+        for t in sorted(daemon.trials_running(), key=lambda t: (t.experiment.seq, t.index))
+    ]
     experiments = [
         p.ExperimentRow(
             experiment_id=e.id,
@@ -62,6 +68,7 @@ def status(daemon: Daemon) -> p.StatusReply:
         gpus=gpus,
         experiments=experiments,
         running=running,
+        trials_in_memory=len(daemon.trials),
     )
 
 
@@ -105,7 +112,7 @@ def sample_usage(daemon: Daemon) -> None:
 def trial_reply(daemon: Daemon, trial_id: str) -> p.TrialReply:
     t = daemon.trials.get(trial_id)
     if t is None:
-        raise Refused("not_found", f"no trial {trial_id!r} (see `tuned status`)")
+        return _archived_trial_reply(daemon, trial_id)
     return p.TrialReply(
         trial_id=t.id,
         experiment_id=t.experiment.id,
@@ -118,29 +125,53 @@ def trial_reply(daemon: Daemon, trial_id: str) -> p.TrialReply:
     )
 
 
-def experiment_reply(daemon: Daemon, exp_id: str) -> p.ExperimentReply:
-    exp = daemon.experiment(exp_id)
-    return p.ExperimentReply(
+def _archived_trial_reply(daemon: Daemon, trial_id: str) -> p.TrialReply:
+    """A finished trial the daemon keeps on disk: the same reply, read from its record."""
+    found = archive.archived(daemon, trial_id)
+    if found is None:
+        raise Refused("not_found", f"no trial {trial_id!r} (see `tuned status`)")
+    exp, record = found
+    info = archive.info_of(record)
+    return p.TrialReply(
+        trial_id=info.trial_id,
         experiment_id=exp.id,
-        name=exp.spec.name,
-        path=str(exp.path),
-        finished=exp.done,
-        seq=daemon.bus.seq,
-        cancelled=exp.cancelled,
-        trials=[
-            p.TrialInfo(
-                trial_id=t.id,
-                tag=t.tag,
-                name=t.name,
-                path=str(t.dir or ""),
-                status=t.status,
-                config=t.config,
-                # omitted when None: an empty Raw would encode as nothing at all
-                **({"last_result": t.last_result} if t.last_result is not None else {}),
-                error=t.error,
-                traceback=t.traceback,
-                checkpoint=t.checkpoint,
-            )
-            for t in exp.trials
-        ],
+        name=info.name,
+        status=info.status,
+        path=info.path,
+        attempt=record.attempt,
+        error=info.error,
     )
+
+
+def experiment_frame(daemon: Daemon, exp_id: str) -> bytes:
+    """The ``ExperimentReply`` frame, encoded around the trials as the archive holds them.
+
+    Every trial is in the reply; archived ones are copied, not decoded and
+    encoded again, so a large experiment costs its bytes, not an object per trial.
+    """
+    exp = daemon.experiment(exp_id)
+    head: list[tuple[str, object]] = [
+        ("kind", "experiment"),
+        ("experiment_id", exp.id),
+        ("name", exp.spec.name),
+        ("path", str(exp.path)),
+        ("finished", exp.done),
+        ("seq", daemon.bus.seq),
+        ("cancelled", exp.cancelled),
+    ]
+    frame = bytearray(HEADER.size)
+    frame += archive.map_header(len(head) + 1)
+    for key, value in head:
+        frame += archive.encode(key) + archive.encode(value)
+    n = len(exp.trials)
+    frame += archive.encode("trials") + archive.array_header(n)
+    for info, _resources in archive.trial_rows(exp, n):
+        frame += info
+    HEADER.pack_into(frame, 0, len(frame) - HEADER.size)
+    return bytes(frame)
+
+
+def experiment_reply(daemon: Daemon, exp_id: str) -> p.ExperimentReply:
+    """What ``experiment_frame`` carries, decoded."""
+    frame = experiment_frame(daemon, exp_id)
+    return msgspec.msgpack.decode(memoryview(frame)[HEADER.size :], type=p.ExperimentReply)

@@ -8,9 +8,10 @@ the journal and the event stream carry the same events.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 from tuned_client.protocol import ExperimentSpec, TrialStatus
@@ -18,6 +19,7 @@ from tuned_client.protocol import ExperimentSpec, TrialStatus
 from .ledger import Allocation, Request
 
 if TYPE_CHECKING:
+    from .archive import ExperimentArchive
     from .launcher import TrialProcess
 
 ALLOWED: dict[TrialStatus, frozenset[TrialStatus]] = {
@@ -31,6 +33,45 @@ FINAL: frozenset[TrialStatus] = frozenset({"TERMINATED", "ERROR"})
 
 class TransitionError(RuntimeError):
     """A bug: the daemon tried a move the trial life cycle does not have."""
+
+
+_T = TypeVar("_T")
+_ENVS: dict[int, dict[str, str]] = {}
+_SYS_PATHS: dict[int, list[str]] = {}
+
+
+def share_spec(spec: ExperimentSpec) -> None:
+    """Hold one copy of the environment and ``sys.path`` that experiments have in common.
+
+    A user's environment is most of what an experiment costs the daemon once
+    its trials are archived (5 KB and more), and a script that calls ``fit()``
+    a thousand times sends the same one a thousand times. Nothing changes a
+    spec's ``env`` or ``sys_path`` after submit (trials copy them), so
+    experiments can share them.
+    """
+    spec.env = _shared(_ENVS, hash(frozenset(spec.env.items())), spec.env)
+    spec.sys_path = _shared(_SYS_PATHS, hash(tuple(spec.sys_path)), spec.sys_path)
+
+
+def _shared(cache: dict[int, _T], key: int, value: _T) -> _T:
+    held = cache.get(key)
+    if held is not None and held == value:
+        return held
+    cache[key] = value
+    return value
+
+
+def trial_id(experiment_id: str, index: int) -> str:
+    """A trial's id: its experiment's and its index there, so either gives the other."""
+    return f"{experiment_id}_{index:05d}"
+
+
+def split_trial_id(trial_id_: str) -> tuple[str, int] | None:
+    """(experiment id, index) of a well-formed trial id, else None."""
+    exp_id, _, index = trial_id_.rpartition("_")
+    if not exp_id or not index.isdigit() or trial_id(exp_id, int(index)) != trial_id_:
+        return None
+    return exp_id, int(index)
 
 
 @dataclass(slots=True, eq=False)
@@ -83,21 +124,47 @@ class Experiment:
     spec: ExperimentSpec
     path: Path
     seq: int  # admission order between experiments: first come, first served
-    trials: list[Trial] = field(default_factory=list)
+    # By index; None: finished and moved to ``archive`` (tuned.archive), not in memory.
+    trials: list[Trial | None] = field(default_factory=list)
     queue: deque[Trial] = field(default_factory=deque)
     running: int = 0
     finished: int = 0
+    errors: int = 0  # of the finished, how many ended in ERROR
     cancelled: bool = False
     closed: bool = True  # no more trials will be added
     done: bool = False
     started_at: float = 0.0
     state_written: float = 0.0  # monotonic time experiment_state.msgpack was last written
+    # Seconds between two writes of it: grows with what a write costs (tuned.recovery).
+    state_every: float = 0.0
+    state_writing: bool = False  # a large experiment's state is being written in steps
+    state_generation: int = 0  # bumped by each forced write: one in steps then gives up
+    archive: ExperimentArchive | None = None
+
+    def live(self) -> Iterator[Trial]:
+        """The trials held in memory, in order: every unfinished one, and finished ones
+        not archived (yet, or because the disk refused)."""
+        return (t for t in self.trials if t is not None)
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for t in self.trials:
-            out[t.status] = out.get(t.status, 0) + 1
-        return out
+        """Trials by status, from the counters ``transition`` keeps: O(1), not O(trials)."""
+        pending = len(self.trials) - self.running - self.finished
+        counts = {
+            "PENDING": pending,
+            "RUNNING": self.running,
+            "TERMINATED": self.finished - self.errors,
+            "ERROR": self.errors,
+        }
+        return {status: n for status, n in counts.items() if n}
+
+    def recount(self) -> None:
+        """Counters from the statuses, once the journal's replay has set them directly
+        (at start-up, when every trial is still in memory)."""
+        assert self.archive is None or self.archive.count == 0
+        statuses = [t.status for t in self.live()]
+        self.running = statuses.count("RUNNING")
+        self.errors = statuses.count("ERROR")
+        self.finished = statuses.count("TERMINATED") + self.errors
 
     @property
     def at_concurrency_limit(self) -> bool:
@@ -123,4 +190,5 @@ def transition(trial: Trial, new: TrialStatus) -> None:
         exp.finished -= 1
     if new in FINAL:
         exp.finished += 1
+    exp.errors += (new == "ERROR") - (old == "ERROR")
     trial.status = new

@@ -332,6 +332,8 @@ class StatusReply(_Msg, tag="status"):
     gpus: list[GpuShare]
     experiments: list[ExperimentRow]
     running: list[TrialRow]
+    # Trials the daemon holds in memory: the unfinished ones (finished ones are on disk).
+    trials_in_memory: int = 0
 
 
 class TrialInfo(msgspec.Struct, omit_defaults=True):
