@@ -19,10 +19,29 @@ from tuned_client import tune
 from tuned_client.tune import TuneConfig
 
 
+def _hold(start: float) -> None:
+    """Run for $SPAN_SECONDS; or, given $SPAN_OVERLAP, until that many trials have started.
+
+    Waiting for the others (capped by $SPAN_SECONDS) makes the peak overlap
+    exact however slowly trials start on a loaded machine: a trial ends only
+    once ``SPAN_OVERLAP`` spans have begun, and one admitted too many shows.
+    """
+    seconds = float(os.environ.get("SPAN_SECONDS", "0.5"))
+    overlap = int(os.environ.get("SPAN_OVERLAP", "0"))
+    if not overlap:
+        time.sleep(seconds)
+        return
+    started = Path(os.environ["SPANS"]) / "started"
+    started.mkdir(exist_ok=True)
+    (started / f"{os.getpid()}-{start}").touch()
+    while len(os.listdir(started)) < overlap and time.time() < start + seconds:
+        time.sleep(0.02)  # other processes' starts: polled, no event crosses to here
+
+
 def trainable(config: dict[str, Any]) -> None:
     """Records its span and environment in $SPANS (the client's environment reaches trials)."""
     start = time.time()
-    time.sleep(float(os.environ.get("SPAN_SECONDS", "0.5")))
+    _hold(start)
     record = {
         "start": start,
         "end": time.time(),
@@ -35,7 +54,7 @@ def trainable(config: dict[str, Any]) -> None:
 
 
 def spans(folder: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in folder.iterdir()]
+    return [json.loads(p.read_text()) for p in folder.glob("*.json")]
 
 
 def peak(records: list[dict[str, Any]]) -> int:
@@ -75,7 +94,11 @@ def test_cpu_blocks_run_as_many_trials_at_once_as_the_page_says(
     daemon: RunningDaemon, span_dir: Path, resources: Any, expected: int
 ) -> None:
     t = trainable if resources is None else tune.with_resources(trainable, resources)
-    fit(t, tune_config=TuneConfig(num_samples=10))
+    os.environ["SPAN_OVERLAP"], os.environ["SPAN_SECONDS"] = str(expected), "60"
+    try:
+        fit(t, tune_config=TuneConfig(num_samples=10))
+    finally:
+        del os.environ["SPAN_OVERLAP"], os.environ["SPAN_SECONDS"]
     records = spans(span_dir)
     assert len(records) == 10
     assert peak(records) == expected
