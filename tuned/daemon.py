@@ -27,7 +27,7 @@ from .errors import Refused
 from .events import EventBus
 from .exploit import restart_now
 from .inventory import GpuProbe, build_capacity
-from .journal import Control, Journal, Submitted
+from .journal import Control, Journal, Submitted, encode_record
 from .launcher import ClusterLauncher, Launcher
 from .ledger import (
     SCALE,
@@ -96,10 +96,25 @@ class Daemon:
     # ------------------------------------------------------------ events
 
     def emit(self, cls: type[Any], **fields: Any) -> Any:
+        """Journal the event, then publish it; encoded once for both.
+
+        A ``TrialResult`` is held to the end of the loop's turn, so that the
+        results read together are journalled in one write. A daemon killed before
+        that write loses them, and recovery does not need them: the trial was
+        RUNNING, so it is queued again from its last checkpoint (its
+        ``TrialCheckpoint`` is never held, and a checkpoint's report is synced
+        before its ack) and its result files are cut back to that checkpoint's
+        offsets, so the lost results are reported again by the retry. No client
+        saw them either, so none knows a seq that the recovered daemon gives out
+        again: events go to subscribers only after the write (``_send_batch``
+        flushes first), and a reply taken in this turn (an ``ExperimentReply``'s
+        seq) is written in a later one, anyio's send yielding to the loop first.
+        """
         event = cls(seq=self.bus.next_seq(), ts=time.time(), **fields)
+        body = encode_record(event)
         if cls is not p.ResourceSnapshot:  # usage samples are news, not state
-            self.journal.append(event)
-        self.bus.publish(event)
+            self.journal.append_encoded(body, hold=cls is p.TrialResult)
+        self.bus.publish_encoded(event, body)
         return event
 
     def emit_queued(self, trial: Trial) -> None:

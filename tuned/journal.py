@@ -2,13 +2,16 @@
 
 A record is ``length (4 bytes) | crc32 (4 bytes) | msgpack body``. Appends go
 straight to the file with ``os.write`` (so a SIGKILLed daemon loses nothing it
-wrote); ``sync`` coalesces fsyncs so that many transitions share one. Reading
-stops at the first record that is short or fails its checksum: a torn last
-record (power loss mid-write) is skipped and truncated away, never fatal.
+wrote), except those appended with ``hold`` (a running trial's results), which
+are written together at the end of the loop's turn; ``sync`` coalesces fsyncs
+so that many transitions share one. Reading stops at the first record that is
+short or fails its checksum: a torn last record (power loss mid-write) is
+skipped and truncated away, never fatal.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
@@ -24,6 +27,7 @@ import structlog
 from tuned_client.protocol import Event, ExperimentSpec
 
 _RECORD = struct.Struct(">II")
+_MAX_HELD_BYTES = 1 << 20  # held records past this are written at once
 log = structlog.get_logger("tuned.journal")
 
 
@@ -54,12 +58,19 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Record)
 
 
+def encode_record(record: Record) -> bytes:
+    """A record's body: msgpack, the same bytes as an event's frame body on the wire."""
+    return _encoder.encode(record)
+
+
 class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd = -1
         self._size = 0
         self._dirty = False
+        self._held: list[bytes] = []  # whole records waiting for the end of the turn
+        self._held_bytes = 0
         self._lock = anyio.Lock()
         self.failed: OSError | None = None
 
@@ -75,6 +86,7 @@ class Journal:
         self._size = os.fstat(self._fd).st_size
 
     def close(self) -> None:
+        self.flush()
         if self._fd >= 0:
             with contextlib.suppress(OSError):
                 os.fsync(self._fd)
@@ -90,8 +102,56 @@ class Journal:
         """
         if self.failed is not None or self._fd < 0:
             return
-        body = _encoder.encode(record)
+        self.append_encoded(encode_record(record))
+
+    def append_encoded(self, body: bytes, *, hold: bool = False) -> None:
+        """``append`` for a record already encoded with ``encode_record``.
+
+        ``hold``: the record may wait in memory until the end of this turn of the
+        event loop, to be written in one ``os.write`` with every other record
+        held in the same turn (a trial's reports read together). Records stay in
+        order: one appended without ``hold``, ``flush`` and ``sync`` write the
+        held ones first. A daemon killed within the turn loses them, so only
+        records that recovery can do without may be held (``Daemon.emit``).
+        """
+        if self.failed is not None or self._fd < 0:
+            return
         data = _RECORD.pack(len(body), zlib.crc32(body)) + body
+        if hold and self._hold(data):
+            return
+        if self._held:
+            self._held.append(data)
+            data = self._take_held()
+        self._write(data)
+
+    def flush(self) -> None:
+        """Write the held records now."""
+        if self._held:
+            self._write(self._take_held())
+
+    def _hold(self, data: bytes) -> bool:
+        """Keep ``data`` until the end of the turn; False where it must go now."""
+        if not self._held:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop to end a turn (recovery, a test): write now
+                return False
+        self._held.append(data)
+        self._held_bytes += len(data)
+        if self._held_bytes >= _MAX_HELD_BYTES:
+            self.flush()
+        return True
+
+    def _take_held(self) -> bytes:
+        data = b"".join(self._held)
+        self._held.clear()
+        self._held_bytes = 0
+        return data
+
+    def _write(self, data: bytes) -> None:
+        """Write whole records, or, if the disk refuses, cut the partial write and stop."""
+        if self.failed is not None or self._fd < 0:
+            return
         try:
             written = os.write(self._fd, data)
             if written != len(data):
@@ -107,6 +167,7 @@ class Journal:
 
     async def sync(self) -> None:
         """fsync everything appended so far; concurrent callers share one fsync."""
+        self.flush()
         if not self._dirty:
             return
         async with self._lock:

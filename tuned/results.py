@@ -128,7 +128,8 @@ class TrialFiles:
             raise self.failed
         if self._fds is None:
             self._open()  # reads the header a resumed progress.csv has
-        flat = _flatten(row)
+        plain = _is_plain(row)
+        flat = row if plain else _flatten(row)
         buf, writer = self._csv
         buf.seek(0)
         buf.truncate()
@@ -136,8 +137,13 @@ class TrialFiles:
         if fields is None:
             fields = list(flat)
             writer.writerow(fields)
-        # What csv.DictWriter(extrasaction="ignore") writes, without building one per row.
-        writer.writerow([_csv_cell(flat[k]) if k in flat else "" for k in fields])
+        # What csv.DictWriter(extrasaction="ignore") writes, without building one per row:
+        # a plain row's values are written as they are (csv writes None, or a missing
+        # key, as an empty cell), any other goes through _csv_cell.
+        if plain:
+            writer.writerow(map(flat.get, fields))
+        else:
+            writer.writerow([_csv_cell(flat[k]) if k in flat else "" for k in fields])
         line = json_bytes(row) + b"\n"
         text = buf.getvalue().encode()
         self._fields = fields
@@ -217,6 +223,19 @@ def _write_all(fd: int, data: bytes) -> None:
         if written <= 0:
             raise OSError(errno.EIO, f"write returned {written}")
         view = view[written:]
+
+
+_PLAIN_VALUES = frozenset({str, int, float, bool, type(None)})
+_STR = frozenset({str})
+
+
+def _is_plain(row: dict[str, Any]) -> bool:
+    """Whether ``row`` is flat already, with string keys and values csv writes as they are.
+
+    The common case (numbers and strings) then skips ``_flatten`` and
+    ``_csv_cell``, which cost more than the rest of a report's handling.
+    """
+    return _STR.issuperset(map(type, row)) and _PLAIN_VALUES.issuperset(map(type, row.values()))
 
 
 def _csv_cell(value: Any) -> Any:

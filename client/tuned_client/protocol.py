@@ -146,7 +146,12 @@ class SpareHello(_Req, tag="spare_hello"):
 
 
 class Report(_Req, tag="report"):
-    """A result from inside a trial; acknowledged once written to disk."""
+    """A result from inside a trial.
+
+    Acknowledged (``ReportAck``) only when the answer matters: a checkpoint, once
+    journalled and synced, or a request to stop. The daemon's answer to
+    ``TrialExit`` confirms every report before it.
+    """
 
     seq: int
     metrics: msgspec.Raw  # msgpack dict (user values)

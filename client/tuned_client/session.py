@@ -5,10 +5,11 @@ it where and who it is through ``TUNED_SOCKET``, ``TUNED_TRIAL_ID`` and
 ``TUNED_TRIAL_TOKEN``). Function trials get their session from the worker
 runtime; command trials get one lazily on their first ``tune.report``.
 
-Reports are pipelined: ``report`` returns as soon as the frame is sent, and the
-daemon's acknowledgements (sent once the row is on disk) are drained as they
-come. A report with a checkpoint waits for its acknowledgement, and so does the
-end of the trial, so nothing a trial reported is lost when it exits.
+Reports are pipelined: ``report`` returns as soon as the frame is sent. The
+daemon acknowledges only the reports whose answer matters (a checkpoint, which
+``report`` waits for, or a request to stop), and the end of the trial waits for
+the daemon's answer to ``TrialExit``, which comes after every report before it,
+so nothing a trial reported is lost when it exits.
 """
 
 from __future__ import annotations
@@ -179,16 +180,19 @@ class Session:
             raise RuntimeError(f"tuned: {msg.message}")
 
     def _drain_acks(self) -> None:
-        self.sock.setblocking(False)
-        try:
-            while True:
-                try:
-                    body = read_frame(self.sock)
-                except (BlockingIOError, InterruptedError):
-                    return
-                self._handle(body)
-        finally:
-            self.sock.setblocking(True)
+        """Handle what the daemon has sent so far, without waiting.
+
+        A peek (one system call, none to switch the socket's mode) says whether
+        anything waits; the daemon writes each frame whole, so once its first
+        byte is there the blocking read of the rest does not wait on the daemon
+        (and at end of file the read raises ``ConnectionClosed``).
+        """
+        while True:
+            try:
+                self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            self._handle(read_frame(self.sock))
 
     def _wait_acks(self, seq: int) -> None:
         while self.acked < seq:
