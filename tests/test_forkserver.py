@@ -189,3 +189,31 @@ def test_a_spare_hello_without_its_zygotes_token_is_refused(daemon: RunningDaemo
     finally:
         sock.close()
     assert isinstance(reply, p.Error) and reply.code == "refused", reply
+
+
+def watch_the_zygote(config: dict[str, Any]) -> dict[str, Any]:
+    """The first trial holds the only CPU and counts its zygote's other children meanwhile."""
+    if config["i"] != 0:
+        return {"most": 0}
+    zygote = psutil.Process(os.getppid())
+    most = 0
+    deadline = time.monotonic() + config["seconds"]
+    while time.monotonic() < deadline:  # the workload: sampling another process's children
+        most = max(most, len(zygote.children()) - 1)
+        time.sleep(0.05)
+    return {"most": most}
+
+
+@pytest.mark.daemon_args("--num-cpus", "1", "--spare-idle-timeout", "0.2")
+def test_spares_retired_while_trials_wait_are_not_replaced(daemon: RunningDaemon) -> None:
+    # While one trial holds the CPU and another waits, idle spares are retired every
+    # 0.2 s; a retired spare's exit must not be taken for a lost one and replaced
+    # (which would multiply them at every retirement).
+    results = tune.Tuner(
+        tune.with_resources(watch_the_zygote, {"cpu": 1}),
+        param_space={"i": tune.grid_search([0, 1]), "seconds": 2.0},
+        run_config=tune.RunConfig(name="retire", verbose=0),
+    ).fit()
+    assert results.num_errors == 0, results.errors
+    most = max(r.metrics["most"] for r in results)
+    assert most <= 2, f"the zygote held {most} spares beside the running trial"

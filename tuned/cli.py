@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--fake-gpu-state", type=Path, default=None, help=argparse.SUPPRESS)
     # Tests: how long a new connection has to say hello.
     start.add_argument("--handshake-timeout", type=float, default=10.0, help=argparse.SUPPRESS)
+    # Tests: how long a zygote's spare may wait for a trial before it is retired.
+    start.add_argument("--spare-idle-timeout", type=float, default=30.0, help=argparse.SUPPRESS)
     start.add_argument(
         "--low-memory-fraction",
         type=float,
@@ -183,6 +185,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         max_connections=_at_least_one(args.max_connections, "in all"),
         idle_connection_timeout_s=args.idle_connection_timeout,
         handshake_timeout_s=args.handshake_timeout,
+        spare_idle_s=args.spare_idle_timeout,
         executor=args.executor,
         ray_address=_ray_address(args),
     )

@@ -27,6 +27,7 @@ class Settings:
     log_level: str = "info"
     max_frame_bytes: int = MAX_FRAME_BYTES
     handshake_timeout_s: float = 10.0
+    spare_idle_s: float = 30.0  # a zygote's spare nobody took by then is retired (it may idle out)
     kill_grace_s: float = 5.0
     gpu_release_timeout_s: float = 10.0  # longest a device waits for a dead trial's memory
     fake_gpu_state: Path | None = None  # tests: a JSON file the fake GPU probe reads

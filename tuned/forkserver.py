@@ -17,7 +17,7 @@ changes what runs, only how fast it starts.
 
 The control socket is read and written by event-loop callbacks (the daemon runs
 on asyncio/uvloop), so no task outlives the trials that use it. A spare nobody
-takes within ``SPARE_IDLE_S`` is retired, and a zygote with no child left exits
+takes within ``Settings.spare_idle_s`` is retired, and a zygote with no child left exits
 by itself; a new one starts on demand.
 """
 
@@ -48,7 +48,6 @@ log = structlog.get_logger("tuned.forkserver")
 
 STARTUP_TIMEOUT_S = 120.0  # importing a heavy trainable (torch) can take a while
 SPARES_AHEAD = 2  # idle spares kept per zygote beyond those already promised
-SPARE_IDLE_S = 30.0  # a spare nobody took by then is retired (the zygote may then idle out)
 PER_TRIAL_VARS = ("CUDA_VISIBLE_DEVICES", "TUNED_TRIAL_ID", "TUNED_TRIAL_TOKEN", "TUNED_TRIAL_DIR")
 
 
@@ -125,6 +124,7 @@ class Zygote:
         self.waiters: deque[tuple[anyio.Event, list[Spare | str]]] = deque()
         self.trials: dict[int, ForkedTrial] = {}
         self.dead: set[int] = set()  # exited before the daemon read their hello
+        self.retired: set[int] = set()  # idle spares sent away: their exit is expected
         self.outbox = bytearray()  # Spawn frames the socket did not take yet
 
     async def start(self, spec: LaunchSpec, log_path: Path | None) -> None:
@@ -200,6 +200,9 @@ class Zygote:
         trial = self.trials.pop(pid, None)
         if trial is not None:
             trial.set_exit(code)
+            return
+        if pid in self.retired:  # we closed its connection: nothing to replace
+            self.retired.discard(pid)
             return
         for spare in self.idle:
             if spare.pid == pid:  # died waiting: its connection is closed, a new one comes
@@ -283,9 +286,10 @@ class Zygote:
         return spare
 
     def release(self, spare: Spare) -> None:
-        """An idle spare leaves (its connection timed out or closed)."""
+        """An idle spare leaves: its connection is closed, so it exits and is not replaced."""
         with contextlib.suppress(ValueError):
             self.idle.remove(spare)
+            self.retired.add(spare.pid)
         spare.retire()
 
     async def take(self) -> Spare:

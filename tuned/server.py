@@ -26,7 +26,7 @@ from . import __version__, access, exploit, snapshots
 from .daemon import Daemon
 from .errors import Refused
 from .events import Subscriber
-from .forkserver import SPARE_IDLE_S, ForkLauncher
+from .forkserver import ForkLauncher
 from .launcher import LaunchSpec
 from .wire import FrameError, FrameReader, encode_frame
 
@@ -376,7 +376,7 @@ async def serve_spare(conn: Conn, hello: p.SpareHello, peer: access.Peer | None)
         await conn.error("refused", "no zygote of this daemon asked for that spare")
         return
     zygote, spare = taken
-    with anyio.move_on_after(SPARE_IDLE_S):
+    with anyio.move_on_after(conn.daemon.settings.spare_idle_s):
         await spare.decided.wait()
     launch = spare.launch
     if launch is None:
