@@ -20,31 +20,11 @@ from pathlib import Path
 
 from .daemon import bench_daemon
 from .figures import Figure
-from .seed import EXAMPLE
+from .seed import EXAMPLE, TIMED, TUNER
 
 VENV = Path(__file__).resolve().parent / ".ray-venv"
 OURS_IMPORT = "from tuned_client import tune"
 RAY_IMPORT = "from ray import tune"
-
-# argv: the module holding Tuner, the script. Times fit() and reports peak RSS.
-_TIMED = """
-import atexit, importlib, resource, runpy, sys, time
-tuner = importlib.import_module(sys.argv[1])
-fit = tuner.Tuner.fit
-def timed(self):
-    t = time.perf_counter()
-    try:
-        return fit(self)
-    finally:
-        print(f"FIT_SECONDS {time.perf_counter() - t:.6f}", file=sys.stderr, flush=True)
-tuner.Tuner.fit = timed
-def peak():
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"PEAK_RSS {kib * 1024}", file=sys.stderr, flush=True)
-atexit.register(peak)
-runpy.run_path(sys.argv[2], run_name="__main__")
-"""
-
 
 def ensure_ray() -> Path:
     """The venv's python, with ``ray[tune]`` installed (again, if an install broke)."""
@@ -67,7 +47,7 @@ def run_timed(
     """One run of ``script``: whole-script wall time, fit() time and peak driver RSS."""
     t = time.perf_counter()
     out = subprocess.run(
-        [python, "-c", _TIMED, tuner_module, str(script)],
+        [python, "-c", TIMED, tuner_module, str(script)],
         cwd=script.parent,
         env=env,
         capture_output=True,
@@ -97,7 +77,7 @@ def run_ray(python: Path, tmp: Path) -> dict[str, float]:
 
 def run_ours() -> dict[str, float]:
     with bench_daemon(start=False) as d:  # the client auto-starts it: a cold start
-        return run_timed(sys.executable, "tuned_client.tune.tuner", EXAMPLE, d.env())
+        return run_timed(sys.executable, TUNER, EXAMPLE, d.env())
 
 
 def median(runs: list[dict[str, float]], key: str) -> float:

@@ -15,25 +15,32 @@ from .daemon import REPO, BenchDaemon, bench_daemon
 from .figures import Figure
 
 EXAMPLE = REPO / "examples" / "basic_experiment.py"
+TUNER = "tuned_client.tune.tuner"
 
-# Runs the example unchanged, timing Tuner.fit from the outside.
-_TIMED = """
-import runpy, sys, time
-from tuned_client.tune import tuner
+# Runs a script unchanged, timing Tuner.fit from the outside and reporting peak RSS
+# (argv: the module holding Tuner, the script). The Ray Tune side by side uses it too.
+TIMED = """
+import atexit, importlib, resource, runpy, sys, time
+tuner = importlib.import_module(sys.argv[1])
 fit = tuner.Tuner.fit
 def timed(self):
     t = time.perf_counter()
     try:
         return fit(self)
     finally:
-        print(f"FIT_SECONDS {time.perf_counter() - t:.6f}", file=sys.stderr)
+        print(f"FIT_SECONDS {time.perf_counter() - t:.6f}", file=sys.stderr, flush=True)
 tuner.Tuner.fit = timed
-runpy.run_path(sys.argv[1], run_name="__main__")
+def peak():
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"PEAK_RSS {kib * 1024}", file=sys.stderr, flush=True)
+atexit.register(peak)
+runpy.run_path(sys.argv[2], run_name="__main__")
 """
 
 
 def _run(d: BenchDaemon, timed: bool) -> tuple[float, float | None]:
-    argv = [sys.executable, "-c", _TIMED, str(EXAMPLE)] if timed else [sys.executable, str(EXAMPLE)]
+    argv = [sys.executable, "-c", TIMED, TUNER] if timed else [sys.executable]
+    argv.append(str(EXAMPLE))
     t = time.perf_counter()
     out = subprocess.run(argv, env=d.env(), capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t
