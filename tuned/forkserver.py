@@ -289,7 +289,7 @@ class Zygote:
         """An idle spare leaves: its connection is closed, so it exits and is not replaced."""
         with contextlib.suppress(ValueError):
             self.idle.remove(spare)
-            self.retired.add(spare.pid)
+        self.retired.add(spare.pid)
         spare.retire()
 
     async def take(self) -> Spare:
@@ -307,9 +307,15 @@ class Zygote:
         self._top_up()
         try:
             await event.wait()
-        finally:
-            if not box and (event, box) in self.waiters:
-                self.waiters.remove((event, box))  # cancelled while waiting
+        except BaseException:  # cancelled while waiting: give back what came meanwhile
+            if (event, box) in self.waiters:
+                self.waiters.remove((event, box))
+            elif box and isinstance(box[0], Spare):
+                if self.gone:
+                    box[0].retire()
+                else:
+                    self.idle.append(box[0])
+            raise
         if not box:
             raise ZygoteGone(self.refused or "the zygote exited")
         if isinstance(box[0], str):
