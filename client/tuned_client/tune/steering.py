@@ -23,12 +23,13 @@ from .. import protocol as p
 from ..connection import Connection, DaemonError
 from .config import TuneConfig
 from .progress import TrialView
+from .resources import resources_of, trial_bundles
 from .result import ResultGrid, TuneError
 from .schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 from .search.basic_variant import BasicVariantGenerator, _merge
 from .search.sample import Domain
 from .search.searcher import Searcher, save_searcher
-from .search.variant_generator import format_vars, generate_variants
+from .search.variant_generator import format_vars, generate_variants, make_spec
 from .tuner import _Run, _trainable_name
 
 if TYPE_CHECKING:
@@ -169,7 +170,8 @@ class Steering:
                 break
             config = self._resolve(suggestion)
             tag = self._tag(index, config, suggestion)
-            specs.append(p.TrialSpec(tag=tag, config=p.pack_user(config)))
+            bundles = trial_bundles(resources_of(self.tuner.trainable), make_spec(config))
+            specs.append(p.TrialSpec(tag=tag, config=p.pack_user(config), resources=bundles))
             name = f"{_trainable_name(self.tuner.trainable)}_{trial_id}"
             views.append(TrialView(trial_id=trial_id, name=name, tag=tag, config=config))
         if specs:
