@@ -99,6 +99,7 @@ def trial_row(t: Trial) -> p.TrialRow:
         cpu_percent=float(t.usage.get("cpu_percent", 0.0)),
         rss=int(t.usage.get("rss", 0)),
         attempt=t.attempt,
+        gpu_memory=int(t.usage.get("gpu_memory", 0)),
     )
 
 

@@ -317,6 +317,7 @@ class TrialRow(msgspec.Struct, omit_defaults=True):
     cpu_percent: float = 0.0
     rss: int = 0
     attempt: int = 0
+    gpu_memory: int = 0  # bytes its processes hold on its devices, where NVML says
 
 
 class ExperimentRow(msgspec.Struct, omit_defaults=True):
