@@ -1,7 +1,8 @@
 """``python -m bench``: run every benchmark, print each figure, write bench/RESULTS.md.
 
 ``--with-ray`` adds ``ray``: the seed sweep under Ray Tune beside ours (Ray is
-installed into bench/.ray-venv on request; never a dependency). ``--quick`` uses
+installed into bench/.ray-venv on request; never a dependency). ``packing``
+always runs its mixes under Ray Tune too, in the same run (a half hour in all). ``--quick`` uses
 fewer trials for a smoke run; the table says so. ``--only NAME,...`` runs some
 benchmarks (names below; ``--only ray`` runs the Ray side alone) and replaces
 just their rows in the table. Each benchmark is also a module of its own:
@@ -19,11 +20,13 @@ from pathlib import Path
 
 from . import (
     admission,
+    admission_cost,
     disk,
     events,
     flat_memory,
     heavy_import,
     memory,
+    packing,
     queued,
     ray_side,
     seed,
@@ -43,12 +46,15 @@ def benches(quick: bool) -> dict[str, Callable[[], list[Figure]]]:
         "throughput": lambda: throughput.measure(1_000 if quick else 10_000),
         "memory": memory.measure,
         "admission": lambda: admission.measure(100 if quick else 300),
+        "admission_cost": admission_cost.measure,
         "heavy_import": lambda: heavy_import.measure(50 if quick else 200),
         "events": lambda: events.measure(20_000 if quick else 40_000, 5_000 if quick else 20_000),
         "subscribers": lambda: subscribers.measure(500 if quick else 2_000),
         "queued": lambda: queued.measure(20_000 if quick else 100_000),
         "flat_memory": lambda: flat_memory.measure(2_000 if quick else 25_000),
         "disk": lambda: disk.measure(2.0 if quick else 6.0),
+        # Ours and Ray Tune's on each mix (Ray installed into bench/.ray-venv on first use).
+        "packing": lambda: packing.measure(0.25 if quick else 1.0, (4,) if quick else (4, 8)),
         "ray": lambda: ray_side.measure(1 if quick else 3),  # only when asked for
     }
 

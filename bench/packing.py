@@ -201,7 +201,7 @@ def figures(mix: Mix, ours: Outcome, ray: Outcome | None) -> list[Figure]:
 
 
 def measure(
-    unit: float = 1.5, gpus: tuple[int, ...] = (4, 8), only: str = "", with_ray: bool = True
+    unit: float = 1.0, gpus: tuple[int, ...] = (4, 8), only: str = "", with_ray: bool = True
 ) -> list[Figure]:
     python = None
     if with_ray:
@@ -226,7 +226,7 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.packing", description=__doc__)
-    parser.add_argument("--unit", type=float, default=1.5, help="seconds per unit of trial time")
+    parser.add_argument("--unit", type=float, default=1.0, help="seconds per unit of trial time")
     parser.add_argument("--gpus", default="4,8", help="machine sizes, comma-separated")
     parser.add_argument("--mix", default="", help="one mix by name")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray Tune side")
