@@ -74,7 +74,17 @@ def merged_rows(figures: list[Figure]) -> list[str]:
     return rows + list(fresh.values())
 
 
+def notes() -> list[str]:
+    """What RESULTS.md says after its table (sections of notes), kept as it is."""
+    if not RESULTS.exists():
+        return []
+    lines = RESULTS.read_text().splitlines()
+    after = next((i for i, line in enumerate(lines) if line.startswith("## ")), None)
+    return [] if after is None else lines[after:]
+
+
 def write_table(rows: list[str], argv: str, seconds: float) -> None:
+    kept = notes()
     lines = [
         "# Benchmark results",
         "",
@@ -87,8 +97,9 @@ def write_table(rows: list[str], argv: str, seconds: float) -> None:
         "|---|---|---|---|---|---|",
         *rows,
         "",
+        *kept,
     ]
-    RESULTS.write_text("\n".join(lines))
+    RESULTS.write_text("\n".join(lines) + ("\n" if kept else ""))
 
 
 def main() -> None:
