@@ -5,7 +5,8 @@ Run as ``python mix_script.py MODE PLAN OUT [RAY_ADDRESS]``: MODE is ``tuned`` o
 started). The script imports, prints ``READY``, reads the common start time from
 stdin, sleeps until its experiment's offset past it, and calls ``fit()``. Each
 trial sleeps its steps and reports the time after each; the script writes every
-trial's first-line time and last report time to OUT as JSON.
+trial's first-line time and last report time to OUT as JSON, and each result as
+it comes to OUT.rows (a run the runner cuts off leaves those).
 
 Nothing here imports ``bench`` or ``tuned``: it runs in Ray's own venv too.
 """
@@ -51,6 +52,20 @@ def trainable(config):  # type: ignore[no-untyped-def]
         tune.report({"loss": floor + 1 / step**0.5, "i": i, "t0": t0, "t": time.time()})
 
 
+class Rows(tune.Callback):  # type: ignore[misc]
+    """Each result as it arrives, so a run cut off still says what it had done.
+
+    It holds a path, not an open file: Ray pickles its callbacks.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):  # type: ignore[no-untyped-def]
+        with open(self.path, "a") as out:
+            out.write(json.dumps([result["i"], result["t0"], result["t"]]) + "\n")
+
+
 def main() -> None:
     scheduler = None
     if plan["asha"]:
@@ -62,7 +77,12 @@ def main() -> None:
         tune.with_resources(trainable, resources),
         param_space={"i": tune.grid_search(list(range(len(TRIALS))))},
         tune_config=tune.TuneConfig(scheduler=scheduler),
-        run_config=tune.RunConfig(name=plan["name"], verbose=0, storage_path=plan["storage"]),
+        run_config=tune.RunConfig(
+            name=plan["name"],
+            verbose=0,
+            storage_path=plan["storage"],
+            callbacks=[Rows(OUT + ".rows")],
+        ),
     )
     print("READY", flush=True)
     go = float(sys.stdin.readline())

@@ -177,6 +177,7 @@ class Outcome:
     first_wait: float | None  # in longest-trial units; None with one experiment
     longest: float
     detail: dict[str, float] = field(default_factory=dict)
+    stopped: bool = False  # cut off before it finished: the makespan is a lower bound
 
 
 def _size(plan: TrialPlan, mix: Mix) -> float:
@@ -221,18 +222,34 @@ def _starved(mix: Mix, ran: list[Ran], order: list[Ran], big: Ran) -> float:
     return big.start - min(overtakers) if overtakers else 0.0
 
 
-def outcome(mix: Mix, ran: list[Ran]) -> Outcome:
-    """The figures of one run of ``mix``: ``ran`` holds every trial, times from the start."""
+def planned_bound(mix: Mix) -> float:
+    """The lower bound from the plan (each trial its full length, ASHA's too)."""
+    cap = mix.capacity()
+    trials = [t for exp in mix.experiments for t in exp.trials]
+    work = [sum(getattr(t, r) * t.seconds for t in trials) / cap[r] for r in cap]
+    arrivals = [exp.at + max(t.seconds for t in exp.trials) for exp in mix.experiments]
+    return max(*work, *arrivals)
+
+
+def outcome(mix: Mix, ran: list[Ran], stopped_at: float | None = None) -> Outcome:
+    """The figures of one run of ``mix``: ``ran`` holds every trial, times from the start.
+
+    ``stopped_at``: the run was cut off then, ``ran`` holds what had reported by
+    then; the makespan is at least that, measured against the planned bound.
+    """
     cap = mix.capacity()
     work = {r: sum(getattr(t.plan, r) * t.seconds for t in ran) / cap[r] for r in cap}
-    longest = max(t.seconds for t in ran)
+    planned = max(t.seconds for exp in mix.experiments for t in exp.trials)
+    longest = max((t.seconds for t in ran), default=planned)
     arrivals = [
         exp.at + max((t.seconds for t in ran if t.experiment == i), default=0.0)
         for i, exp in enumerate(mix.experiments)
     ]
     binding = max(work, key=lambda r: work[r])
     bound = max(*work.values(), longest, *arrivals)
-    makespan = max(t.end for t in ran)
+    makespan = max((t.end for t in ran), default=0.0)
+    if stopped_at is not None:
+        makespan, bound = max(makespan, stopped_at), planned_bound(mix)
     order = sorted(ran, key=lambda t: (mix.experiments[t.experiment].at, t.experiment, t.index))
     worst = 0.0
     for big in order:
@@ -241,7 +258,7 @@ def outcome(mix: Mix, ran: list[Ran]) -> Outcome:
     first_wait = None
     if len(mix.experiments) > 1:
         first_wait = max(
-            min(t.start for t in ran if t.experiment == i) - exp.at
+            min((t.start for t in ran if t.experiment == i), default=makespan) - exp.at
             for i, exp in enumerate(mix.experiments)
             if i > 0
         )
@@ -255,4 +272,5 @@ def outcome(mix: Mix, ran: list[Ran]) -> Outcome:
         first_wait=first_wait,
         longest=longest,
         detail=work,
+        stopped=stopped_at is not None,
     )
