@@ -32,8 +32,12 @@ At most ``MAX_HOLDS`` trials hold at once: more would idle the machine for
 trials that cannot start soon anyway. ``max_concurrent_trials`` caps each
 experiment, and a capped experiment holds nothing.
 
-Cost: a pass tries each request once however many experiments ask for it, and
-skips an experiment whose kinds all failed without looking at its queue.
+Cost: a pass tries each distinct request once however many experiments ask
+for it, skips an experiment whose kinds all failed without looking at its
+queue, and ends as soon as nothing fits beside the holds the next experiment
+would respect (a full machine with 1,000 experiments queued: 0.4 ms a pass,
+``bench.admission_cost``). When every trial anywhere asks the same, nobody holds:
+none could overtake another.
 """
 
 from __future__ import annotations
