@@ -132,6 +132,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "daemon_args(*args): arguments of the `daemon` fixture")
 
 
+def need_other_uids() -> None:
+    """Skip, saying why, where this process cannot act as another user."""
+    if os.getuid() != 0:
+        pytest.skip("switching to another uid needs root (setpriv); this suite runs unprivileged")
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+
+
 def restart_daemon(d: RunningDaemon) -> RunningDaemon:
     """Start a new daemon on ``d``'s socket and state dir (after ``d`` was killed)."""
     base = d.state_dir.parent

@@ -108,9 +108,7 @@ def test_a_pbt_restart_with_a_new_config_survives_a_daemon_crash(
             reply = conn.request(p.GetExperiment(experiment_id=started.experiment_id))
             assert isinstance(reply, p.ExperimentReply)
             (waiting,) = [t for t in reply.trials if t.status == "PENDING"]
-            conn.request(
-                p.RestartTrial(trial_id=waiting.trial_id, config=p.pack_user({"x": 99}))
-            )
+            conn.request(p.RestartTrial(trial_id=waiting.trial_id, config=p.pack_user({"x": 99})))
         daemon.stop(signal.SIGKILL)
     finally:
         client.kill()

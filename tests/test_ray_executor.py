@@ -262,4 +262,3 @@ def test_storage_that_a_node_cannot_see_is_named_as_the_problem(tmp_path: Path) 
     launch = {"argv": ["true"], "env": {}, "cwd": "/", "stdout": "", "stderr": ""}
     with pytest.raises(SharedStorageError, match="storage_path must be shared storage"):
         run_trial({**launch, "trial_dir": str(missing)}, relay=None, grace_s=1)
-

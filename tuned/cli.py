@@ -19,6 +19,7 @@ from typing import Any
 
 from tuned_client.connection import Connection, DaemonError, DaemonUnavailable
 from tuned_client.paths import default_socket_path, default_state_dir
+from tuned_client.trust import UntrustedSocket
 
 from .config import Settings
 
@@ -361,7 +362,11 @@ def main(argv: list[str] | None = None) -> int:
         "logs": lambda a: _watch("logs", a),
         "submit": lambda a: _watch("submit", a),
     }
-    return int(commands[args.command](args))
+    try:
+        return int(commands[args.command](args))
+    except UntrustedSocket as exc:  # someone else's socket: say whose, and touch nothing
+        print(f"tuned: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

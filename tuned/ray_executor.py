@@ -188,9 +188,7 @@ class RayLauncher:
         try:
             import ray
         except ImportError as exc:
-            raise RayUnavailable(
-                "the Ray executor needs Ray: pip install 'tuned[ray]'"
-            ) from exc
+            raise RayUnavailable("the Ray executor needs Ray: pip install 'tuned[ray]'") from exc
         self.ray = ray
         self.settings = settings
         try:

@@ -152,9 +152,7 @@ async def supervise(daemon: Daemon, trial: Trial) -> None:
     try:
         try:
             trial_dir, fresh = prepare_dir(daemon, trial)
-            files = _files[trial.id] = TrialFiles(
-                trial_dir, trial.checkpoint_offsets, fresh=fresh
-            )
+            files = _files[trial.id] = TrialFiles(trial_dir, trial.checkpoint_offsets, fresh=fresh)
             files.on_pending = daemon.results_pending
             launch = launch_spec(daemon, trial, trial_dir, fresh)
             proc = await daemon.launcher.start(launch)

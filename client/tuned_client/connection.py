@@ -16,29 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, trust
+from .errors import DaemonError, DaemonUnavailable, TunedError
 from .framing import ConnectionClosed, recv_message, send_message
 from .paths import default_socket_path, default_state_dir
 from .protocol import PROTOCOL_VERSION, Error, Hello, Message, Welcome
 
 DEFAULT_IDLE_TIMEOUT_S = 600.0
-
-
-class TunedError(Exception):
-    """Base of the errors the client raises."""
-
-
-class DaemonUnavailable(TunedError):
-    """No daemon listens on the socket and none could be started."""
-
-
-class DaemonError(TunedError):
-    """The daemon refused a request; ``code`` says why in one word."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def daemon_command() -> list[str]:
@@ -77,13 +61,7 @@ def start_daemon(socket_path: Path, state_dir: Path, idle_timeout: float) -> Non
 
 
 def _connect_raw(path: Path) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(str(path))
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    return trust.connect(path)
 
 
 class Connection:

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import trust
 from .checkpoint import Checkpoint
 from .framing import ConnectionClosed, decode_message, read_frame, send_message
 from .protocol import (
@@ -246,12 +247,9 @@ def connect_patiently(path: str, attempts: int = 50) -> socket.socket:
     """
     delay = 0.001
     for attempt in range(attempts):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.connect(path)
-            return sock
+            return trust.connect(path)  # the daemon's own socket, or nobody's: never a squatter
         except (BlockingIOError, InterruptedError, ConnectionRefusedError):
-            sock.close()
             if attempt == attempts - 1:
                 raise
             time.sleep(delay)
