@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import trust
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, copy_tree
 from .framing import ConnectionClosed, decode_message, read_frame, send_message
 from .protocol import (
     PROTOCOL_VERSION,
@@ -165,8 +165,12 @@ class Session:
         final = trial_dir / f"checkpoint_{self.checkpoint_index:06d}"
         tmp = trial_dir / f".tmp_{final.name}"
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(checkpoint.path, tmp)
-        os.replace(tmp, final)
+        copy_tree(checkpoint.path, tmp)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         self.checkpoint_index += 1
         return str(final)
 
