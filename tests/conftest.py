@@ -140,6 +140,37 @@ def need_other_uids() -> None:
         pytest.skip("setpriv (util-linux) is not installed")
 
 
+# Asks a daemon for its status as whoever runs it; prints how that went.
+PROBE = """
+from tuned_client.connection import Connection, DaemonError
+from tuned_client import protocol as p
+try:
+    with Connection.open({sock!r}, autostart=False) as c:
+        c.request(p.GetStatus())
+    print("served")
+except DaemonError as e:
+    print("refused:", e.message)
+except OSError as e:
+    print("unreachable:", type(e).__name__)
+"""
+
+
+def as_other_user(sock: Path, uid: int = 65534, gid: int = 65534) -> str:
+    """What ``PROBE`` says as ``uid``, trusting our daemon as a shared one (TUNED_DAEMON_UID).
+
+    Their client trusts our uid, so only the daemon's own access check decides.
+    """
+    need_other_uids()
+    out = subprocess.run(
+        ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+         sys.executable, "-c", PROBE.format(sock=str(sock))],
+        capture_output=True, text=True, timeout=30,
+        env={**os.environ, "TUNED_DAEMON_UID": str(os.getuid())},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
 def restart_daemon(d: RunningDaemon) -> RunningDaemon:
     """Start a new daemon on ``d``'s socket and state dir (after ``d`` was killed)."""
     base = d.state_dir.parent

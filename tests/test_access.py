@@ -15,36 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import RunningDaemon, need_other_uids, start_daemon
-
-PROBE = """
-from tuned_client.connection import Connection, DaemonError
-from tuned_client import protocol as p
-try:
-    with Connection.open({sock!r}, autostart=False) as c:
-        c.request(p.GetStatus())
-    print("served")
-except DaemonError as e:
-    print("refused:", e.message)
-except OSError as e:
-    print("unreachable:", type(e).__name__)
-"""
+from conftest import RunningDaemon, as_other_user, start_daemon
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
-
-
-def as_user(uid: int, gid: int, sock: Path) -> str:
-    need_other_uids()
-    out = subprocess.run(
-        ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
-         sys.executable, "-c", PROBE.format(sock=str(sock))],
-        capture_output=True, text=True, timeout=30,
-        env={**os.environ, "TUNED_DAEMON_UID": str(os.getuid())},  # a daemon shared with them
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
 
 
 def test_by_default_only_the_owner_can_reach_the_socket(daemon: RunningDaemon) -> None:
@@ -57,8 +32,8 @@ def test_allow_group_opens_the_socket_to_that_group_only(daemon_factory: object)
     d: RunningDaemon = daemon_factory("--num-cpus", "1", "--allow-group", nogroup)  # type: ignore[operator]
     assert (mode(d.socket.parent), mode(d.socket)) == (0o750, 0o660)
     assert os.lstat(d.socket.parent).st_gid == os.lstat(d.socket).st_gid == 65534
-    assert as_user(65534, 65534, d.socket) == "served"  # a member, without chmod by hand
-    assert as_user(65533, 65533, d.socket) == "unreachable: PermissionError"
+    assert as_other_user(d.socket, 65534, 65534) == "served"  # a member, without chmod by hand
+    assert as_other_user(d.socket, 65533, 65533) == "unreachable: PermissionError"
 
 
 def test_allow_uid_lets_everyone_reach_the_socket_and_the_uid_check_decides(
@@ -66,8 +41,9 @@ def test_allow_uid_lets_everyone_reach_the_socket_and_the_uid_check_decides(
 ) -> None:
     d: RunningDaemon = daemon_factory("--num-cpus", "1", "--allow-uid", "65534")  # type: ignore[operator]
     assert (mode(d.socket.parent), mode(d.socket)) == (0o711, 0o666)
-    assert as_user(65534, 65534, d.socket) == "served"
-    assert as_user(65533, 65533, d.socket).startswith("refused: this daemon only serves its own")
+    assert as_other_user(d.socket, 65534, 65534) == "served"
+    refused = as_other_user(d.socket, 65533, 65533)
+    assert refused.startswith("refused: this daemon only serves its own")
 
 
 def test_a_private_directory_left_open_is_closed_again(daemon_factory: object) -> None:

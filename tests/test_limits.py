@@ -16,7 +16,7 @@ import sys
 import time
 
 import pytest
-from conftest import RunningDaemon
+from conftest import PROBE, RunningDaemon, as_other_user
 from tuned_client import protocol as p
 from tuned_client import tune
 from tuned_client.connection import Connection, DaemonError
@@ -57,18 +57,6 @@ def test_one_client_holding_too_many_connections_is_refused_by_name(
     assert all(status_ok(c) for c in held)
     for c in held:
         c.close()
-
-
-PROBE = """
-from tuned_client.connection import Connection, DaemonError
-from tuned_client import protocol as p
-try:
-    with Connection.open({sock!r}, autostart=False) as c:
-        c.request(p.GetStatus())
-    print("served")
-except DaemonError as e:
-    print(e.message)
-"""
 
 
 @pytest.mark.daemon_args(
@@ -152,21 +140,6 @@ def test_a_trial_quiet_for_longer_than_the_idle_limit_still_reports(
     assert results[0].metrics["step"] == 2
 
 
-def as_nobody(sock: str, group: str = "65534") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["setpriv", "--reuid=65534", f"--regid={group}", "--clear-groups",
-         sys.executable, "-c", PROBE.format(sock=sock)],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
-
-
-def need_root() -> None:
-    if os.getuid() != 0:
-        pytest.skip("switching to another uid needs root (setpriv); this suite runs unprivileged")
-    if subprocess.run(["which", "setpriv"], capture_output=True).returncode != 0:
-        pytest.skip("setpriv (util-linux) is not installed")
-
-
 def open_up(d: RunningDaemon) -> None:
     """Let others reach the socket, so only the daemon's own check decides."""
     os.chmod(d.socket.parent, 0o755)
@@ -179,22 +152,15 @@ def open_up(d: RunningDaemon) -> None:
 def test_an_allowed_uid_or_group_is_served_and_others_are_not(
     daemon_factory: object, flags: list[str]
 ) -> None:
-    need_root()
     d: RunningDaemon = daemon_factory("--num-cpus", "1", *flags)  # type: ignore[operator]
     open_up(d)
-    allowed = as_nobody(str(d.socket))
-    assert allowed.stdout.strip() == "served", allowed.stderr
+    assert as_other_user(d.socket) == "served"
     plain: RunningDaemon = daemon_factory("--num-cpus", "1")  # type: ignore[operator]
     open_up(plain)
-    refused = as_nobody(str(plain.socket))
-    assert "only serves its own user" in refused.stdout, refused.stderr
+    assert "only serves its own user" in as_other_user(plain.socket)
     if flags[0] == "--allow-uid":  # a uid neither allowed nor in an allowed group
-        other = subprocess.run(
-            ["setpriv", "--reuid=65533", "--regid=65533", "--clear-groups",
-             sys.executable, "-c", PROBE.format(sock=str(d.socket))],
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
-        assert "only serves its own user and the uids/groups" in other.stdout, other.stderr
+        other = as_other_user(d.socket, 65533, 65533)
+        assert "only serves its own user and the uids/groups" in other
 
 
 def test_an_unknown_group_is_refused_at_start() -> None:

@@ -22,6 +22,11 @@ from tuned_client.paths import default_socket_path, default_state_dir
 from tuned_client.trust import UntrustedSocket
 
 from .config import Settings
+from .private import open_private, private_dir, rotate
+
+# What the daemon prints outside its log (a crash's traceback) goes to daemon.out,
+# moved aside at each start once it is this large.
+DAEMON_OUT_LIMIT = 8 << 20
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -276,8 +281,15 @@ def start_background(args: argparse.Namespace) -> int:
     if args.state_dir is None:
         argv += ["--state-dir", str(default_state_dir())]
     state_dir = (args.state_dir or default_state_dir()).absolute()
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with open(state_dir / "daemon.out", "ab") as out:
+    try:
+        private_dir(state_dir)  # 0700 from the first mkdir: the journal will hold secrets
+    except PermissionError as exc:
+        print(f"tuned: {exc}", file=sys.stderr)
+        return 1
+    out_path = state_dir / "daemon.out"
+    rotate(out_path, DAEMON_OUT_LIMIT)
+    out = open_private(out_path)
+    try:
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -286,6 +298,8 @@ def start_background(args: argparse.Namespace) -> int:
             pass_fds=(write_fd,),
             start_new_session=True,
         )
+    finally:
+        os.close(out)
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as ready:
         ok = ready.read(1) == b"1"

@@ -39,9 +39,10 @@ from .ledger import (
     parse_request,
 )
 from .monitor import Sampler
-from .results import TrialFiles, safe_component, write_atomic
+from .private import write_private
+from .results import TrialFiles, experiment_dir, safe_component
 from .scheduler import Scheduler
-from .trials import FINAL, Experiment, Trial, share_spec, transition
+from .trials import FINAL, Experiment, Trial, share_spec, trainable_file, transition
 from .trials import trial_id as make_trial_id
 
 log = structlog.get_logger("tuned.daemon")
@@ -178,10 +179,11 @@ class Daemon:
             raise Refused("bad_request", f"{what}: {exc}") from exc
         return request
 
-    def _new_experiment_id(self) -> str:
+    def _new_experiment_id(self, path: Path) -> str:
+        """An id no experiment of this daemon has, nor any trainable file in ``path``."""
         while True:
             candidate = secrets.token_hex(3)[:5]
-            if candidate not in self.experiments:
+            if candidate not in self.experiments and not trainable_file(path, candidate).exists():
                 return candidate
 
     def _experiment_dir(self, spec: p.ExperimentSpec) -> Path:
@@ -192,16 +194,21 @@ class Daemon:
                 "(letters, digits, '_', '-', '.', '=', ','; no '/' or '..')",
             )
         root = Path(spec.storage_path).expanduser()
-        path = root / spec.name
         try:
-            path.mkdir(parents=True, exist_ok=True)
-            probe = path / ".tuned-write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
+            path = experiment_dir(root, spec.name)
         except OSError as exc:
             raise Refused(
                 "bad_request", f"storage_path {str(root)!r} is not writable: {exc.strerror}"
             ) from exc
+        live = next((e for e in self.experiments.values() if e.path == path and not e.done), None)
+        if live is not None:
+            # Two live experiments in one folder would share its state file; refuse the second.
+            raise Refused(
+                "refused",
+                f"experiment {live.id} ({spec.name!r}) is still running in {path}: give this "
+                "one another name (RunConfig(name=...)), or wait for it to end "
+                f"(`tuned cancel {live.id}` ends it now)",
+            )
         return path
 
     def submit(self, spec: p.ExperimentSpec) -> p.Accepted:
@@ -215,10 +222,10 @@ class Daemon:
             for t in spec.trials
         ]
         path = self._experiment_dir(spec)
-        exp_id = self._new_experiment_id()
+        exp_id = self._new_experiment_id(path)
         if spec.trainable:
             try:
-                write_atomic(path / "trainable.pkl", spec.trainable)
+                write_private(trainable_file(path, exp_id), spec.trainable)
             except OSError as exc:
                 raise Refused(
                     "refused", f"cannot write the trainable to {path}: {exc.strerror or exc}"
@@ -514,7 +521,7 @@ class Daemon:
 
     def after_submit(self, exp: Experiment) -> None:
         """What a new (or recovered) experiment needs: its state file and its time budget."""
-        exp.spec.trainable = b""  # trainable.pkl holds it now; trials load it from there
+        exp.spec.trainable = b""  # its trainable file holds it now; trials load it from there
         share_spec(exp.spec)
         self.save_state(exp, force=True)
         self.watch_budget(exp)

@@ -43,6 +43,7 @@ from tuned_client import protocol as p
 from tuned_client import zygote as z
 
 from .launcher import LaunchSpec, SpawnLauncher, TrialProcess, signal_tree
+from .private import open_private
 
 log = structlog.get_logger("tuned.forkserver")
 
@@ -135,10 +136,10 @@ class Zygote:
             spec.argv[0], "-m", "tuned_client.zygote", str(theirs.fileno()),
             spec.trainable_path, *spec.sys_path,
         ]  # fmt: skip
-        out: Any = subprocess.DEVNULL
+        out: int = subprocess.DEVNULL
         if log_path:
             with contextlib.suppress(OSError):  # a read-only state dir costs the log only
-                out = open(log_path, "ab")  # noqa: SIM115
+                out = open_private(log_path)
         try:
             self.proc = await anyio.open_process(  # the event loop reaps it
                 argv,
@@ -152,8 +153,8 @@ class Zygote:
             )
         finally:
             theirs.close()
-            if not isinstance(out, int):
-                out.close()
+            if out != subprocess.DEVNULL:
+                os.close(out)
         ours.setblocking(False)
         self.sock = ours
         self.loop = asyncio.get_running_loop()

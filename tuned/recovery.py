@@ -32,6 +32,7 @@ from . import archive
 from .daemon import Daemon
 from .journal import Control, Journal, Submitted
 from .ledger import ImpossibleRequest, ResourceError, parse_request
+from .private import write_private
 from .results import select_kept
 from .trials import FINAL, Experiment, Trial, share_spec
 
@@ -56,10 +57,11 @@ def recover(daemon: Daemon) -> None:
     started: dict[str, p.TrialStarted] = {}
     last_seq = 0
     count = 0
+    trainables: dict[str, bytes] = {}
     for record in Journal.replay(daemon.journal.path):
         count += 1
         if isinstance(record, Submitted):
-            _submitted(daemon, record)
+            _submitted(daemon, record, trainables)
             continue
         if isinstance(record, Control):
             _control(daemon, record)
@@ -74,15 +76,18 @@ def recover(daemon: Daemon) -> None:
     daemon.journal.open()
     if count:
         log.info("journal replayed", records=count, last_seq=last_seq)
+    _restore_trainables(daemon, trainables)
     _resume_unfinished(daemon, started)
     for exp in daemon.experiments.values():
         archive.evict_finished(daemon, exp)
 
 
-def _submitted(daemon: Daemon, rec: Submitted) -> None:
+def _submitted(daemon: Daemon, rec: Submitted, trainables: dict[str, bytes]) -> None:
     spec = rec.spec
     trial_specs, spec.trials = spec.trials, []
-    spec.trainable = b""  # trainable.pkl holds it since submit; trials load it from there
+    if spec.trainable:
+        trainables[rec.experiment_id] = spec.trainable
+    spec.trainable = b""  # its trainable file holds it since submit; trials load it from there
     share_spec(spec)
     daemon._exp_seq += 1
     exp = Experiment(rec.experiment_id, spec, Path(rec.path), daemon._exp_seq)
@@ -90,6 +95,25 @@ def _submitted(daemon: Daemon, rec: Submitted) -> None:
     daemon.experiments[exp.id] = exp
     for trial_id, ts in zip(rec.trial_ids, trial_specs, strict=True):
         _new_trial(daemon, exp, trial_id, ts.tag, ts.config, ts.resources)
+
+
+def _restore_trainables(daemon: Daemon, trainables: dict[str, bytes]) -> None:
+    """Put back the trainable file of each unfinished experiment as the journal has it.
+
+    The journal is the daemon's own copy; the file in the results folder is what
+    trials load, and is written again if it is missing or not what was submitted.
+    """
+    for exp_id, data in trainables.items():
+        exp = daemon.experiments.get(exp_id)
+        if exp is None or exp.done:
+            continue
+        path = exp.trainable_path
+        try:
+            if not path.exists() or path.read_bytes() != data:
+                write_private(path, data)
+                log.info("trainable file written again", experiment=exp_id, path=str(path))
+        except OSError as exc:
+            log.warning("cannot write the trainable file", experiment=exp_id, error=str(exc))
 
 
 def _new_trial(
@@ -358,7 +382,9 @@ def state_chunks(daemon: Daemon, exp: Experiment) -> Generator[bytes]:
     head: list[tuple[str, object]] = [
         ("experiment_id", exp.id),
         ("socket", str(daemon.settings.socket_path)),
-        ("spec", msgspec.structs.replace(exp.spec, trials=[], trainable=b"")),
+        # No environment: it holds the user's secrets, and this file is in the results
+        # folder. Tuner.restore runs with the environment of the script that restores.
+        ("spec", msgspec.structs.replace(exp.spec, trials=[], trainable=b"", env={})),
         ("finished", exp.done),
         ("cancelled", exp.cancelled),
     ]

@@ -1,6 +1,6 @@
 """The results folder, laid out as Ray Tune users know it.
 
-``<storage_path>/<experiment>/`` holds ``trainable.pkl`` and a folder per trial
+``<storage_path>/<experiment>/`` holds ``trainable-<id>.pkl`` and a folder per trial
 with ``params.json``, ``result.json`` (a JSON line per report), ``progress.csv``,
 ``stdout``, ``stderr``, ``error.txt`` on failure and ``checkpoint_00000N/``.
 Rows are written with plain appends before a report is acknowledged, so a
@@ -38,13 +38,48 @@ def trial_dir_name(trainable: str, trial_id: str, tag: str, date: str) -> str:
     return safe_component(f"{trainable}_{trial_id}_{tag}_{date}")
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def experiment_dir(root: Path, name: str) -> Path:
+    """Make (or reuse) the experiment's folder ``root/name`` and check it takes files.
+
+    Raises ``OSError`` with a message that says what is wrong, in words a user
+    can act on: a link to nowhere, a file in the way, no permission, a full or
+    read-only disk.
+    """
+    path = root / name
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".tuned-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OSError(exc.errno, why_not_writable(root, path, exc)) from exc
+    return path
+
+
+def why_not_writable(root: Path, path: Path, exc: OSError) -> str:
+    """What stands in the way of writing the experiment folder ``path`` under ``root``."""
+    for where in (path, *path.parents):
+        if where.is_symlink() and not where.exists():
+            return (
+                f"{where} is a symbolic link to {os.readlink(where)!r}, which does not exist "
+                "(create its target, or choose another storage_path)"
+            )
+        if where.exists() and not where.is_dir():
+            what = "the experiment" if where == path else "the storage path"
+            return f"{where} is a file, not a folder: it is in the way of {what}'s folder"
+        if where == root:
+            break
+    base = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+    if exc.errno == errno.ENOSPC:
+        return f"there is no space left on the disk of {base}"
+    if exc.errno == errno.EROFS:
+        return f"{base} is on a read-only file system"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.ENOENT):
+        return (
+            f"this daemon's user (uid {os.getuid()}) cannot create {path.relative_to(base)} "
+            f"in {base}"
+        )
+    return f"cannot write in {path}: {exc.strerror or exc}"
 
 
 def json_bytes(value: Any) -> bytes:

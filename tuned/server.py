@@ -415,7 +415,7 @@ async def serve_worker(conn: Conn, hello: p.WorkerHello, launch: LaunchSpec | No
             trial_name=trial.name,
             trial_dir=str(trial.dir),
             experiment_dir=str(exp.path),
-            trainable_path=str(exp.path / "trainable.pkl"),
+            trainable_path=str(exp.trainable_path),
             sys_path=exp.spec.sys_path,
             config=trial.config,
             checkpoint=trial.checkpoint,

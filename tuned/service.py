@@ -25,7 +25,9 @@ from .daemon import Daemon
 from .inventory import GpuProbe
 from .launcher import ClusterLauncher, Launcher
 from .ledger import SCALE
+from .logs import LOG_LIMIT
 from .monitor import sample_forever
+from .private import private_dir, rotate, tighten, write_private
 from .recovery import recover
 from .server import handle_connection
 
@@ -124,7 +126,7 @@ async def serve(daemon: Daemon) -> None:
     recover(daemon)  # replays the journal, then opens it for appending
     listener = await open_listener(settings)
     try:
-        settings.pid_path.write_text(f"{os.getpid()}\n")
+        write_private(settings.pid_path, f"{os.getpid()}\n".encode())
     except OSError as exc:  # a read-only state dir: serve what we have, refuse new work
         log.error("cannot write the pid file", path=str(settings.pid_path), error=str(exc))
     log.info(
@@ -197,7 +199,11 @@ def run(settings: Settings, probe: GpuProbe, launcher: Launcher) -> None:
     """Run the daemon in this process until it is stopped."""
     dir_mode, _, gid = socket_modes(settings)
     secure_dir(settings.socket_path.parent, dir_mode, gid)
-    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(settings.state_dir)
+    if tighten(settings.state_dir):  # files an older version made 0644
+        log.info("made the state folder owner-only", path=str(settings.state_dir))
+    for name in ("zygotes.log", "tuned.log"):
+        rotate(settings.state_dir / name, LOG_LIMIT)
     lock_fd = take_lock(settings)
     _ignore_sigpipe()
     try:

@@ -85,7 +85,7 @@ def launch_spec(daemon: Daemon, trial: Trial, trial_dir: Path, fresh: bool = Fal
             trial_dir / "stderr",
             # Thread pools (OpenBLAS, MKL) size themselves at import, in the zygote.
             pool_key=trial.experiment.id + ":" + env.get("OMP_NUM_THREADS", ""),
-            trainable_path=str(trial.experiment.path / "trainable.pkl"),
+            trainable_path=str(trial.experiment.trainable_path),
             sys_path=tuple(spec.sys_path),
             request=trial.request,
             fresh_dir=fresh,

@@ -61,6 +61,16 @@ def _shared(cache: dict[int, _T], key: int, value: _T) -> _T:
     return value
 
 
+def trainable_file(path: Path, experiment_id: str) -> Path:
+    """Where an experiment's pickled trainable is kept for its trials to load.
+
+    One file per experiment, never shared: a second experiment with the same
+    name (after the first has ended, or under another daemon) must not replace
+    the code the first one's trials load when they are retried or resumed.
+    """
+    return path / f"trainable-{experiment_id}.pkl"
+
+
 def trial_id(experiment_id: str, index: int) -> str:
     """A trial's id: its experiment's and its index there, so either gives the other."""
     return f"{experiment_id}_{index:05d}"
@@ -140,6 +150,10 @@ class Experiment:
     state_writing: bool = False  # a large experiment's state is being written in steps
     state_generation: int = 0  # bumped by each forced write: one in steps then gives up
     archive: ExperimentArchive | None = None
+
+    @property
+    def trainable_path(self) -> Path:
+        return trainable_file(self.path, self.id)
 
     def live(self) -> Iterator[Trial]:
         """The trials held in memory, in order: every unfinished one, and finished ones

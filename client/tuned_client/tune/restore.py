@@ -191,7 +191,10 @@ def _submit_again(
         if info.trial_id in again
     ]
     spec = msgspec.structs.replace(
-        state.spec, trials=trials, trainable=cloudpickle.dumps(tuner.trainable)
+        state.spec,
+        trials=trials,
+        trainable=cloudpickle.dumps(tuner.trainable),
+        env=dict(os.environ),  # the state file keeps no environment (it holds secrets)
     )
     try:
         accepted = conn.request(p.Submit(experiment=spec))
