@@ -183,3 +183,30 @@ def test_a_connection_that_never_says_hello_is_told_why_it_is_closed(
     assert isinstance(reply, p.Error)
     assert reply.message == "no hello within 0.5 s; closing"
     silent.close()
+
+
+@pytest.mark.daemon_args("--num-cpus", "1", "--handshake-timeout", "1.5")
+def test_a_half_sent_header_gets_no_more_time_than_silence(daemon: RunningDaemon) -> None:
+    """Two bytes of a frame header, then nothing: closed like a silent connection, not later.
+
+    Both kinds are opened together, so a busy machine delays both alike; before,
+    the half-sent ones got a second handshake window (closed at twice the timeout).
+    """
+
+    def closed_after(sock: socket.socket, started: float) -> float:
+        reply = recv_message(sock)
+        assert isinstance(reply, p.Error) and "no hello within 1.5 s" in reply.message
+        return time.monotonic() - started
+
+    started = time.monotonic()
+    silent = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(10)]
+    half = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(10)]
+    for sock in silent + half:
+        sock.connect(str(daemon.socket))
+    for sock in half:
+        sock.sendall(b"\x00\x00")
+    silent_s = max(closed_after(s, started) for s in silent)
+    half_s = max(closed_after(s, started) for s in half)
+    for sock in silent + half:
+        sock.close()
+    assert half_s < silent_s + 0.75, (half_s, silent_s)

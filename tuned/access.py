@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from .config import Settings
+from .lograte import Throttle
 
 # Descriptors kept free for the journal, result files, trial pipes and zygotes.
 FD_RESERVE = 256
@@ -64,7 +65,16 @@ def allowed(settings: Settings, uid: int, gid: int) -> bool:
     return False
 
 
-def refusal(settings: Settings) -> str:
+def check(settings: Settings, peer: Peer | None) -> str | None:
+    """Why ``peer`` is refused, or None if it may be served.
+
+    A peer whose credentials the kernel could not give is refused: the socket is
+    the security boundary, and an unknown caller is not a trusted one.
+    """
+    if peer is None:
+        return "cannot tell who is connecting (SO_PEERCRED failed); refusing"
+    if allowed(settings, peer.uid, peer.gid):
+        return None
     extra = ""
     if settings.allow_uids or settings.allow_groups:
         extra = " and the uids/groups it was started with (--allow-uid/--allow-group)"
@@ -97,6 +107,7 @@ class Gate:
         self.open = 0
         self.by_peer: Counter[tuple[int, int]] = Counter()
         self.subscribed: Counter[tuple[int, int]] = Counter()
+        self.log_throttle = Throttle()  # refusals in a burst: a log line a second, counted
 
     def enter(self, peer: Peer | None) -> str | None:
         """Count one more connection, or say which limit refuses it."""

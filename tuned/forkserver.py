@@ -33,7 +33,6 @@ import subprocess
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
 
 import anyio
 import msgspec

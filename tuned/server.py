@@ -68,12 +68,15 @@ async def handle_connection(daemon: Daemon, stream: SocketStream) -> None:
     daemon.touch()
     try:
         async with stream:
-            if peer is not None and not access.allowed(settings, peer.uid, peer.gid):
-                await conn.error("refused", access.refusal(settings))
+            refused = access.check(settings, peer)
+            if refused is not None:
+                await conn.error("refused", refused)
                 return
             limit = gate.enter(peer)
             if limit is not None:
-                log.warning("connection refused", reason=limit)
+                held = gate.log_throttle.allow(limit.split(":")[0])  # a burst: a line a second
+                if held is not None:
+                    log.warning("connection refused", reason=limit, held_back=held)
                 await conn.error("refused", limit)
                 return
             try:
@@ -123,10 +126,12 @@ async def _serve(conn: Conn, peer: access.Peer | None = None) -> None:
     timeout = daemon.settings.handshake_timeout_s
     with anyio.move_on_after(timeout) as waited:
         first = await conn.reader.read_request()
-    if waited.cancelled_caught and (conn.reader.buffered or _bytes_waiting(conn.stream)):
+    if waited.cancelled_caught and not conn.reader.buffered and _bytes_waiting(conn.stream):
         # The hello came in time but the loop got to it late (it was busy for longer
-        # than the timeout). Closing now, with the hello unread, is what resets the
-        # client's connection (ECONNRESET): read it instead.
+        # than the timeout): nothing of it was read, and it waits whole or in part.
+        # Closing now, with the hello unread, is what resets the client's connection
+        # (ECONNRESET): read it instead. A peer that sent part of a frame in time and
+        # no more (a slow-loris) has had its bytes read: it gets no second window.
         with anyio.move_on_after(timeout):
             first = await conn.reader.read_request()
     if first is None:

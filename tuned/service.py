@@ -8,6 +8,7 @@ journal is synced before the process exits.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import grp
@@ -25,6 +26,7 @@ from .daemon import Daemon
 from .inventory import GpuProbe
 from .launcher import ClusterLauncher, Launcher
 from .ledger import SCALE
+from .lograte import Throttle, loop_exception_handler
 from .logs import LOG_LIMIT
 from .monitor import sample_forever
 from .private import private_dir, rotate, tighten, write_private
@@ -123,6 +125,7 @@ def _ignore_sigpipe() -> None:
 
 async def serve(daemon: Daemon) -> None:
     settings = daemon.settings
+    asyncio.get_running_loop().set_exception_handler(loop_exception_handler(Throttle()))
     recover(daemon)  # replays the journal, then opens it for appending
     listener = await open_listener(settings)
     try:
