@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -154,3 +155,30 @@ def test_an_idle_daemon_exits_by_itself_but_not_while_it_has_work(
     assert results.num_terminated == 1
     assert d.proc.wait(timeout=30) == 0  # then, idle, it leaves on its own
     assert not d.socket.exists()
+
+
+def test_a_second_daemon_on_the_same_state_folder_is_refused(
+    daemon: RunningDaemon, tmp_path: Path
+) -> None:
+    """Another socket, the same state folder: it would share the journal and kill our trials."""
+    results = tune.Tuner(
+        chatty, param_space={"i": 1}, run_config=tune.RunConfig(name="first", verbose=0)
+    ).fit()
+    assert not results.errors
+    archived = sorted((daemon.state_dir / "archive").iterdir())
+    other_socket = Path(f"{daemon.socket.parent}-other") / "tuned.sock"
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "tuned", "start", "--foreground", "--num-cpus", "1",
+             "--socket", str(other_socket), "--state-dir", str(daemon.state_dir)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(other_socket.parent, ignore_errors=True)
+    assert out.returncode == 1
+    assert f"another tuned daemon (pid {daemon.proc.pid}) uses the state folder" in out.stderr
+    assert sorted((daemon.state_dir / "archive").iterdir()) == archived  # nothing emptied
+    again = tune.Tuner(
+        chatty, param_space={"i": 2}, run_config=tune.RunConfig(name="second", verbose=0)
+    ).fit()
+    assert not again.errors

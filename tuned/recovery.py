@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import time
 from collections.abc import Generator
 from pathlib import Path
 
 import anyio
 import msgspec
-import psutil
 import structlog
 from tuned_client import protocol as p
 
@@ -32,15 +30,13 @@ from . import archive
 from .daemon import Daemon
 from .journal import Control, Journal, Submitted
 from .ledger import ImpossibleRequest, ResourceError, parse_request
+from .leftovers import Target, kill_leftovers
 from .private import write_private
 from .results import select_kept
 from .trials import FINAL, Experiment, Trial, share_spec
 
 log = structlog.get_logger("tuned.recovery")
 
-# Seconds between spawning a trial and journalling TrialStarted, at most; also
-# the clock granularity of a process's start time as psutil reads it.
-START_SLACK_S = 1.0
 STATE_WRITE_INTERVAL_S = 0.5
 STATE_WRITE_COST_RATIO = 20.0  # seconds between state writes per second one takes
 STATE_STEPS_FROM = 10_000  # trials from which the periodic state write goes in steps
@@ -237,7 +233,7 @@ def _resume_unfinished(daemon: Daemon, started: dict[str, p.TrialStarted]) -> No
     """Kill what the dead daemon left running; queue unfinished trials; finish the rest."""
     kill_leftovers(
         [
-            (t.id, started[t.id].pid, started[t.id].ts)
+            Target(t.id, started[t.id].pid, started[t.id].ts)
             for t in daemon.trials.values()
             if t.status == "RUNNING" and t.id in started and not t.experiment.done
         ]
@@ -294,79 +290,6 @@ def _settle(daemon: Daemon, exp: Experiment, trial: Trial) -> None:
     if status is not None:
         exp.queue.remove(trial)
         daemon.finish(trial, status)
-
-
-def kill_leftovers(targets: list[tuple[str, int, float]]) -> int:
-    """SIGKILL every process of the trials a dead daemon had started; returns how many.
-
-    ``targets`` holds ``(trial_id, pid, TrialStarted.ts)``. A process is the
-    trial's if it started after the trial did and is the trial's leader (its
-    pid, started no later than ``TrialStarted`` was journalled: a reused pid is
-    younger), carries the trial's ``TUNED_TRIAL_ID``, or is in the leader's
-    process group. One scan of the process table serves every trial.
-    """
-    if not targets:
-        return 0
-    by_id = {trial_id: (pid, ts) for trial_id, pid, ts in targets}
-    by_pid = {pid: ts for _trial_id, pid, ts in targets}
-    oldest = min(ts for _t, _p, ts in targets)
-    found: list[psutil.Process] = []
-    for proc in psutil.process_iter(["create_time", "status"]):
-        created = proc.info.get("create_time")
-        if created is None or created < oldest - START_SLACK_S or proc.pid == os.getpid():
-            continue
-        if proc.info.get("status") == psutil.STATUS_ZOMBIE:
-            continue  # already dead, waiting for its parent to reap it
-        if _is_trials(proc, created, by_id, by_pid):
-            found.append(proc)
-    for proc in found:
-        with contextlib.suppress(psutil.Error):
-            proc.send_signal(signal.SIGKILL)
-    _wait_gone(found, timeout=2.0)
-    if found:
-        log.info("killed what a dead daemon left running", processes=len(found))
-    return len(found)
-
-
-def _is_trials(
-    proc: psutil.Process,
-    created: float,
-    by_id: dict[str, tuple[int, float]],
-    by_pid: dict[int, float],
-) -> bool:
-    if proc.pid in by_pid:
-        ts = by_pid[proc.pid]
-        return ts - START_SLACK_S <= created <= ts + START_SLACK_S
-    env: dict[str, str] = {}
-    with contextlib.suppress(psutil.Error):
-        env = proc.environ()
-    owner = by_id.get(env.get("TUNED_TRIAL_ID", ""))
-    if owner is not None:
-        return created >= owner[1] - START_SLACK_S
-    if "TUNED_TRIAL_ID" in env:
-        return False  # another trial's, or another daemon's
-    try:
-        pgid = os.getpgid(proc.pid)
-    except OSError:
-        return False
-    return pgid in by_pid and created >= by_pid[pgid] - START_SLACK_S
-
-
-def _wait_gone(procs: list[psutil.Process], timeout: float) -> None:
-    """Wait until each process is gone or a zombie (not our children: no wait() to await)."""
-    deadline = time.monotonic() + timeout
-    pending = list(procs)
-    while pending and time.monotonic() < deadline:
-        still = []
-        for proc in pending:
-            try:
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    still.append(proc)
-            except psutil.NoSuchProcess:
-                pass
-        pending = still
-        if pending:
-            time.sleep(0.01)
 
 
 # ------------------------------------------------------------------ experiment_state file

@@ -106,17 +106,45 @@ async def open_listener(settings: Settings) -> SocketListener:
     return listener
 
 
-def take_lock(settings: Settings) -> int:
-    """An exclusive lock held for the daemon's life: one daemon per socket."""
-    fd = os.open(settings.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+def take_lock(path: Path, taken: str) -> int:
+    """An exclusive lock on ``path`` held for the daemon's life; ``taken`` says by whom if not."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise AlreadyRunning(
-            f"a tuned daemon is already running on {settings.socket_path}"
-        ) from None
+        raise AlreadyRunning(taken) from None
     return fd
+
+
+def take_locks(settings: Settings) -> list[int]:
+    """One daemon per socket, and one per state folder.
+
+    Two daemons on one state folder would share its journal, each start would
+    empty the other's archive, and recovery would kill the other's trials.
+    """
+    running = f"a tuned daemon is already running on {settings.socket_path}"
+    fds = [take_lock(settings.lock_path, running)]
+    try:
+        holder = _pid_in(settings.pid_path)
+        fds.append(
+            take_lock(
+                settings.state_dir / "tuned.lock",
+                f"another tuned daemon{holder} uses the state folder {settings.state_dir}: "
+                "give this one its own (--state-dir or TUNED_STATE_DIR)",
+            )
+        )
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
+
+
+def _pid_in(path: Path) -> str:
+    with contextlib.suppress(OSError, ValueError):
+        return f" (pid {int(path.read_text().strip())})"
+    return ""
 
 
 def _ignore_sigpipe() -> None:
@@ -203,14 +231,14 @@ def run(settings: Settings, probe: GpuProbe, launcher: Launcher) -> None:
     dir_mode, _, gid = socket_modes(settings)
     secure_dir(settings.socket_path.parent, dir_mode, gid)
     private_dir(settings.state_dir)
+    lock_fds = take_locks(settings)
     if tighten(settings.state_dir):  # files an older version made 0644
         log.info("made the state folder owner-only", path=str(settings.state_dir))
-    for name in ("zygotes.log", "tuned.log"):
-        rotate(settings.state_dir / name, LOG_LIMIT)
-    lock_fd = take_lock(settings)
+    rotate(settings.state_dir / "zygotes.log", LOG_LIMIT)  # tuned.log rotates as it is written
     _ignore_sigpipe()
     try:
         daemon = Daemon(settings, probe, launcher)
         anyio.run(serve, daemon, backend="asyncio", backend_options={"use_uvloop": True})
     finally:
-        os.close(lock_fd)
+        for fd in lock_fds:
+            os.close(fd)
