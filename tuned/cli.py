@@ -242,6 +242,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 def run_here(settings: Settings, launcher_name: str = "fork") -> int:
     from .forkserver import ForkLauncher
     from .inventory import GpuProbe, NoGpus, detect_gpus
+    from .journal import JournalUnreadable
     from .launcher import Launcher, SpawnLauncher
     from .logs import configure_logging
     from .service import AlreadyRunning, run
@@ -263,10 +264,7 @@ def run_here(settings: Settings, launcher_name: str = "fork") -> int:
             launcher = ForkLauncher(settings.state_dir / "zygotes.log")
     try:
         run(settings, probe, launcher)
-    except AlreadyRunning as exc:
-        print(f"tuned: {exc}", file=sys.stderr)
-        return 1
-    except PermissionError as exc:
+    except (AlreadyRunning, PermissionError, JournalUnreadable) as exc:
         print(f"tuned: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -31,6 +31,26 @@ _MAX_HELD_BYTES = 1 << 20  # held records past this are written at once
 log = structlog.get_logger("tuned.journal")
 
 
+class JournalUnreadable(Exception):
+    """A whole record (its checksum holds) that this version cannot decode.
+
+    Written by another version of tuned (an upgrade or a downgrade), most
+    likely. Cutting the journal there would throw away every experiment after
+    it, so start-up stops instead and the file is left exactly as it is.
+    """
+
+    def __init__(self, path: Path, offset: int, number: int, error: Exception) -> None:
+        from . import __version__
+
+        super().__init__(
+            f"the journal {path} holds a record this version of tuned ({__version__}) cannot "
+            f"read (record {number} at byte {offset}: {error}). It was probably written by "
+            "another version: run that version, or move the journal aside to start afresh "
+            "(its experiments are then forgotten; their results folders stay). The journal "
+            "was left as it is."
+        )
+
+
 class Submitted(msgspec.Struct, tag="submitted", tag_field="kind"):
     """An experiment as accepted, with the ids the daemon gave it."""
 
@@ -182,11 +202,16 @@ class Journal:
 
     @staticmethod
     def replay(path: Path) -> Iterator[Record]:
-        """Every intact record; a torn or corrupt tail is cut off the file."""
+        """Every intact record; a torn or corrupt tail is cut off the file.
+
+        A record whose checksum holds but which does not decode is not a torn
+        tail: ``JournalUnreadable`` is raised and nothing is cut.
+        """
         if not path.exists():
             return
         data = path.read_bytes()
         pos = 0
+        number = 0
         while pos + _RECORD.size <= len(data):
             length, crc = _RECORD.unpack_from(data, pos)
             body = data[pos + _RECORD.size : pos + _RECORD.size + length]
@@ -194,9 +219,10 @@ class Journal:
                 break
             try:
                 record = _decoder.decode(body)
-            except msgspec.DecodeError:
-                break
+            except msgspec.DecodeError as exc:
+                raise JournalUnreadable(path, pos, number, exc) from exc
             pos += _RECORD.size + length
+            number += 1
             yield record
         if pos < len(data):
             try:
