@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunningDaemon
+from conftest import RunningDaemon, restart_daemon
+from tuned_client import protocol as p
 from tuned_client import tune
 from tuned_client.tune.schedulers import PopulationBasedTraining
 from tuned_client.tune.schedulers.pbt import explore
@@ -99,3 +103,66 @@ def test_explore_shifts_list_values_and_scales_numbers() -> None:
     assert scaled["x"] in (12.0, 8.0)
     with pytest.raises(ValueError, match="hyperparam_mutations"):
         PopulationBasedTraining()
+
+
+EXPLOITED = """
+import json, os, sys, tempfile, time
+from pathlib import Path
+from tuned_client import tune
+
+def train(config):
+    checkpoint = tune.get_checkpoint()
+    restored = (Path(checkpoint.path) / "who").read_text() if checkpoint else "none"
+    folder = tempfile.mkdtemp(dir=config["dir"])
+    (Path(folder) / "who").write_text(f"from trial {config['i']}")
+    tune.report({"x": config["x"], "restored": restored}, checkpoint=tune.Checkpoint(folder))
+    while restored == "none" and not os.path.exists(config["go"]):
+        time.sleep(0.02)
+    return {"x": config["x"], "restored": restored}
+
+results = tune.Tuner(
+    train,
+    param_space={"i": tune.grid_search([0, 1]), "x": 1, "dir": sys.argv[1], "go": sys.argv[2]},
+    run_config=tune.RunConfig(name="exploited", verbose=0),
+).fit()
+print(json.dumps({r.config["i"]: [r.metrics["x"], r.metrics["restored"]] for r in results}))
+"""
+
+
+@pytest.mark.daemon_args("--num-cpus", "2")
+def test_an_acknowledged_exploit_survives_a_crash_before_the_attempt_ends(
+    daemon: RunningDaemon, tmp_path: Path
+) -> None:
+    """PBT restarts a running trial from a better one's checkpoint; the daemon dies first."""
+    script = tmp_path / "exploited.py"
+    script.write_text(EXPLOITED)
+    go = tmp_path / "go"
+    run = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path), str(go)],
+        env=daemon.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    checkpoints: dict[str, str] = {}
+    with daemon.connect() as conn:
+        conn.send(p.Subscribe(since=0))
+        while len(checkpoints) < 2:  # both trials have checkpointed and wait at the barrier
+            event = conn.recv()
+            if isinstance(event, p.TrialCheckpoint):
+                checkpoints[event.trial_id] = event.path
+    donor, exploited = sorted(checkpoints)
+    with daemon.connect() as conn:
+        new_config = p.pack_user({"i": 1, "x": 99, "dir": str(tmp_path), "go": str(go)})
+        reply = conn.request(
+            p.RestartTrial(trial_id=exploited, config=new_config, checkpoint=checkpoints[donor])
+        )
+        assert isinstance(reply, p.Ok)  # acknowledged: it must survive what comes next
+    daemon.stop(signal.SIGKILL)
+    again = restart_daemon(daemon)
+    try:
+        go.touch()
+        out, err = run.communicate(timeout=180)
+        assert run.returncode == 0, err
+        final = json.loads(out.strip().splitlines()[-1])
+        assert final["1"] == [99, "from trial 0"]  # the new config, from the donor's checkpoint
+        assert final["0"] == [1, "from trial 0"]  # the donor resumed from its own
+    finally:
+        again.stop()

@@ -65,12 +65,18 @@ class Control(msgspec.Struct, tag="control", tag_field="kind"):
 
     ``cancel`` (experiment or trial id), ``close`` (no more trials), ``stop``
     (a trial ends TERMINATED at its next report), ``resume`` (``Tuner.restore``
-    re-opened the experiment; ``restart`` lists trials that lose their checkpoint).
+    re-opened the experiment; ``restart`` lists trials that lose their checkpoint),
+    ``exploit`` (PBT: once its attempt ends, the trial runs again with ``config``
+    from ``checkpoint``, a copy of a better trial's taken at ``iteration``).
     """
 
-    action: Literal["cancel", "close", "stop", "resume"]
+    action: Literal["cancel", "close", "stop", "resume", "exploit"]
     target: str
     restart: list[str] = []
+    config: bytes = b""  # the packed config (a Raw cannot be optional in msgspec)
+    checkpoint: str = ""
+    iteration: int = 0
+    time_total_s: float = 0.0
 
 
 Record = Submitted | Control | Event

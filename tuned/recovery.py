@@ -28,6 +28,7 @@ from tuned_client import protocol as p
 
 from . import archive
 from .daemon import Daemon
+from .exploit import apply_exploit
 from .journal import Control, Journal, Submitted
 from .ledger import ImpossibleRequest, ResourceError, parse_request
 from .leftovers import Target, kill_leftovers
@@ -150,6 +151,11 @@ def _control(daemon: Daemon, rec: Control) -> None:
         exp.closed = True
     elif rec.action == "stop" and trial is not None:
         trial.stop_requested = True
+    elif rec.action == "exploit" and trial is not None and rec.config:
+        staged = Path(rec.checkpoint) if rec.checkpoint else None
+        config = msgspec.Raw(rec.config)
+        daemon.restarts[trial.id] = (config, staged, rec.iteration, rec.time_total_s)
+        trial.stop_requested = True  # as live: the attempt ends, then the exploit applies
     elif rec.action == "resume" and exp is not None:
         exp.cancelled = exp.done = False
         for t in exp.live():
@@ -189,6 +195,7 @@ def _apply(daemon: Daemon, ev: p.Event, trial: Trial | None) -> None:
     if trial is None:
         return
     if isinstance(ev, p.TrialQueued):
+        daemon.restarts.pop(trial.id, None)  # a journalled exploit was applied: it is done
         if trial.status in FINAL:  # Tuner.restore queued it again
             trial.failures = 0
         trial.config = ev.config  # PBT's exploit queues it again with a new config
@@ -256,16 +263,10 @@ def _resume_unfinished(daemon: Daemon, started: dict[str, p.TrialStarted]) -> No
                 (front if trial.attempt else back).append(trial)
         exp.queue.extend(front + back)
         for trial in front:
+            if trial.id in daemon.restarts:  # exploited while it ran: the crash ended the attempt
+                apply_exploit(daemon, trial)
             if trial.attempt:
-                daemon.emit(
-                    p.TrialQueued,
-                    experiment_id=exp.id,
-                    trial_id=trial.id,
-                    name=trial.name,
-                    config=trial.config,
-                    attempt=trial.attempt,
-                    tag=trial.tag,
-                )
+                daemon.emit_queued(trial)
         for trial in list(exp.queue):
             _settle(daemon, exp, trial)
         if not exp.done:
