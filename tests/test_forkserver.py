@@ -9,7 +9,10 @@ spawned instead of forked.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -20,6 +23,7 @@ from typing import Any
 import psutil
 import pytest
 from conftest import RunningDaemon
+from tuned_client import protocol as p
 from tuned_client import tune
 
 
@@ -217,3 +221,56 @@ def test_spares_retired_while_trials_wait_are_not_replaced(daemon: RunningDaemon
     assert results.num_errors == 0, results.errors
     most = max(r.metrics["most"] for r in results)
     assert most <= 2, f"the zygote held {most} spares beside the running trial"
+
+
+LOST = """
+import json, os, sys, tempfile, time
+from pathlib import Path
+from tuned_client import tune
+
+def train(config):
+    checkpoint = tune.get_checkpoint()
+    resumed = checkpoint is not None
+    folder = tempfile.mkdtemp(dir=config["dir"])
+    tune.report({"resumed": resumed, "ppid": os.getppid()}, checkpoint=tune.Checkpoint(folder))
+    while not resumed and not os.path.exists(config["go"]):
+        time.sleep(0.02)
+    return {"resumed": resumed}
+
+results = tune.Tuner(
+    train,
+    param_space={"i": tune.grid_search([0, 1]), "dir": sys.argv[1], "go": sys.argv[2]},
+    run_config=tune.RunConfig(name="lost", verbose=0),  # max_failures=0: no retries
+).fit()
+print(json.dumps([[r.metrics.get("resumed"), r.error is None] for r in results]))
+"""
+
+
+@pytest.mark.daemon_args("--num-cpus", "2")
+def test_trials_of_a_zygote_that_dies_run_again_from_their_checkpoints(
+    daemon: RunningDaemon, tmp_path: Path
+) -> None:
+    """Its trials die with it; that is not their failure, and max_failures=0 does not end them."""
+    script = tmp_path / "lost.py"
+    script.write_text(LOST)
+    go = tmp_path / "go"
+    run = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path), str(go)],
+        env=daemon.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    parents: dict[str, int] = {}
+    with daemon.connect() as conn:
+        conn.send(p.Subscribe(since=0))
+        while len(parents) < 2:  # both trials have checkpointed (and wait at the barrier)
+            event = conn.recv()
+            if isinstance(event, p.TrialResult):
+                parents[event.trial_id] = p.unpack_user(event.metrics)["ppid"]
+    [zygote] = set(parents.values())  # one zygote forked both
+    os.kill(zygote, signal.SIGKILL)
+    try:
+        out, err = run.communicate(timeout=120)
+    finally:
+        go.touch()  # only the first attempts wait for it
+    assert run.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1]) == [[True, True], [True, True]]
+    assert "trial lost through no fault of its own" in daemon.log

@@ -343,8 +343,9 @@ class Daemon:
 
     # ------------------------------------------------------------ trial outcomes
 
-    def requeue(self, trial: Trial, error: str) -> None:
-        """A failed attempt with retries left goes back to the front of its queue."""
+    def requeue(self, trial: Trial, error: str, *, counted: bool = True) -> None:
+        """A failed attempt with retries left, or a lost one (``counted=False``), goes back
+        to the front of its queue."""
         transition(trial, "PENDING")
         self.emit(
             p.TrialRetrying,
@@ -352,6 +353,7 @@ class Daemon:
             trial_id=trial.id,
             attempt=trial.attempt,
             error=error,
+            counted=counted,
         )
         trial.experiment.queue.appendleft(trial)
 

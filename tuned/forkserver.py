@@ -62,11 +62,18 @@ class ForkedTrial:
         self.pid = pid
         self.code: int | None = None
         self.exited = anyio.Event()
+        self.lost = ""
 
     def set_exit(self, code: int) -> None:
         if self.code is None:
             self.code = code
             self.exited.set()
+
+    def set_lost(self, reason: str) -> None:
+        """Its zygote died: so did it (PDEATHSIG), and its exit will never be reported."""
+        if self.code is None:
+            self.lost = reason
+            self.set_exit(-9)
 
     async def wait(self) -> int:
         await self.exited.wait()
@@ -258,7 +265,7 @@ class Zygote:
         while self.idle:
             self.idle.popleft().retire()
         for trial in self.trials.values():
-            trial.set_exit(-9)
+            trial.set_lost("the zygote that forked it exited")
         self.trials.clear()
 
     # ------------------------------------------------------------ spares

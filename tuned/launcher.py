@@ -73,6 +73,12 @@ class TrialProcess(Protocol):
         """Why it ended, in words, when more is known than the code ("" if not)."""
         ...
 
+    @property
+    def lost(self) -> str:
+        """Why the trial's machinery took it down, if it did ("" if not): not its fault,
+        so it runs again from its checkpoint without counting a failure."""
+        ...
+
 
 class Launcher(Protocol):
     async def start(self, spec: LaunchSpec) -> TrialProcess: ...
@@ -117,6 +123,10 @@ class LocalProcess:
         signal_tree(self.pid, sig)
 
     def exit_reason(self, code: int) -> str:
+        return ""
+
+    @property
+    def lost(self) -> str:
         return ""
 
 

@@ -180,6 +180,10 @@ class RayTrial:
     def exit_reason(self, code: int) -> str:
         return self._reason
 
+    @property
+    def lost(self) -> str:
+        return ""  # a node that died fails the attempt, as in Ray Tune
+
 
 class RayLauncher:
     """Runs trials as Ray tasks; the daemon must run on a node of the cluster."""

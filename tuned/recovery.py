@@ -228,7 +228,11 @@ def _apply(daemon: Daemon, ev: p.Event, trial: Trial | None) -> None:
         )
     elif isinstance(ev, p.TrialRetrying):
         _set_status(trial, "PENDING")
-        trial.failures += 1
+        if ev.counted:
+            trial.failures += 1
+            trial.losses = 0
+        else:
+            trial.losses += 1
         trial.pid = 0
     elif isinstance(ev, p.TrialFinished):
         _set_status(trial, ev.status)

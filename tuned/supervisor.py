@@ -149,6 +149,7 @@ async def supervise(daemon: Daemon, trial: Trial) -> None:
     trial.exit_reported = trial.exit_ok = trial.timed_out = False
     code: int | None = None
     proc: TrialProcess | None = None
+    lost = ""
     try:
         try:
             trial_dir, fresh = prepare_dir(daemon, trial)
@@ -192,6 +193,7 @@ async def supervise(daemon: Daemon, trial: Trial) -> None:
                 if code is None:  # the daemon is stopping: take the trial down with it
                     code = await terminate(daemon, proc)
                 proc.signal(signal.SIGKILL)  # anything it left in its group
+                lost = proc.lost
                 reason = proc.exit_reason(code) if code != 0 else ""
                 if reason and not trial.error:  # e.g. the Ray node running it died
                     trial.error = reason
@@ -214,13 +216,36 @@ async def supervise(daemon: Daemon, trial: Trial) -> None:
             daemon.running.pop(trial.id, None)
     if daemon.stopping:
         return
-    conclude(daemon, trial, code)
+    conclude(daemon, trial, code, lost)
     daemon.wake()
 
 
-def conclude(daemon: Daemon, trial: Trial, code: int | None) -> None:
-    """Decide the attempt's outcome: done, retried, or failed for good."""
+# A trial lost this many times in a row (its zygote dying under it) counts as failed:
+# a trainable that kills the process that forked it must not loop for ever.
+MAX_LOSSES = 3
+
+
+def conclude(daemon: Daemon, trial: Trial, code: int | None, lost: str = "") -> None:
+    """Decide the attempt's outcome: done, retried, run again (lost), or failed for good."""
     spec = trial.experiment.spec
+    if lost and trial.exit_reported:  # it had ended and said how; only its exit code was lost
+        code = 0 if trial.exit_ok else 1
+    elif lost and not trial.stop_requested and not trial.timed_out:
+        if trial.losses < MAX_LOSSES:
+            trial.losses += 1
+            log.warning(
+                "trial lost through no fault of its own; running it again from its checkpoint",
+                trial=trial.id,
+                reason=lost,
+                checkpoint=trial.checkpoint or "none (from the start)",
+            )
+            daemon.requeue(
+                trial, f"{lost}; running it again from its last checkpoint", counted=False
+            )
+            return
+        trial.error = trial.traceback = f"{lost}, {trial.losses + 1} times in a row"
+    if not lost:
+        trial.losses = 0
     ok = code == 0 and (trial.exit_ok or (bool(spec.command) and not trial.exit_reported))
     if trial.stop_requested and trial.error == "cancelled":
         daemon.finish(trial, "ERROR")

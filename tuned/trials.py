@@ -97,6 +97,7 @@ class Trial:
     dir: Path | None = None
     attempt: int = 0
     failures: int = 0
+    losses: int = 0  # attempts lost in a row through no fault of its own (its zygote died)
     pid: int = 0
     process: TrialProcess | None = None  # while an attempt runs
     started_at: float = 0.0

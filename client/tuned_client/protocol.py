@@ -436,6 +436,9 @@ class TrialRetrying(_Event, tag="trial_retrying"):
     trial_id: str
     attempt: int
     error: str
+    # False when the attempt was lost through no fault of the trial (the process that
+    # forked it died): it runs again without using up one of its max_failures.
+    counted: bool = True
 
 
 class TrialFinished(_Event, tag="trial_finished"):
