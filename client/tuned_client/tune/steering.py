@@ -84,10 +84,14 @@ class Steering:
         self.max_pending = 10**9 if basic else MAX_PENDING_ADAPTIVE
         self.limit = 10**9 if isinstance(self.searcher, BasicVariantGenerator) else tc.num_samples
         space = {} if isinstance(self.searcher, BasicVariantGenerator) else tuner.param_space
-        if not self.searcher.set_search_properties(tc.metric, tc.mode, space):
-            raise TuneError(
-                f"the searcher's metric/mode ({self.searcher.metric}, {self.searcher.mode}) "
-                f"differ from TuneConfig's ({tc.metric}, {tc.mode})"
+        if not self.searcher.set_search_properties(tc.metric, tc.mode, space) and _unresolved(
+            space
+        ):  # as Ray: a searcher with a space of its own says False; domains left are an error
+            raise ValueError(
+                "You passed a `config` parameter to `tune.run()` with unresolved parameters, "
+                "but the search algorithm was already instantiated with a search space. Make "
+                "sure that `config` does not contain any more parameter definitions - include "
+                "them in the search algorithm's search space if necessary."
             )
         if not self.scheduler.set_search_properties(tc.metric, tc.mode):
             raise TuneError(
