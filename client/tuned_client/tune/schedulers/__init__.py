@@ -1,6 +1,7 @@
 """Trial schedulers under Ray Tune's names (FIFO is the default)."""
 
 from .async_hyperband import ASHAScheduler, AsyncHyperBandScheduler
+from .hb_bohb import HyperBandForBOHB
 from .hyperband import HyperBandScheduler
 from .median_stopping_rule import MedianStoppingRule
 from .pbt import PopulationBasedTraining
@@ -10,6 +11,7 @@ __all__ = [
     "ASHAScheduler",
     "AsyncHyperBandScheduler",
     "FIFOScheduler",
+    "HyperBandForBOHB",
     "HyperBandScheduler",
     "MedianStoppingRule",
     "PopulationBasedTraining",
