@@ -229,10 +229,12 @@ class Steering:
     def _on_result(self, view: TrialView, result: dict[str, Any]) -> None:
         if view.trial_id in self.pending:
             return  # the old attempt's last steps, reported after our decision
-        self.searcher.on_trial_result(view.trial_id, result)
         if result.get("done") or self._stop_rule_met(result):
+            self.searcher.on_trial_result(view.trial_id, result)
             return
         decision = self.scheduler.on_trial_result(self, view, result)
+        # after the scheduler, as Ray: HyperBandForBOHB marks the budget TuneBOHB reads
+        self.searcher.on_trial_result(view.trial_id, result)
         if decision in (TrialScheduler.STOP, TrialScheduler.PAUSE):
             self.stop_trial(view)  # PAUSE: a scheduler that restarted it is already pending
 
