@@ -30,6 +30,7 @@ from tuned_client import protocol as p
 
 from . import archive
 from .daemon import Daemon
+from .errors import Refused
 from .journal import Control, Journal, Submitted
 from .ledger import ImpossibleRequest, ResourceError, parse_request
 from .results import select_kept
@@ -172,6 +173,10 @@ def _apply(daemon: Daemon, ev: p.Event, trial: Trial | None) -> None:
         if trial.status in FINAL:  # Tuner.restore queued it again
             trial.failures = 0
         trial.config = ev.config  # PBT's exploit queues it again with a new config
+        if ev.resources and ev.resources != trial.resources:  # ResourceChangingScheduler's
+            with contextlib.suppress(Refused):  # no longer fits this machine: keep the old
+                trial.request = daemon._request_for(ev.resources, f"trial {trial.tag}")
+                trial.resources = ev.resources
         _set_status(trial, "PENDING")
         trial.error = trial.traceback = ""
         trial.stop_requested = False
