@@ -114,13 +114,32 @@ class Steering:
         self.pending[trial.trial_id] = "stop"
         self._request(p.StopTrial(trial_id=trial.trial_id))
 
-    def restart_trial(self, trial: TrialView, config: dict[str, Any], checkpoint: str) -> None:
+    def restart_trial(
+        self,
+        trial: TrialView,
+        config: dict[str, Any],
+        checkpoint: str,
+        resources: list[dict[str, float]] | None = None,
+    ) -> None:
+        """PBT's exploit; with ``resources``, ResourceChangingScheduler's new bundles."""
         if trial.trial_id in self.pending:
             return
         self.pending[trial.trial_id] = "restart"
         packed = p.pack_user(config)
-        self._request(p.RestartTrial(trial_id=trial.trial_id, config=packed, checkpoint=checkpoint))
+        self._request(
+            p.RestartTrial(
+                trial_id=trial.trial_id,
+                config=packed,
+                checkpoint=checkpoint,
+                resources=list(resources or []),
+            )
+        )
         trial.config = config
+
+    @property
+    def capacity(self) -> dict[str, float]:
+        """The daemon's totals ("cpu", "gpu", ...), for schedulers that share them out."""
+        return dict(self.run.accepted.capacity)
 
     def _request(self, request: Any) -> p.Message:
         try:
