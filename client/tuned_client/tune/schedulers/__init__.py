@@ -5,15 +5,23 @@ from .hb_bohb import HyperBandForBOHB
 from .hyperband import HyperBandScheduler
 from .median_stopping_rule import MedianStoppingRule
 from .pbt import PopulationBasedTraining
+from .resource_changing_scheduler import (
+    DistributeResources,
+    DistributeResourcesToTopJob,
+    ResourceChangingScheduler,
+)
 from .trial_scheduler import FIFOScheduler, TrialScheduler
 
 __all__ = [
     "ASHAScheduler",
     "AsyncHyperBandScheduler",
+    "DistributeResources",
+    "DistributeResourcesToTopJob",
     "FIFOScheduler",
     "HyperBandForBOHB",
     "HyperBandScheduler",
     "MedianStoppingRule",
     "PopulationBasedTraining",
+    "ResourceChangingScheduler",
     "TrialScheduler",
 ]
