@@ -166,3 +166,30 @@ def test_an_acknowledged_exploit_survives_a_crash_before_the_attempt_ends(
         assert final["0"] == [1, "from trial 0"]  # the donor resumed from its own
     finally:
         again.stop()
+
+@pytest.mark.daemon_args("--num-cpus", "4")
+def test_pb2_explores_inside_its_bounds(
+    daemon: RunningDaemon,
+) -> None:
+    pytest.importorskip("GPy", reason="PB2 needs the pb2 extra (GPy, scikit-learn)")
+    from tuned_client.tune.schedulers import PB2
+
+    pb2 = PB2(
+        time_attr="training_iteration",
+        perturbation_interval=2,
+        hyperparam_bounds={"lr": [0.1, 0.9]},
+        quantile_fraction=0.5,
+        seed=1,
+    )
+    lrs = [0.1, 0.9]
+    results = tune.Tuner(
+        trainable,
+        param_space={"lr": tune.grid_search(lrs)},
+        tune_config=tune.TuneConfig(metric="theta", mode="max", scheduler=pb2, num_samples=2),
+        run_config=tune.RunConfig(name="pb2", verbose=0, stop={"step": STEPS}),
+    ).fit()
+    assert len(results) == 4 and results.num_errors == 0
+    assert all(0.1 <= r.config["lr"] <= 0.9 for r in results)
+    assert pb2._num_perturbations > 0 and len(pb2._rows) > 2
+    with pytest.raises(ValueError, match="hyperparam_bounds"):
+        PB2(metric="m", mode="max")

@@ -77,6 +77,7 @@ class Control(msgspec.Struct, tag="control", tag_field="kind"):
     checkpoint: str = ""
     iteration: int = 0
     time_total_s: float = 0.0
+    resources: list[dict[str, float]] = []  # exploit: the next attempt's bundles, if new
 
 
 Record = Submitted | Control | Event

@@ -28,6 +28,7 @@ from tuned_client import protocol as p
 
 from . import archive
 from .daemon import Daemon
+from .errors import Refused
 from .exploit import apply_exploit
 from .journal import Control, Journal, Submitted
 from .ledger import ImpossibleRequest, ResourceError, parse_request
@@ -155,6 +156,10 @@ def _control(daemon: Daemon, rec: Control) -> None:
         staged = Path(rec.checkpoint) if rec.checkpoint else None
         config = msgspec.Raw(rec.config)
         daemon.restarts[trial.id] = (config, staged, rec.iteration, rec.time_total_s)
+        if rec.resources:  # ResourceChangingScheduler's; no longer fits here: keep the old
+            with contextlib.suppress(Refused):
+                trial.request = daemon._request_for(rec.resources, f"trial {trial.tag}")
+                trial.resources = rec.resources
         trial.stop_requested = True  # as live: the attempt ends, then the exploit applies
     elif rec.action == "resume" and exp is not None:
         exp.cancelled = exp.done = False
@@ -199,6 +204,10 @@ def _apply(daemon: Daemon, ev: p.Event, trial: Trial | None) -> None:
         if trial.status in FINAL:  # Tuner.restore queued it again
             trial.failures = 0
         trial.config = ev.config  # PBT's exploit queues it again with a new config
+        if ev.resources and ev.resources != trial.resources:  # ResourceChangingScheduler's
+            with contextlib.suppress(Refused):  # no longer fits this machine: keep the old
+                trial.request = daemon._request_for(ev.resources, f"trial {trial.tag}")
+                trial.resources = ev.resources
         _set_status(trial, "PENDING")
         trial.error = trial.traceback = ""
         trial.stop_requested = False

@@ -252,7 +252,7 @@ async def on_stop_trial(conn: Conn, req: p.StopTrial, tg: TaskGroup) -> None:
 
 
 async def on_restart_trial(conn: Conn, req: p.RestartTrial, tg: TaskGroup) -> None:
-    exploit.restart_trial(conn.daemon, req.trial_id, req.config, req.checkpoint)
+    exploit.restart_trial(conn.daemon, req.trial_id, req.config, req.checkpoint, req.resources)
     await conn.daemon.journal.sync()
     await conn.send(p.Ok())
 

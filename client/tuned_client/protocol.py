@@ -204,6 +204,8 @@ class RestartTrial(_Req, tag="restart_trial"):
     trial_id: str
     config: msgspec.Raw
     checkpoint: str = ""  # "": restart from scratch with the new config
+    # ResourceChangingScheduler: the bundles of its next attempt; []: keep the trial's own
+    resources: list[dict[str, float]] = []
 
 
 Request = (

@@ -86,6 +86,7 @@ def run(session: Session) -> int:
         session.finish(ok=True, stopped=True)
         return EXIT_OK
     except BaseException as exc:
+        save_error(session.assignment.trial_dir, exc)
         session.finish(
             ok=False,
             error=f"{type(exc).__name__}: {exc}",
@@ -94,6 +95,28 @@ def run(session: Session) -> int:
         return EXIT_ERROR
     session.finish(ok=True)
     return EXIT_OK
+
+
+def save_error(trial_dir: str, exc: BaseException) -> None:
+    """Pickle the exception to ``error.pkl`` so ``Result.error`` is of its class (as Ray)."""
+    if not trial_dir:
+        return
+    path = os.path.join(trial_dir, "error.pkl")
+    try:
+        import cloudpickle
+
+        blob = cloudpickle.dumps(exc)
+    except Exception:  # an exception holding what cannot be pickled: error.txt says it all
+        blob = b""
+    try:
+        if not blob:
+            os.unlink(path)  # not one left from an earlier attempt
+            return
+        with open(f"{path}.tmp", "wb") as f:
+            f.write(blob)
+        os.replace(f"{path}.tmp", path)
+    except OSError:
+        pass
 
 
 def run_and_exit(session: Session) -> None:

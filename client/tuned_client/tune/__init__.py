@@ -11,10 +11,12 @@ from .config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 from .resources import PlacementGroupFactory, with_resources
 
 if TYPE_CHECKING:
-    from . import schedulers, search, utils
+    from . import analysis, schedulers, search, stopper, utils
+    from .analysis import ExperimentAnalysis
     from .callback import Callback
+    from .parameters import with_parameters
     from .result import Result, ResultGrid, TrialError, TuneError
-    from .run import ExperimentAnalysis, run
+    from .run import run
     from .search.sample import (
         choice,
         grid_search,
@@ -30,14 +32,17 @@ if TYPE_CHECKING:
         sample_from,
         uniform,
     )
-    from .trainable import Trainable, with_parameters
+    from .stopper import Stopper
+    from .trainable import Trainable
     from .tuner import Tuner
 
 # Imported on first use (PEP 562): a trial's zygote unpickles a trainable that
 # references this package, and must not pay for the Tuner, the searchers and
 # the schedulers it never runs.
 _LAZY = {
+    "analysis": ".analysis",
     "schedulers": ".schedulers",
+    "stopper": ".stopper",
     "search": ".search",
     "utils": ".utils",
     "Callback": ".callback",
@@ -45,10 +50,11 @@ _LAZY = {
     "ResultGrid": ".result",
     "TrialError": ".result",
     "TuneError": ".result",
-    "ExperimentAnalysis": ".run",
+    "ExperimentAnalysis": ".analysis",
+    "Stopper": ".stopper",
     "run": ".run",
     "Trainable": ".trainable",
-    "with_parameters": ".trainable",
+    "with_parameters": ".parameters",
     "Tuner": ".tuner",
     **dict.fromkeys(
         [
@@ -69,7 +75,7 @@ _LAZY = {
         ".search.sample",
     ),
 }
-_SUBMODULES = {"schedulers", "search", "utils"}
+_SUBMODULES = {"analysis", "schedulers", "search", "stopper", "utils"}
 
 
 def __getattr__(name: str) -> Any:
@@ -124,11 +130,13 @@ __all__ = [
     "Result",
     "ResultGrid",
     "RunConfig",
+    "Stopper",
     "Trainable",
     "TrialError",
     "TuneConfig",
     "TuneError",
     "Tuner",
+    "analysis",
     "choice",
     "get_checkpoint",
     "get_context",
@@ -147,6 +155,7 @@ __all__ = [
     "sample_from",
     "schedulers",
     "search",
+    "stopper",
     "uniform",
     "utils",
     "with_parameters",

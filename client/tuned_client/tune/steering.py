@@ -84,10 +84,14 @@ class Steering:
         self.max_pending = 10**9 if basic else MAX_PENDING_ADAPTIVE
         self.limit = 10**9 if isinstance(self.searcher, BasicVariantGenerator) else tc.num_samples
         space = {} if isinstance(self.searcher, BasicVariantGenerator) else tuner.param_space
-        if not self.searcher.set_search_properties(tc.metric, tc.mode, space):
-            raise TuneError(
-                f"the searcher's metric/mode ({self.searcher.metric}, {self.searcher.mode}) "
-                f"differ from TuneConfig's ({tc.metric}, {tc.mode})"
+        if not self.searcher.set_search_properties(tc.metric, tc.mode, space) and _unresolved(
+            space
+        ):  # as Ray: a searcher with a space of its own says False; domains left are an error
+            raise ValueError(
+                "You passed a `config` parameter to `tune.run()` with unresolved parameters, "
+                "but the search algorithm was already instantiated with a search space. Make "
+                "sure that `config` does not contain any more parameter definitions - include "
+                "them in the search algorithm's search space if necessary."
             )
         if not self.scheduler.set_search_properties(tc.metric, tc.mode):
             raise TuneError(
@@ -110,13 +114,32 @@ class Steering:
         self.pending[trial.trial_id] = "stop"
         self._request(p.StopTrial(trial_id=trial.trial_id))
 
-    def restart_trial(self, trial: TrialView, config: dict[str, Any], checkpoint: str) -> None:
+    def restart_trial(
+        self,
+        trial: TrialView,
+        config: dict[str, Any],
+        checkpoint: str,
+        resources: list[dict[str, float]] | None = None,
+    ) -> None:
+        """PBT's exploit; with ``resources``, ResourceChangingScheduler's new bundles."""
         if trial.trial_id in self.pending:
             return
         self.pending[trial.trial_id] = "restart"
         packed = p.pack_user(config)
-        self._request(p.RestartTrial(trial_id=trial.trial_id, config=packed, checkpoint=checkpoint))
+        self._request(
+            p.RestartTrial(
+                trial_id=trial.trial_id,
+                config=packed,
+                checkpoint=checkpoint,
+                resources=list(resources or []),
+            )
+        )
         trial.config = config
+
+    @property
+    def capacity(self) -> dict[str, float]:
+        """The daemon's totals ("cpu", "gpu", ...), for schedulers that share them out."""
+        return dict(self.run.accepted.capacity)
 
     def _request(self, request: Any) -> p.Message:
         try:
@@ -225,10 +248,12 @@ class Steering:
     def _on_result(self, view: TrialView, result: dict[str, Any]) -> None:
         if view.trial_id in self.pending:
             return  # the old attempt's last steps, reported after our decision
-        self.searcher.on_trial_result(view.trial_id, result)
         if result.get("done") or self._stop_rule_met(result):
+            self.searcher.on_trial_result(view.trial_id, result)
             return
         decision = self.scheduler.on_trial_result(self, view, result)
+        # after the scheduler, as Ray: HyperBandForBOHB marks the budget TuneBOHB reads
+        self.searcher.on_trial_result(view.trial_id, result)
         if decision in (TrialScheduler.STOP, TrialScheduler.PAUSE):
             self.stop_trial(view)  # PAUSE: a scheduler that restarted it is already pending
 

@@ -1,4 +1,4 @@
-"""Class trainables (``tune.Trainable``) and ``tune.with_parameters``, as in Ray Tune.
+"""Class trainables (``tune.Trainable``), as in Ray Tune (``with_parameters``: parameters.py).
 
 A class trainable is run by a plain function trainable made here: it calls
 ``setup``, then ``step`` until the result says ``done`` or a stop rule is met,
@@ -9,13 +9,13 @@ only ever run functions, and retries, stop rules and schedulers work alike.
 
 from __future__ import annotations
 
-import functools
 import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..checkpoint import Checkpoint
 from ..session import require_session
+from .parameters import with_parameters
 from .resources import resources_of, with_resources
 
 
@@ -117,25 +117,6 @@ def class_runner(
     run.__name__ = cls.__name__
     run.__qualname__ = cls.__qualname__
     return run
-
-
-def with_parameters(trainable: Any, **kwargs: Any) -> Any:
-    """Pass large objects to every trial once, as ``ray.tune.with_parameters`` does.
-
-    The objects travel inside the pickled trainable (written once per experiment),
-    not in each trial's config.
-    """
-    if isinstance(trainable, type) and issubclass(trainable, Trainable):
-        bound = type(trainable.__name__, (trainable,), {"__tuned_parameters__": kwargs})
-        bound.__module__ = trainable.__module__
-        return bound
-    resources = resources_of(trainable)
-
-    @functools.wraps(trainable)
-    def inner(config: dict[str, Any]) -> Any:
-        return trainable(config, **kwargs)
-
-    return with_resources(inner, resources) if resources is not None else inner
 
 
 def to_function(trainable: Any, checkpoint_config: Any, stop: Any) -> Any:

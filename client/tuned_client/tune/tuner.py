@@ -23,11 +23,13 @@ from ..connection import Connection, DaemonError
 from ..paths import default_storage_path
 from .callback import Callback, dispatch
 from .config import FailureConfig, RunConfig, TuneConfig
+from .parameters import parameters_folder
 from .progress import Reporter, TrialView, render
 from .resources import resources_of, to_bundles, trial_bundles
 from .result import ResultGrid, TuneError
 from .results_builder import build_results
 from .search.variant_generator import generate_variants, make_spec
+from .stopper.state import StopperKeeper, load_stopper
 from .trainable import Trainable, to_function
 
 
@@ -104,15 +106,20 @@ class Tuner:
                 raise TuneError(f"trial {index}'s config cannot be serialised: {exc}") from exc
             tag = f"{index}_{suffix}" if suffix else str(index)
             trials.append(p.TrialSpec(tag=tag, config=packed, resources=bundles))
-        try:
-            payload = cloudpickle.dumps(to_function(self.trainable, rc.checkpoint_config, rc.stop))
-        except Exception as exc:
-            raise TuneError(f"the trainable {name!r} cannot be pickled: {exc}") from exc
         failure = rc.failure_config or FailureConfig()
         storage = rc.storage_path or rc.local_dir or str(default_storage_path())
+        exp_name = rc.name or f"{name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+        storage = os.path.abspath(os.path.expanduser(storage))
+        try:  # with_parameters' large objects go to the experiment's folder, not the pickle
+            with parameters_folder(os.path.join(storage, exp_name)):
+                payload = cloudpickle.dumps(
+                    to_function(self.trainable, rc.checkpoint_config, rc.stop)
+                )
+        except Exception as exc:
+            raise TuneError(f"the trainable {name!r} cannot be pickled: {exc}") from exc
         return p.ExperimentSpec(
-            name=rc.name or f"{name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}",
-            storage_path=os.path.abspath(os.path.expanduser(storage)),
+            name=exp_name,
+            storage_path=storage,
             trainable_name=name,
             trainable=payload,
             python=sys.executable,
@@ -186,6 +193,11 @@ class Tuner:
         from .restore import load_state, restore_flags
 
         load_state(path)  # a clear error now rather than at fit()
+        if (run_config is None or run_config.stop is None) and (
+            saved_stop := load_stopper(path)
+        ) is not None:  # the stopper goes on with the state it had (as Ray's)
+            run_config = copy.copy(run_config or RunConfig())
+            run_config.stop = saved_stop
         tuner = cls(
             trainable,
             param_space=param_space,
@@ -235,6 +247,10 @@ class _Run:
         self.autostarted = False  # we started the daemon: start it again if it goes away
         self.stopper = tuner.run_config.stop if callable(tuner.run_config.stop) else None
         self.stopped: set[str] = set()
+        # A stopper's state is saved with the experiment, for Tuner.restore (as Ray's).
+        self.stopper_keeper = (
+            StopperKeeper(self.stopper, accepted.path) if self.stopper is not None else None
+        )
 
     def _status_text(self) -> str:
         return render(
@@ -275,6 +291,8 @@ class _Run:
                 f"({elapsed:.2f} seconds for the tuning loop)."
             )
         dispatch(self.callbacks, "on_experiment_end", trials=list(self.trials.values()))
+        if self.stopper_keeper is not None:
+            self.stopper_keeper.save()
         tc = self.tuner.tune_config
         return build_results(self.accepted, self.trials, tc.metric, tc.mode)
 
@@ -334,6 +352,8 @@ class _Run:
                 if tid not in self.stopped and other.status in ("PENDING", "RUNNING"):
                     self.stopped.add(tid)
                     self._send(p.StopTrial(trial_id=tid))
+        if self.stopper_keeper is not None:
+            self.stopper_keeper.touched()
 
 
 def _apply_checkpoint_config(spec: p.ExperimentSpec, rc: RunConfig) -> None:
