@@ -198,11 +198,36 @@ def test_a_grid_queues_one_command_per_combination(daemon: RunningDaemon) -> Non
     assert {"lr": 0.1, "bs": 8} in params and {"lr": "1e-3", "bs": 16} in params
 
 
+def test_braces_are_placeholders_only_for_grid_names(daemon: RunningDaemon) -> None:
+    report = "from tuned_client import tune; tune.report({'answer': 42})"
+    out = cli(daemon, "submit", "--wait", "--", PY, "-c", report)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in _result_lines(daemon)]
+    assert [r["answer"] for r in rows] == [42]
+    show = "import sys, json; print(json.dumps(sys.argv[1:]))"
+    args = ['{"lr": {lr}}', "{print $1}", "{{x}}", "{other}"]
+    out = cli(daemon, "submit", "--wait", "--grid", "lr=0.5", "--", PY, "-c", show, *args)
+    assert out.returncode == 0, out.stderr
+    note = out.stderr.splitlines()[0]
+    assert "{other}" in note and "names no --grid key: passed as typed" in note
+    trial_id = out.stdout.split("trial ")[1].split()[0]
+    assert f"{trial_id}  {PY} -c {show} " + '{"lr": 0.5}' in out.stdout
+    assert json.loads(cli(daemon, "logs", trial_id).stdout) == [
+        '{"lr": 0.5}',
+        "{print $1}",
+        "{{x}}",
+        "{other}",
+    ]
+
+
+def _result_lines(daemon: RunningDaemon) -> list[str]:
+    exp_path = Path(json.loads(cli(daemon, "ls", "--json").stdout)[0]["path"])
+    return [line for f in exp_path.glob("*/result.json") for line in f.read_text().splitlines()]
+
+
 def test_submit_refuses_what_it_cannot_run(daemon: RunningDaemon) -> None:
-    out = cli(daemon, "submit", "--", "echo", "{lr}")
-    assert out.returncode == 1 and "uses {lr} but no --grid gives it" in out.stderr
-    out = cli(daemon, "submit", "--", "awk", "{print $1}")
-    assert out.returncode == 1 and "literal brace as '{{'" in out.stderr
+    out = cli(daemon, "submit", "--metric", "loss", "--", "true")
+    assert out.returncode == 1 and "--metric and --mode go together" in out.stderr
     out = cli(daemon, "submit", "--gpu", "2", "--", "true")
     assert out.returncode == 1 and "gpu" in out.stderr
     assert cli(daemon, "submit").returncode == 1
