@@ -154,6 +154,11 @@ def _add_watch_commands(sub: Any) -> None:
     )
     _common(submit)
     add_arguments(submit)
+    web = sub.add_parser(
+        "web", help="serve a live page of every experiment on 127.0.0.1 (a token in its URL)"
+    )
+    _common(web)
+    web.add_argument("--port", type=int, default=0, help="on 127.0.0.1 (default: a free one)")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -347,6 +352,12 @@ def _watch(command: str, args: argparse.Namespace) -> int:
     return run(args, lambda: _connect(args))
 
 
+def _web(args: argparse.Namespace) -> int:
+    from .web.serve import cmd_web
+
+    return cmd_web(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     from . import views
 
@@ -360,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         "tail": lambda a: _watch("tail", a),
         "logs": lambda a: _watch("logs", a),
         "submit": lambda a: _watch("submit", a),
+        "web": _web,
     }
     return int(commands[args.command](args))
 
