@@ -36,6 +36,7 @@ def cmd_web(args: argparse.Namespace) -> int:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind((HOST, args.port))
+        listener.listen(128)  # the printed URL connects at once; uvicorn accepts when up
     except OSError as exc:
         print(f"tuned: cannot listen on {HOST}:{args.port}: {exc.strerror}", file=sys.stderr)
         return 1

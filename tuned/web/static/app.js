@@ -332,6 +332,9 @@ function drawCurves() {
     if (lastI >= 0 && t.status === "ERROR") marks.push([i + 1, lastI, "error"]);
     else if (lastI >= 0 && ended && x[lastI] < longest) marks.push([i + 1, lastI, "cut"]);
   });
+  stats.curvePoints = data.slice(1).reduce((n, y) => n + y.filter((v) => v !== null).length, 0);
+  stats.curveSeries = trials.length;
+  stats.marks = marks.length;
   const shape = `${S.view}|${metric}|${S.scope}|${trials.map((t) => t.id).join()}|${[...S.selected].join()}`;
   if (shape !== curvesShape || !charts.curves) {
     if (charts.curves) charts.curves.destroy();
