@@ -169,3 +169,18 @@ def test_tuned_web_without_a_daemon_says_so(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 1 and "no tuned daemon is listening" in out.stderr
+
+
+def test_the_live_websocket_refuses_other_origins(web: WebProcess) -> None:
+    """Browsers send cookies with a cross-site WebSocket handshake: Origin must be ours."""
+    upgrade = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+    }
+    for origin in ("http://evil.example", ""):
+        headers = {**upgrade, "Origin": origin} if origin else upgrade
+        assert web.request("GET", "/api/live", headers)[0] == 403, origin
+    assert web.request("GET", "/api/live", {**upgrade, "Origin": web.origin}, auth=False)[0] == 403
+    assert web.request("GET", "/api/live", {**upgrade, "Origin": web.origin})[0] == 101

@@ -1,6 +1,7 @@
 """The page's routes (starlette): the page, its live stream, a trial's logs, cancel.
 
-Pages get server-sent events: a snapshot of their view (the overview, or one
+Pages get a WebSocket (``/api/live``; ``/api/stream`` serves the same as
+server-sent events to other clients): a snapshot of their view (the overview, or one
 experiment with every trial's curve), then deltas. The pusher wakes when the
 feed folds an event, waits ``PUSH_INTERVAL_S`` so a burst of results goes out
 as one message, encodes each view's delta once, and hands it to every page
@@ -10,12 +11,12 @@ reconnects and starts again from a snapshot.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import AsyncIterator
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
 
 import anyio
 import msgspec
@@ -30,8 +31,9 @@ from starlette.responses import (
     Response,
     StreamingResponse,
 )
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket, WebSocketDisconnect
 from tuned_client import protocol as p
 from tuned_client.connection import DaemonError
 
@@ -66,7 +68,7 @@ class Hub:
             self.wake = anyio.Event()
             views = set(self.pages.values())
             deltas = self.model.take_deltas(views - {""})
-            encoded = {view: _sse(msg) for view, msg in deltas.items()}
+            encoded = {view: _json.encode(msg) for view, msg in deltas.items()}
             for page, view in list(self.pages.items()):
                 for part in (encoded[""], encoded.get(view)) if view else (encoded[""],):
                     if part is None:
@@ -86,12 +88,12 @@ class Hub:
         snapshot = self.model.experiment(view) if view else None
         self.pages[send] = view
         try:
-            yield _sse(self.model.overview())
+            yield _json.encode(self.model.overview())
             if view:
-                yield _sse(snapshot or {"kind": "missing", "id": view})
+                yield _json.encode(snapshot or {"kind": "missing", "id": view})
             async with receive:
                 while True:
-                    part = b": keepalive\n\n"  # lets a dead connection be noticed
+                    part = b""  # a keepalive: lets a dead connection be noticed
                     with anyio.move_on_after(KEEPALIVE_S):
                         part = await receive.receive()
                     yield part
@@ -102,8 +104,37 @@ class Hub:
             send.close()
 
 
-def _sse(message: dict[str, Any]) -> bytes:
-    return b"data: " + _json.encode(message) + b"\n\n"
+async def _sse(parts: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async for part in parts:
+        yield b"data: " + part + b"\n\n" if part else b": keepalive\n\n"
+
+
+async def _live(ws: WebSocket) -> None:
+    """The page's stream: a WebSocket, because browsers give server-sent events six
+    HTTP/1.1 connections per host across all tabs, and a seventh tab would hang."""
+    view = ws.query_params.get("view", "")
+    if view and not TRIAL_ID.fullmatch(view):
+        await ws.close(code=1008)
+        return
+    await ws.accept()
+    hub: Hub = ws.app.state.hub
+    parts = hub.stream(view, ws.app.state.feed)
+
+    async def drain() -> None:
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:
+                await ws.receive_text()  # nothing is expected; notices the close
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(drain)
+        try:
+            async for part in parts:
+                if part:
+                    await ws.send_text(part.decode())
+        except (WebSocketDisconnect, OSError):
+            pass
+        finally:
+            tg.cancel_scope.cancel()
 
 
 def _page(request: Request) -> Response:
@@ -117,7 +148,7 @@ async def _stream(request: Request) -> Response:
         return PlainTextResponse("bad view", status_code=400)
     hub: Hub = request.app.state.hub
     return StreamingResponse(
-        hub.stream(view, request.app.state.feed),
+        _sse(hub.stream(view, request.app.state.feed)),
         media_type="text/event-stream",
         headers={"X-Accel-Buffering": "no"},
     )
@@ -201,6 +232,7 @@ def build_app(
         routes=[
             Route("/", _page),
             Route("/api/stream", _stream),
+            WebSocketRoute("/api/live", _live),
             Route("/api/trial/{trial_id}", _trial),
             Route("/api/trial/{trial_id}/{which}", _log),
             Route("/api/cancel", _cancel, methods=["POST"]),

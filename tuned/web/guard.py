@@ -12,7 +12,8 @@ every request passes these checks before any route, static file or stream:
   leaves the address bar and history.
 - **Changes** (any method but GET/HEAD) also need ``Origin`` to be this page's
   own origin and the token in an ``X-Tuned-Token`` header (the page has it;
-  another site's form or script cannot read or set it): no CSRF.
+  another site's form or script cannot read or set it): no CSRF. The live
+  WebSocket needs this page's ``Origin`` too (no cross-site WebSocket hijacking).
 
 Responses carry a strict Content-Security-Policy, no-referrer (the token never
 leaks in a Referer), no-store, and deny framing.
@@ -72,19 +73,24 @@ class Guard:
                 "tuned web: open the URL with the token that `tuned web` printed",
                 status_code=403,
             ), False
-        if scope.get("method", "GET") not in SAFE_METHODS:
+        if scope["type"] == "websocket" or scope.get("method", "GET") not in SAFE_METHODS:
             if headers.get("origin") not in self.origins:
                 return PlainTextResponse("tuned web: bad Origin", status_code=403), False
-            if not self._has_token(headers.get("x-tuned-token")):
+            if scope["type"] == "http" and not self._has_token(headers.get("x-tuned-token")):
                 return PlainTextResponse("tuned web: missing X-Tuned-Token", status_code=403), False
         return None, in_query
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "lifespan":
-                await self.app(scope, receive, send)
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
             return
         refusal, in_query = self.check(scope)
+        if scope["type"] == "websocket":  # a browser sends cookies cross-site: Origin decides
+            if refusal is not None:
+                await send({"type": "websocket.close", "code": 1008})
+            else:
+                await self.app(scope, receive, send)
+            return
 
         async def send_secure(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -54,14 +54,20 @@ function route() {
 }
 
 function connect(view) {
-  if (source) source.close();
+  if (source) { const old = source; source = null; old.close(); }
   S.view = view; S.trials = new Map(); S.selected = new Set(); S.metric = ""; S.full = false;
   rowEls.clear(); $("trials").tBodies[0].replaceChildren();
   destroyCharts();
-  source = new EventSource("/api/stream" + (view ? "?view=" + encodeURIComponent(view) : ""));
-  source.onopen = () => { $("conn").textContent = "live"; $("conn").className = "conn live"; };
-  source.onerror = () => { $("conn").textContent = "reconnecting…"; $("conn").className = "conn down"; };
-  source.onmessage = (e) => apply(JSON.parse(e.data));
+  const ws = new WebSocket(`ws://${location.host}/api/live` + (view ? "?view=" + encodeURIComponent(view) : ""));
+  source = ws;
+  ws.onopen = () => { $("conn").textContent = "live"; $("conn").className = "conn live"; };
+  ws.onmessage = (e) => apply(JSON.parse(e.data));
+  ws.onclose = () => {
+    if (source !== ws) return;  // replaced by another view's stream
+    $("conn").textContent = "reconnecting…"; $("conn").className = "conn down";
+    source = null;
+    setTimeout(() => { if (!source) connect(S.view); }, 2000);
+  };
 }
 
 function apply(msg) {
