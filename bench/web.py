@@ -173,7 +173,7 @@ def measure(trials: int = 1_000, results: int = 100, n: int = 1_000) -> list[Fig
 
 def main() -> None:
     for fig in measure():
-        print(fig.line())
+        print(fig.line(), f"({fig.note})" if fig.note else "")
 
 
 if __name__ == "__main__":
