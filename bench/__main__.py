@@ -29,6 +29,7 @@ from . import (
     seed,
     subscribers,
     throughput,
+    web,
 )
 from .figures import Figure
 
@@ -49,6 +50,7 @@ def benches(quick: bool) -> dict[str, Callable[[], list[Figure]]]:
         "queued": lambda: queued.measure(20_000 if quick else 100_000),
         "flat_memory": lambda: flat_memory.measure(2_000 if quick else 25_000),
         "disk": lambda: disk.measure(2.0 if quick else 6.0),
+        "web": lambda: web.measure(n=500 if quick else 1_000),
         "ray": lambda: ray_side.measure(1 if quick else 3),  # only when asked for
     }
 

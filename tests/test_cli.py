@@ -198,11 +198,36 @@ def test_a_grid_queues_one_command_per_combination(daemon: RunningDaemon) -> Non
     assert {"lr": 0.1, "bs": 8} in params and {"lr": "1e-3", "bs": 16} in params
 
 
+def test_braces_are_placeholders_only_for_grid_names(daemon: RunningDaemon) -> None:
+    report = "from tuned_client import tune; tune.report({'answer': 42})"
+    out = cli(daemon, "submit", "--wait", "--", PY, "-c", report)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in _result_lines(daemon)]
+    assert [r["answer"] for r in rows] == [42]
+    show = "import sys, json; print(json.dumps(sys.argv[1:]))"
+    args = ['{"lr": {lr}}', "{print $1}", "{{x}}", "{other}"]
+    out = cli(daemon, "submit", "--wait", "--grid", "lr=0.5", "--", PY, "-c", show, *args)
+    assert out.returncode == 0, out.stderr
+    note = out.stderr.splitlines()[0]
+    assert "{other}" in note and "names no --grid key: passed as typed" in note
+    trial_id = out.stdout.split("trial ")[1].split()[0]
+    assert f"{trial_id}  {PY} -c {show} " + '{"lr": 0.5}' in out.stdout
+    assert json.loads(cli(daemon, "logs", trial_id).stdout) == [
+        '{"lr": 0.5}',
+        "{print $1}",
+        "{{x}}",
+        "{other}",
+    ]
+
+
+def _result_lines(daemon: RunningDaemon) -> list[str]:
+    exp_path = Path(json.loads(cli(daemon, "ls", "--json").stdout)[0]["path"])
+    return [line for f in exp_path.glob("*/result.json") for line in f.read_text().splitlines()]
+
+
 def test_submit_refuses_what_it_cannot_run(daemon: RunningDaemon) -> None:
-    out = cli(daemon, "submit", "--", "echo", "{lr}")
-    assert out.returncode == 1 and "uses {lr} but no --grid gives it" in out.stderr
-    out = cli(daemon, "submit", "--", "awk", "{print $1}")
-    assert out.returncode == 1 and "literal brace as '{{'" in out.stderr
+    out = cli(daemon, "submit", "--metric", "loss", "--", "true")
+    assert out.returncode == 1 and "--metric and --mode go together" in out.stderr
     out = cli(daemon, "submit", "--gpu", "2", "--", "true")
     assert out.returncode == 1 and "gpu" in out.stderr
     assert cli(daemon, "submit").returncode == 1
@@ -226,17 +251,60 @@ def test_logs_follow_streams_until_the_trial_ends(daemon: RunningDaemon, tmp_pat
     tail.kill()
 
 
+# A trial reporting six metrics, then (all but the first) waiting for a file.
+REPORT_THEN_WAIT = """import os, sys, time
+from tuned_client import tune
+i = float(sys.argv[2])
+tune.report({"loss": i, "accuracy": 1 - i / 10, "validation_loss": i + 1,
+             "learning_rate_now": i / 100, "epoch_seconds": 1.5, "gradient_norm": 2.0})
+while i and not os.path.exists(sys.argv[1]): time.sleep(0.02)
+"""
+METRICS = ("loss", "accuracy", "validation_loss", "learning_rate_now", "epoch_seconds")
+
+
+def test_status_shows_best_trial_eta_and_every_metric_in_80_columns(
+    daemon: RunningDaemon, tmp_path: Path
+) -> None:
+    gate = tmp_path / "go"
+    exp = submit(
+        daemon, "--name", "six-metrics-sweep", "--metric", "loss", "--mode", "min",
+        "--grid", "i=0,2,1", "--", PY, "-c", REPORT_THEN_WAIT, str(gate), "{i}",
+    )  # fmt: skip
+    tail = cli_bg(daemon, "tail", "--json", exp["experiment_id"])
+    seen: dict[str, int] = {}
+
+    def reported_and_one_ended(e: dict[str, Any]) -> bool:
+        seen[e["kind"]] = seen.get(e["kind"], 0) + 1
+        return seen.get("trial_result", 0) == 3 and seen.get("trial_finished", 0) == 1
+
+    read_until(tail, reported_and_one_ended)
+    out = subprocess.run(
+        [PY, "-m", "tuned", "status", "--socket", str(daemon.socket)],
+        env={**daemon.env(), "COLUMNS": "80"}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, out.stdout
+    best = exp["trial_ids"][0]  # i=0: the lowest loss, and already finished
+    assert f"best {best}  loss=0 (min)  i=0" in out.stdout
+    assert "1/3 done, ETA " in out.stdout and "ETA ?" not in out.stdout
+    for name in (*METRICS, "gradient_norm"):
+        assert name in out.stdout, name
+    gate.touch()
+    read_until(tail, lambda e: e["kind"] == "experiment_finished")
+
+
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="the live view is driven in tmux")
 def test_the_live_view_in_a_terminal(daemon: RunningDaemon, tmp_path: Path) -> None:
     gate = tmp_path / "go"
     exp = submit(
-        daemon, "--name", "live", "--grid", "lr=0.1,0.2,0.3", "--",
-        PY, "-c", WAIT_FOR_FILE, str(gate), "{lr}",
+        daemon, "--name", "live", "--metric", "loss", "--mode", "min", "--grid", "i=0,2,1",
+        "--", PY, "-c", REPORT_THEN_WAIT, str(gate), "{i}",
     )  # fmt: skip
     session = f"tuned-test-{daemon.proc.pid}"
     tuned = f"{PY} -m tuned tail --socket {daemon.socket} {exp['experiment_id']}"
     subprocess.run(
-        ["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40",
+        ["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "40",
          f"{tuned}; echo TAIL-EXITED-$?; sleep 60"],
         check=True,
     )  # fmt: skip
@@ -253,11 +321,14 @@ def test_the_live_view_in_a_terminal(daemon: RunningDaemon, tmp_path: Path) -> N
                 time.sleep(0.1)  # another process's screen: nothing to await
             raise AssertionError(f"{text!r} never showed:\n{pane}")
 
-        pane = pane_shows("3 RUNNING")
+        pane = pane_shows("2 RUNNING, 1 TERMINATED")
         assert pane.count("== Status ==") == 1  # redrawn in place, not scrolled
-        assert "[..............................] 0/3 done" in pane
-        assert "Number of trials: 3/3 (3 RUNNING)" in pane
-        assert "| lr " in pane and "| 0.2 " in pane
+        assert "[##########....................] 1/3 done" in pane
+        assert "Number of trials: 3/3 (2 RUNNING, 1 TERMINATED)" in pane
+        assert f"best {exp['trial_ids'][0]}  loss=0 (min)  i=0" in pane
+        assert "(running)  ETA 0:" in pane
+        for name in (*METRICS, "gradient_norm"):  # every metric, in 80 columns
+            assert name in pane, name
         gate.touch()
         pane = pane_shows("TAIL-EXITED-0")
         assert "3/3 done  (3 TERMINATED)" in pane and pane.count("== Status ==") == 1

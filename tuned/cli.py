@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
+import stat
+import struct
 import subprocess
 import sys
 import time
@@ -17,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tuned_client.connection import Connection, DaemonError, DaemonUnavailable
+from tuned_client.connection import Connection, DaemonError, DaemonUnavailable, TunedError
 from tuned_client.paths import default_socket_path, default_state_dir
 from tuned_client.trust import UntrustedSocket
 
@@ -160,6 +163,11 @@ def _add_watch_commands(sub: Any) -> None:
     )
     _common(submit)
     add_arguments(submit)
+    web = sub.add_parser(
+        "web", help="serve a live page of every experiment on 127.0.0.1 (a token in its URL)"
+    )
+    _common(web)
+    web.add_argument("--port", type=int, default=0, help="on 127.0.0.1 (default: a free one)")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -318,16 +326,58 @@ def _connect(args: argparse.Namespace) -> Connection:
         raise SystemExit(f"tuned: {exc}") from exc
 
 
+def ours(socket_path: Path, timeout: float = 5.0) -> Connection:
+    """A connection to the socket, only if a tuned trial-scheduler daemon serves it.
+
+    ``tuned`` is also Red Hat's tuning daemon (``/usr/sbin/tuned``, ``tuned.service``,
+    ``/run/tuned``), which root may run beside ours. Stopping must never reach it, so
+    the peer has to answer our versioned msgpack handshake within ``timeout`` with a
+    ``Welcome`` whose pid is the one the kernel reports for the socket's other end
+    (SO_PEERCRED). Nothing is ever signalled: the daemon is asked to shut down.
+    """
+    from tuned_client.framing import FrameError
+
+    try:
+        if not stat.S_ISSOCK(os.stat(socket_path).st_mode):
+            raise SystemExit(f"tuned: {socket_path} is not a socket")
+    except FileNotFoundError:
+        raise SystemExit(f"tuned: no daemon is running on {socket_path}") from None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(socket_path))
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        peer_pid, _uid, _gid = struct.unpack("3i", creds)
+        conn = Connection.handshake(sock, socket_path, "tuned-cli")
+    except (ConnectionRefusedError, FileNotFoundError):
+        sock.close()
+        raise SystemExit(f"tuned: no daemon is running on {socket_path}") from None
+    except (OSError, FrameError, TunedError) as exc:
+        sock.close()
+        raise SystemExit(
+            f"tuned: {socket_path} is not a tuned trial-scheduler daemon "
+            f"(no answer to its handshake: {exc}); nothing was stopped"
+        ) from None
+    if conn.welcome.pid != peer_pid:
+        conn.close()
+        raise SystemExit(
+            f"tuned: {socket_path} answered as pid {conn.welcome.pid} but is served by pid "
+            f"{peer_pid}; nothing was stopped"
+        )
+    sock.settimeout(None)
+    return conn
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     from tuned_client.protocol import Shutdown
 
     socket_path = (args.socket or default_socket_path()).absolute()
-    if not _alive(socket_path):
-        print(f"tuned: no daemon is running on {socket_path}", file=sys.stderr)
-        return 1
-    with _connect(args) as conn:
+    with ours(socket_path) as conn:
         pid = conn.welcome.pid
-        conn.request(Shutdown())
+        try:
+            conn.request(Shutdown())
+        except DaemonError as exc:
+            raise SystemExit(f"tuned: {exc.message}") from exc
     while _pid_alive(pid):
         time.sleep(0.02)  # waiting on another process's exit: no event to await
     return 0
@@ -360,6 +410,12 @@ def _watch(command: str, args: argparse.Namespace) -> int:
     return run(args, lambda: _connect(args))
 
 
+def _web(args: argparse.Namespace) -> int:
+    from .web.serve import cmd_web
+
+    return cmd_web(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     from . import views
 
@@ -373,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         "tail": lambda a: _watch("tail", a),
         "logs": lambda a: _watch("logs", a),
         "submit": lambda a: _watch("submit", a),
+        "web": _web,
     }
     try:
         return int(commands[args.command](args))

@@ -248,6 +248,8 @@ class Daemon:
             name=spec.name,
             path=str(path),
             num_trials=len(ids),
+            metric=spec.metric,
+            mode=spec.mode,
         )
         for trial in exp.live():
             self.emit_queued(trial)

@@ -38,6 +38,10 @@ class GpuProbe(Protocol):
         """pid -> bytes of device memory held by that process."""
         ...
 
+    def utilization(self, index: int) -> float:
+        """Percent of the last sample period in which a kernel ran on the device."""
+        ...
+
 
 class NoGpus:
     def devices(self) -> list[GpuInfo]:
@@ -48,6 +52,9 @@ class NoGpus:
 
     def process_memory(self, index: int) -> dict[int, int]:
         return {}
+
+    def utilization(self, index: int) -> float:
+        return 0.0
 
 
 class FakeGpus:
@@ -65,6 +72,9 @@ class FakeGpus:
 
     def process_memory(self, index: int) -> dict[int, int]:
         return dict(self.used[index])
+
+    def utilization(self, index: int) -> float:
+        return 0.0
 
 
 class FileFakeGpus(FakeGpus):
@@ -116,6 +126,9 @@ class NvmlGpus:
     def process_memory(self, index: int) -> dict[int, int]:
         procs = self._nvml.nvmlDeviceGetComputeRunningProcesses(self._handles[index])
         return {int(p.pid): int(p.usedGpuMemory or 0) for p in procs}
+
+    def utilization(self, index: int) -> float:
+        return float(self._nvml.nvmlDeviceGetUtilizationRates(self._handles[index]).gpu)
 
 
 def detect_gpus(settings: Settings | None = None) -> GpuProbe:

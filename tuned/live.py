@@ -1,6 +1,8 @@
-"""The live view of ``tuned tail`` in a terminal: progress bars and the status block.
+"""The live view of ``tuned tail`` in a terminal, in 80 columns or more.
 
-It folds events into the client's ``TrialView``s and redraws the whole screen
+Each experiment's progress, ETA and best trial so far, then Ray's status block
+with the last value of every metric the trials report, wrapped to the
+terminal's width. It folds events (``tuned.summary``) and redraws the whole screen
 in place (cursor home, clear below) at most every ``min_interval`` seconds, and
 once a second for the clocks. Output is cut to the terminal's height so the
 redraw never scrolls; the last frame stays on screen when it ends.
@@ -10,51 +12,29 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from tuned_client import protocol as p
 from tuned_client.connection import Connection
-from tuned_client.tune.progress import TrialView, render
 
-from .eventfmt import AUTO_KEYS
+from .summary import ExperimentSummary, Fold, best_line, duration
+from .views import counts_text, trial_table
 
 HOME_CLEAR = "\x1b[H\x1b[J"
 HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 BAR_WIDTH = 30
+MAX_ROWS = 20
 
 
 def _amount(name: str, value: float) -> str:
     return f"{value / 1024**3:.1f}G" if name == "memory" else f"{value:g}"
 
 
-def _first_metric(trials: list[TrialView]) -> str | None:
-    """The first metric the user reported (not one the session adds): worth a column."""
-    for t in trials:
-        for key in t.last_result or {}:
-            if key not in AUTO_KEYS:
-                return str(key)
-    return None
-
-
-@dataclass
-class ExperimentView:
-    experiment_id: str
-    name: str
-    path: str
-    started: float
-    trials: dict[str, TrialView] = field(default_factory=dict)
-    finished: bool = False
-    cancelled: bool = False
-
-
-def progress_bar(views: list[TrialView], width: int = BAR_WIDTH) -> str:
+def progress_bar(exp: ExperimentSummary, width: int = BAR_WIDTH) -> str:
     """``[#####.....] 12/40 done  (3 RUNNING, 25 PENDING, 10 TERMINATED, 2 ERROR)``."""
-    total = len(views)
-    counts: dict[str, int] = {}
-    for v in views:
-        counts[v.status] = counts.get(v.status, 0) + 1
+    total = len(exp.trials)
+    counts = exp.counts()
     done = counts.get("TERMINATED", 0) + counts.get("ERROR", 0)
     filled = int(width * done / total) if total else 0
     order = ("RUNNING", "PENDING", "TERMINATED", "ERROR")
@@ -69,7 +49,7 @@ class LiveView:
     def __init__(self, out: TextIO, experiment_id: str, socket_path: Path) -> None:
         self.out = out
         self.experiment_id = experiment_id
-        self.experiments: dict[str, ExperimentView] = {}
+        self.fold = Fold()
         self.capacity = self._capacity(socket_path)
         self.last_draw = 0.0
         self.dirty = True
@@ -92,33 +72,8 @@ class LiveView:
                 for r in ev.resources
             )
             self.dirty = True
-        if isinstance(ev, p.ExperimentAccepted):
-            self.experiments[ev.experiment_id] = ExperimentView(
-                ev.experiment_id, ev.name, ev.path, ev.ts
-            )
-        exp = self.experiments.get(ev.experiment_id)
-        if exp is None:
-            return  # an experiment that began before the history we were given
-        trial = exp.trials.get(getattr(ev, "trial_id", ""))
-        if isinstance(ev, p.TrialQueued):
-            config = p.unpack_opaque(ev.config)
-            exp.trials[ev.trial_id] = TrialView(
-                ev.trial_id, ev.name, ev.tag, config if isinstance(config, dict) else {}
-            )
-        elif isinstance(ev, p.ExperimentFinished):
-            exp.finished, exp.cancelled = True, ev.cancelled
-        elif trial is None:
-            return
-        elif isinstance(ev, p.TrialStarted):
-            trial.status, trial.pid, trial.resources = "RUNNING", ev.pid, dict(ev.resources)
-        elif isinstance(ev, p.TrialResult):
-            row = p.unpack_opaque(ev.metrics)
-            trial.last_result = row if isinstance(row, dict) else None
-        elif isinstance(ev, p.TrialRetrying):
-            trial.status, trial.pid = "PENDING", 0
-        elif isinstance(ev, p.TrialFinished):
-            trial.status, trial.error = ev.status, ev.error
-        self.dirty = True
+        elif self.fold.on_event(ev) is not None:
+            self.dirty = True
         self.on_tick()
 
     def on_tick(self) -> None:
@@ -129,17 +84,18 @@ class LiveView:
 
     # ------------------------------------------------------------ drawing
 
-    def shown(self) -> list[ExperimentView]:
+    def shown(self) -> list[ExperimentSummary]:
         """The followed experiment; or every unfinished one and the latest finished."""
-        exps = list(self.experiments.values())
+        exps = list(self.fold.experiments.values())
         if self.experiment_id:
             return [e for e in exps if e.experiment_id == self.experiment_id]
         active = [e for e in exps if not e.finished]
         done = [e for e in exps if e.finished][-1:]
         return done + active
 
-    def text(self) -> str:
+    def text(self, width: int = 80, height: int = 40) -> str:
         exps = self.shown()
+        now = time.time()
         what = f"experiment {self.experiment_id}" if self.experiment_id else "every experiment"
         lines = [f"tuned tail: {what}  ({time.strftime('%H:%M:%S')}, Ctrl-C to leave)"]
         if self.usage:
@@ -147,25 +103,47 @@ class LiveView:
         if not exps:
             lines.append("waiting for an experiment to start...")
         for exp in exps:
-            state = "cancelled" if exp.cancelled else "finished" if exp.finished else "running"
-            views = list(exp.trials.values())
-            lines.append(f"{exp.experiment_id} {exp.name} ({state})  {progress_bar(views)}")
-        trials = [t for e in exps[-1:] for t in e.trials.values()]
+            eta = "" if exp.finished else f"  ETA {duration(exp.eta(now))}"
+            lines.append(f"{exp.experiment_id} {exp.name} ({exp.state()}){eta}")
+            lines.append(f"  {progress_bar(exp)}")
+            best = best_line(exp, width - 2)
+            if best:
+                lines.append("  " + best)
         if exps:
-            last = exps[-1]
-            block = render(
-                trials,
-                started=last.started,
-                logdir=last.path,
-                capacity=self.capacity,
-                metric=_first_metric(trials),
-            )
-            lines += ["", *block.rstrip("\n").splitlines()]
-        return "\n".join(lines)
+            lines += ["", *self.status_block(exps[-1], now, width, height - len(lines) - 2)]
+        return "\n".join(line[:width] for line in lines)
+
+    def status_block(self, exp: ExperimentSummary, now: float, width: int, room: int) -> list[str]:
+        """Ray's ``== Status ==`` block, narrowed: every metric, wrapped into ``width``."""
+        trials = list(exp.trials.values())
+        running = [t for t in trials if t.status == "RUNNING"]
+        cpu = sum(t.resources.get("cpu", 0.0) for t in running)
+        gpu = sum(t.resources.get("gpu", 0.0) for t in running)
+        ended = exp.ended if exp.finished else now
+        lines = [
+            "== Status ==",
+            f"Current time: {time.strftime('%Y-%m-%d %H:%M:%S')} "
+            f"(running for {duration(ended - exp.started_at)})",
+            f"Resources requested: {cpu:g}/{self.capacity.get('cpu', 0):g} CPUs, "
+            f"{gpu:g}/{self.capacity.get('gpu', 0):g} GPUs",
+            f"Result logdir: {exp.path}",
+            f"Number of trials: {len(trials)}/{len(trials)} ({counts_text(exp.counts())})",
+        ]
+        order = {s: i for i, s in enumerate(("RUNNING", "ERROR", "TERMINATED", "PENDING"))}
+        shown = sorted(trials, key=lambda t: order.get(t.status, 9))[:MAX_ROWS]
+        table = trial_table(exp, shown, width)
+        while len(shown) > 1 and len(lines) + len(table) + 1 > room:
+            shown = shown[: max(len(shown) // 2, 1)]  # fewer rows; every column still shown
+            table = trial_table(exp, shown, width)
+        lines += table
+        if len(shown) < len(trials):
+            lines.append(f"... {len(trials) - len(shown)} more trials not shown")
+        return lines
 
     def draw(self) -> None:
         size = shutil.get_terminal_size()
-        lines = [line[: size.columns] for line in self.text().splitlines()]
+        text = self.text(size.columns, size.lines)
+        lines = [line[: size.columns] for line in text.splitlines()]
         if len(lines) > size.lines - 1:
             lines = [*lines[: size.lines - 2], "..."]
         self.out.write(HOME_CLEAR + "\n".join(lines) + "\n")

@@ -133,7 +133,11 @@ async def sample_forever(daemon: Daemon) -> None:
         if daemon.bus.has_global_subscriber:
             status = snapshots.status(daemon)
             daemon.emit(
-                p.ResourceSnapshot, experiment_id="", resources=status.resources, gpus=status.gpus
+                p.ResourceSnapshot,
+                experiment_id="",
+                resources=status.resources,
+                gpus=status.gpus,
+                running=status.running,
             )
         await anyio.sleep(SAMPLE_INTERVAL_S)
 

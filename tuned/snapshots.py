@@ -41,6 +41,7 @@ def status(daemon: Daemon) -> p.StatusReply:
                 used=snap.gpu_used[index] / SCALE,
                 memory_used=_gpu_mem(daemon, index),
                 memory_total=_gpu_total(daemon, index),
+                utilization=_gpu_util(daemon, index),
             )
         )
     # The running ones alone, in submission order: never a walk over every trial.
@@ -55,6 +56,9 @@ def status(daemon: Daemon) -> p.StatusReply:
             path=str(e.path),
             counts=e.counts(),
             finished=e.done,
+            started_at=e.started_at,
+            metric=e.spec.metric,
+            mode=e.spec.mode,
         )
         for e in daemon.experiments.values()
     ]
@@ -79,6 +83,13 @@ def _gpu_mem(daemon: Daemon, index: int) -> int:
         return 0
 
 
+def _gpu_util(daemon: Daemon, index: int) -> float:
+    try:
+        return daemon.probe.utilization(index)
+    except Exception:
+        return 0.0
+
+
 def _gpu_total(daemon: Daemon, index: int) -> int:
     devices = daemon.probe.devices()
     return devices[index].memory_total if index < len(devices) else 0
@@ -99,6 +110,7 @@ def trial_row(t: Trial) -> p.TrialRow:
         cpu_percent=float(t.usage.get("cpu_percent", 0.0)),
         rss=int(t.usage.get("rss", 0)),
         attempt=t.attempt,
+        gpu_memory=int(t.usage.get("gpu_memory", 0)),
     )
 
 
@@ -158,6 +170,9 @@ def experiment_frame(daemon: Daemon, exp_id: str) -> bytes:
         ("finished", exp.done),
         ("seq", daemon.bus.seq),
         ("cancelled", exp.cancelled),
+        ("started_at", exp.started_at),
+        ("metric", exp.spec.metric),
+        ("mode", exp.spec.mode),
     ]
     frame = bytearray(HEADER.size)
     frame += archive.map_header(len(head) + 1)

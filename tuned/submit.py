@@ -3,7 +3,9 @@
 A command trial gets the same ledger, supervision, retries, time limit, result
 folder and events as a Python trainable. Its argv is a template: ``{lr}`` is
 filled from the trial's config (one trial per combination of ``--grid``
-values), by the daemon's supervisor. It runs in the submitter's working
+values), by the daemon's supervisor. Only the names ``--grid`` defines are
+placeholders: any other brace (a JSON argument, an awk program) passes through
+as typed. It runs in the submitter's working
 directory and environment; ``tune.report`` inside it reaches the daemon
 through the ``TUNED_*`` variables the daemon sets.
 """
@@ -14,7 +16,7 @@ import argparse
 import itertools
 import json
 import os
-import string
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -43,8 +45,10 @@ def add_arguments(cmd: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=V1,V2",
-        help="one trial per combination; {KEY} in the command is replaced",
+        help="one trial per combination; {KEY} in the command is replaced (other braces stay)",
     )
+    cmd.add_argument("--metric", default=None, help="the metric that ranks trials (best trial)")
+    cmd.add_argument("--mode", choices=("min", "max"), default=None, help="with --metric")
     cmd.add_argument("--wait", action="store_true", help="follow it to the end")
     cmd.add_argument("--json", action="store_true", help="print the ids as JSON")
     cmd.add_argument("argv", nargs=argparse.REMAINDER, help="-- the command and its arguments")
@@ -74,24 +78,31 @@ def parse_grid(items: list[str]) -> list[tuple[str, list[Any]]]:
     return grid
 
 
-def placeholders(argv: list[str]) -> set[str]:
-    """The ``{name}`` fields of the template; a bad brace is an error the user can fix."""
-    names: set[str] = set()
+_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def template(argv: list[str], names: set[str]) -> list[str]:
+    """The argv as the daemon's ``str.format`` template: only ``{name}`` of a --grid name
+    is a placeholder; every other brace (JSON, awk, shell) is doubled, so it comes back as
+    typed."""
+    out = []
     for part in argv:
-        try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(part) if f is not None]
-        except ValueError as exc:
-            raise SystemExit(
-                f"tuned: {part!r}: {exc} (write a literal brace as '{{{{' or '}}}}')"
-            ) from exc
-        for name in fields:
-            if not name.isidentifier():
-                raise SystemExit(
-                    f"tuned: {{{name}}} in {part!r} is not a --grid name "
-                    "(write a literal brace as '{{' or '}}')"
-                )
-            names.add(name)
-    return names
+        pieces, at = [], 0
+        for m in _FIELD.finditer(part):
+            if m.group(1) in names:
+                pieces += [_escape(part[at : m.start()]), m.group(0)]
+                at = m.end()
+        out.append("".join([*pieces, _escape(part[at:])]))
+    return out
+
+
+def _escape(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def unused_fields(argv: list[str], names: set[str]) -> list[str]:
+    """``{word}`` fields that name no --grid key: passed through, but worth a note."""
+    return sorted({m.group(1) for part in argv for m in _FIELD.finditer(part)} - names)
 
 
 def trainable_name(argv: list[str]) -> str:
@@ -109,13 +120,11 @@ def build_spec(args: argparse.Namespace) -> p.ExperimentSpec:
     if not argv:
         raise SystemExit("tuned: submit needs a command: tuned submit [options] -- CMD ARGS...")
     grid = parse_grid(args.grid)
-    missing = placeholders(argv) - {k for k, _ in grid}
-    if missing:
-        names = ", ".join(sorted(missing))
-        raise SystemExit(
-            f"tuned: the command uses {{{names}}} but no --grid gives it "
-            "(write a literal brace as '{{' or '}}')"
-        )
+    keys = [k for k, _ in grid]
+    unused = unused_fields(argv, set(keys)) if grid else []
+    if unused:
+        names = ", ".join(f"{{{n}}}" for n in unused)
+        print(f"tuned: note: {names} names no --grid key: passed as typed", file=sys.stderr)
     try:
         custom = json.loads(args.resources)
     except json.JSONDecodeError as exc:
@@ -128,13 +137,14 @@ def build_spec(args: argparse.Namespace) -> p.ExperimentSpec:
     if args.memory:
         bundle["memory"] = float(args.memory)
     bundle.update({str(k): float(v) for k, v in custom.items()})
-    keys = [k for k, _ in grid]
     trials = []
     for index, combo in enumerate(itertools.product(*(values for _, values in grid))):
         config = dict(zip(keys, combo, strict=True))
         suffix = ",".join(f"{k}={v}" for k, v in config.items())
         tag = f"{index}_{suffix}" if suffix else str(index)
         trials.append(p.TrialSpec(tag=tag, config=p.pack_user(config)))
+    if bool(args.metric) != bool(args.mode):
+        raise SystemExit("tuned: --metric and --mode go together (--metric loss --mode min)")
     name = safe_component(args.name) if args.name else trainable_name(argv)
     storage = args.storage_path or str(default_storage_path())
     return p.ExperimentSpec(
@@ -150,7 +160,9 @@ def build_spec(args: argparse.Namespace) -> p.ExperimentSpec:
         resources=[bundle],
         max_failures=args.retries,
         trial_timeout_s=args.timeout,
-        command=argv,
+        command=template(argv, set(keys)),
+        metric=args.metric or "",
+        mode=args.mode or "",
     )
 
 

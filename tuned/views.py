@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -10,15 +11,10 @@ from typing import Any
 import msgspec
 from tuned_client import protocol as p
 
+from .summary import ExperimentSummary, Fold, TrialSummary, best_line, duration, short
+
 Requester = Callable[[argparse.Namespace, Any], Any]
 ORDER = ("RUNNING", "PENDING", "TERMINATED", "ERROR")
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}"
 
 
 def _bytes(n: float) -> str:
@@ -35,9 +31,83 @@ def _bar(fraction: float, width: int = 20) -> str:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """Left-aligned columns separated by two spaces, as ``squeue`` and ``pueue`` print."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return [fmt.format(*headers).rstrip(), *(fmt.format(*r).rstrip() for r in rows)]
+
+
+def wrapped(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], width: int = 80, keep: int = 1
+) -> list[str]:
+    """``table`` cut into blocks of columns that fit ``width``, as pandas prints a wide frame.
+
+    The first ``keep`` columns (the trial id) begin every block, so each line
+    still says whose values it holds; nothing is dropped, however many metrics.
+    """
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    lead = sum(widths[:keep]) + 2 * keep
+    blocks: list[list[int]] = []
+    used = width
+    for i in range(keep, len(headers)):
+        if not blocks or used + widths[i] > width:
+            blocks.append([])
+            used = lead
+        blocks[-1].append(i)
+        used += widths[i] + 2
+    lines: list[str] = []
+    for n, block in enumerate(blocks or [[]]):
+        cols = list(range(keep)) + block
+        if n:
+            lines.append("")
+        lines += table([headers[i] for i in cols], [[r[i] for i in cols] for r in rows])
+    return [line[:width] for line in lines]
+
+
+def terminal_width() -> int:
+    """The terminal's columns (``COLUMNS`` first); 80 when stdout is not a terminal."""
+    return max(shutil.get_terminal_size((80, 24)).columns, 40)
+
+
+def trial_table(exp: ExperimentSummary, trials: Sequence[TrialSummary], width: int) -> list[str]:
+    """Trials with their varying config and the last value of every metric, in ``width``."""
+    keys = varying_keys([t.config for t in exp.trials.values()])
+    metrics = exp.metric_names()
+    headers = ["TRIAL", "STATUS", *keys, "ITER", *metrics]
+    rows = [
+        [
+            t.trial_id,
+            t.status,
+            *(short(t.config.get(k, "")) for k in keys),
+            str(t.iteration or ""),
+            *(short(t.last[m]) if m in t.last else "" for m in metrics),
+        ]
+        for t in trials
+    ]
+    return wrapped(headers, rows, width, keep=1)
+
+
+def varying_keys(configs: Sequence[dict[str, Any]]) -> list[str]:
+    """Config keys whose values differ between trials (all of them for a single trial)."""
+    keys: dict[str, None] = {}
+    for c in configs:
+        keys.update(dict.fromkeys(c))
+    if len(configs) <= 1:
+        return list(keys)
+    return [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
+
+
+def experiment_lines(exp: ExperimentSummary, now: float, width: int) -> list[str]:
+    """One active experiment: progress, ETA, the best trial, its running trials' results."""
+    total, done = len(exp.trials), exp.done()
+    head = f"{exp.experiment_id} {exp.name}: {done}/{total} done, ETA {duration(exp.eta(now))}"
+    lines = [head[:width]]
+    best = best_line(exp, width - 2)
+    if best:
+        lines.append("  " + best)
+    running = [t for t in exp.trials.values() if t.status == "RUNNING"]
+    if running:
+        lines += [f"  {x}" if x else "" for x in trial_table(exp, running, width - 2)]
+    return lines
 
 
 def counts_text(counts: dict[str, int]) -> str:
@@ -49,9 +119,15 @@ def _resources(res: dict[str, float]) -> str:
     return " ".join(f"{k}={_bytes(v) if k == 'memory' else f'{v:g}'}" for k, v in res.items())
 
 
-def status_lines(reply: p.StatusReply, now: float) -> list[str]:
+def status_lines(
+    reply: p.StatusReply,
+    now: float,
+    active: Sequence[ExperimentSummary] = (),
+    width: int = 80,
+) -> list[str]:
+    """The daemon, its resources and experiments; then each of ``active`` in detail."""
     lines = [
-        f"tuned {reply.version}  pid {reply.pid}  up {_duration(now - reply.started_at)}",
+        f"tuned {reply.version}  pid {reply.pid}  up {duration(now - reply.started_at)}",
         f"socket {reply.socket}  state {reply.state_dir}",
         "",
         "Resources",
@@ -75,13 +151,15 @@ def status_lines(reply: p.StatusReply, now: float) -> list[str]:
         rows = [
             [
                 e.experiment_id,
-                e.name,
+                short(e.name, 24),
                 "finished" if e.finished else "active",
+                _eta(e, now),
                 counts_text(e.counts),
             ]
             for e in reply.experiments
         ]
-        lines += ["  " + x for x in table(["ID", "NAME", "STATE", "TRIALS"], rows)]
+        headers = ["ID", "NAME", "STATE", "ETA", "TRIALS"]
+        lines += [f"  {x}" if x else "" for x in wrapped(headers, rows, width - 2)]
     else:
         lines.append("No experiments.")
     if reply.running:
@@ -92,16 +170,30 @@ def status_lines(reply: p.StatusReply, now: float) -> list[str]:
                 str(t.pid),
                 _resources(t.resources),
                 t.gpu_ids or "-",
-                _duration(now - t.started_at),
+                duration(now - t.started_at),
                 str(t.iteration),
                 f"{t.cpu_percent:.0f}%",
                 _bytes(t.rss),
+                _bytes(t.gpu_memory) if t.gpu_memory else "-",
             ]
             for t in reply.running
         ]
-        headers = ["TRIAL", "PID", "RESOURCES", "GPUS", "ELAPSED", "ITER", "CPU", "RSS"]
-        lines += ["  " + x for x in table(headers, rows)]
-    return lines
+        headers = ["TRIAL", "PID", "RESOURCES", "GPUS", "ELAPSED", "ITER", "CPU", "RSS", "GPU MEM"]
+        lines += [f"  {x}" if x else "" for x in wrapped(headers, rows, width - 2)]
+    for exp in active:
+        lines += ["", *experiment_lines(exp, now, width)]
+    return [line[:width] for line in lines]
+
+
+def _eta(e: p.ExperimentRow, now: float) -> str:
+    """From the counts alone: the pace finished trials have kept since it was accepted."""
+    if e.finished:
+        return "-"
+    total = sum(e.counts.values())
+    done = e.counts.get("TERMINATED", 0) + e.counts.get("ERROR", 0)
+    if not done or not e.started_at:
+        return "?"
+    return duration((now - e.started_at) * (total - done) / done)
 
 
 def status(args: argparse.Namespace, request: Requester) -> int:
@@ -109,7 +201,15 @@ def status(args: argparse.Namespace, request: Requester) -> int:
     if args.json:
         print(msgspec.json.encode(reply).decode())
         return 0
-    print("\n".join(status_lines(reply, time.time())))
+    fold = Fold()
+    for e in reply.experiments:
+        if not e.finished:
+            try:
+                fold.add_reply(request(args, p.GetExperiment(experiment_id=e.experiment_id)))
+            except SystemExit:
+                continue  # it ended and was forgotten between the two requests
+    active = list(fold.experiments.values())
+    print("\n".join(status_lines(reply, time.time(), active, terminal_width())))
     return 0
 
 

@@ -26,17 +26,32 @@ DEFAULT_IDLE_TIMEOUT_S = 600.0
 
 
 def daemon_command() -> list[str]:
-    """How to run the ``tuned`` command: it may live in another environment."""
+    """How to run the ``tuned`` command: it may live in another environment.
+
+    A ``tuned`` found on PATH is used only if it is ours (its script runs
+    ``tuned.cli``): on Fedora and RHEL, ``/usr/sbin/tuned`` is Red Hat's
+    system tuning daemon, which must never be started in its place.
+    """
     override = os.environ.get("TUNED_DAEMON")
     if override:
         return override.split()
     beside = Path(sys.executable).parent / "tuned"
-    if beside.exists():
+    if is_our_command(beside):
         return [str(beside)]
     found = shutil.which("tuned")
-    if found:
+    if found and is_our_command(Path(found)):
         return [found]
     return [sys.executable, "-m", "tuned"]
+
+
+def is_our_command(path: Path) -> bool:
+    """The console script pip or pipx wrote for our ``tuned`` (not Red Hat's)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return b"tuned.cli" in head
 
 
 def start_daemon(socket_path: Path, state_dir: Path, idle_timeout: float) -> None:

@@ -80,6 +80,9 @@ class ExperimentSpec(msgspec.Struct, omit_defaults=True):
     num_to_keep: int = 0
     checkpoint_score_attribute: str = ""  # "": the most recent are the best
     checkpoint_score_order: str = "max"
+    # TuneConfig.metric/mode: which trial is best so far, for `tuned tail/status` and the page.
+    metric: str = ""
+    mode: str = ""  # "min", "max" or "" (none given)
 
 
 # ---------------------------------------------------------------- requests
@@ -295,6 +298,7 @@ class GpuShare(msgspec.Struct, omit_defaults=True):
     used: float = 0.0  # share of the device handed out, 0..1
     memory_used: int = 0
     memory_total: int = 0
+    utilization: float = 0.0  # percent of time a kernel ran over the last sample (NVML)
 
 
 class ResourceUse(msgspec.Struct):
@@ -319,6 +323,7 @@ class TrialRow(msgspec.Struct, omit_defaults=True):
     cpu_percent: float = 0.0
     rss: int = 0
     attempt: int = 0
+    gpu_memory: int = 0  # device memory held by the trial's processes
 
 
 class ExperimentRow(msgspec.Struct, omit_defaults=True):
@@ -327,6 +332,9 @@ class ExperimentRow(msgspec.Struct, omit_defaults=True):
     path: str
     counts: dict[str, int]
     finished: bool = False
+    started_at: float = 0.0  # when it was accepted (its ETA counts from here)
+    metric: str = ""
+    mode: str = ""
 
 
 class StatusReply(_Msg, tag="status"):
@@ -367,6 +375,9 @@ class ExperimentReply(_Msg, tag="experiment"):
     trials: list[TrialInfo]
     seq: int = 0  # the daemon's last event seq when this was taken: subscribe since it
     cancelled: bool = False
+    started_at: float = 0.0
+    metric: str = ""
+    mode: str = ""
 
 
 class TrialReply(_Msg, tag="trial"):
@@ -397,6 +408,8 @@ class ExperimentAccepted(_Event, tag="experiment_accepted"):
     name: str
     path: str
     num_trials: int
+    metric: str = ""
+    mode: str = ""
 
 
 class TrialQueued(_Event, tag="trial_queued"):
@@ -459,6 +472,7 @@ class ExperimentFinished(_Event, tag="experiment_finished"):
 class ResourceSnapshot(_Event, tag="resource_snapshot"):
     resources: list[ResourceUse]
     gpus: list[GpuShare]
+    running: list[TrialRow] = []  # each running trial's CPU, RSS and GPU memory, sampled now
 
 
 class Lagged(_Msg, tag="lagged"):

@@ -136,6 +136,8 @@ class Tuner:
             stop=_stop_dict(rc.stop),
             priority=tc.priority,
             open_ended=steered,
+            metric=tc.metric or "",
+            mode=tc.mode or "",
         )
 
     # ------------------------------------------------------------ running it
