@@ -194,21 +194,28 @@ class Daemon:
                 "(letters, digits, '_', '-', '.', '=', ','; no '/' or '..')",
             )
         root = Path(spec.storage_path).expanduser()
+        live = {e.path: e for e in self.experiments.values() if not e.done}
+        name = spec.name
+        for n in range(2, 100):
+            if root / name not in live or not spec.name_generated:
+                break
+            name = f"{spec.name}_{n}"  # two scripts started in the same second
+        if root / name in live:
+            # Two live experiments in one folder would share its state file; refuse the second.
+            first = live[root / name]
+            raise Refused(
+                "refused",
+                f"experiment {first.id} ({spec.name!r}) is still running in {root / name}: give "
+                "this one another name (RunConfig(name=...)), or wait for it to end "
+                f"(`tuned cancel {first.id}` ends it now)",
+            )
         try:
-            path = experiment_dir(root, spec.name)
+            path = experiment_dir(root, name)
         except OSError as exc:
             raise Refused(
                 "bad_request", f"storage_path {str(root)!r} is not writable: {exc.strerror}"
             ) from exc
-        live = next((e for e in self.experiments.values() if e.path == path and not e.done), None)
-        if live is not None:
-            # Two live experiments in one folder would share its state file; refuse the second.
-            raise Refused(
-                "refused",
-                f"experiment {live.id} ({spec.name!r}) is still running in {path}: give this "
-                "one another name (RunConfig(name=...)), or wait for it to end "
-                f"(`tuned cancel {live.id}` ends it now)",
-            )
+        spec.name = name
         return path
 
     def submit(self, spec: p.ExperimentSpec) -> p.Accepted:

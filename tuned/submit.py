@@ -149,6 +149,7 @@ def build_spec(args: argparse.Namespace) -> p.ExperimentSpec:
     storage = args.storage_path or str(default_storage_path())
     return p.ExperimentSpec(
         name=args.name or f"{name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}",
+        name_generated=not args.name,
         storage_path=os.path.abspath(os.path.expanduser(storage)),
         trainable_name=name,
         trainable=b"",

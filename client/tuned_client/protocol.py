@@ -83,6 +83,9 @@ class ExperimentSpec(msgspec.Struct, omit_defaults=True):
     # TuneConfig.metric/mode: which trial is best so far, for `tuned tail/status` and the page.
     metric: str = ""
     mode: str = ""  # "min", "max" or "" (none given)
+    # The name was made up (a trainable's name and the time, as Ray does), not chosen:
+    # if a live experiment has that folder, the daemon adds a suffix instead of refusing.
+    name_generated: bool = False
 
 
 # ---------------------------------------------------------------- requests

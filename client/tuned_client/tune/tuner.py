@@ -119,6 +119,7 @@ class Tuner:
             raise TuneError(f"the trainable {name!r} cannot be pickled: {exc}") from exc
         return p.ExperimentSpec(
             name=exp_name,
+            name_generated=not rc.name,
             storage_path=storage,
             trainable_name=name,
             trainable=payload,
