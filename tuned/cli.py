@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tuned_client import trust
 from tuned_client.connection import Connection, DaemonError, DaemonUnavailable, TunedError
 from tuned_client.paths import default_socket_path, default_state_dir
 from tuned_client.trust import UntrustedSocket
@@ -342,16 +343,15 @@ def ours(socket_path: Path, timeout: float = 5.0) -> Connection:
             raise SystemExit(f"tuned: {socket_path} is not a socket")
     except FileNotFoundError:
         raise SystemExit(f"tuned: no daemon is running on {socket_path}") from None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock = trust.connect(socket_path)  # our user's folder and listener, or nothing is sent
+    except (ConnectionRefusedError, FileNotFoundError):
+        raise SystemExit(f"tuned: no daemon is running on {socket_path}") from None
     sock.settimeout(timeout)
     try:
-        sock.connect(str(socket_path))
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         peer_pid, _uid, _gid = struct.unpack("3i", creds)
         conn = Connection.handshake(sock, socket_path, "tuned-cli")
-    except (ConnectionRefusedError, FileNotFoundError):
-        sock.close()
-        raise SystemExit(f"tuned: no daemon is running on {socket_path}") from None
     except (OSError, FrameError, TunedError) as exc:
         sock.close()
         raise SystemExit(

@@ -106,9 +106,15 @@ async def open_listener(settings: Settings) -> SocketListener:
     return listener
 
 
-def take_lock(path: Path, taken: str) -> int:
-    """An exclusive lock on ``path`` held for the daemon's life; ``taken`` says by whom if not."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+def take_lock(path: Path, taken: str, *, folder: bool = False) -> int:
+    """An exclusive lock on ``path`` held for the daemon's life; ``taken`` says by whom if not.
+
+    ``folder``: lock the folder itself (nothing to create: a read-only one locks too).
+    """
+    if folder:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    else:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -121,7 +127,8 @@ def take_locks(settings: Settings) -> list[int]:
     """One daemon per socket, and one per state folder.
 
     Two daemons on one state folder would share its journal, each start would
-    empty the other's archive, and recovery would kill the other's trials.
+    empty the other's archive, and recovery would kill the other's trials. The
+    folder's own descriptor is locked: nothing is created, so a read-only one works.
     """
     running = f"a tuned daemon is already running on {settings.socket_path}"
     fds = [take_lock(settings.lock_path, running)]
@@ -129,9 +136,10 @@ def take_locks(settings: Settings) -> list[int]:
         holder = _pid_in(settings.pid_path)
         fds.append(
             take_lock(
-                settings.state_dir / "tuned.lock",
+                settings.state_dir,
                 f"another tuned daemon{holder} uses the state folder {settings.state_dir}: "
                 "give this one its own (--state-dir or TUNED_STATE_DIR)",
+                folder=True,
             )
         )
     except BaseException:
