@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from . import schedulers, search, utils
     from .callback import Callback
     from .result import Result, ResultGrid, TrialError, TuneError
-    from .run import ExperimentAnalysis, run
     from .search.sample import (
         choice,
         grid_search,
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
         uniform,
     )
     from .trainable import Trainable, with_parameters
+    from .tune import ExperimentAnalysis, run
     from .tuner import Tuner
 
 # Imported on first use (PEP 562): a trial's zygote unpickles a trainable that
@@ -45,8 +45,8 @@ _LAZY = {
     "ResultGrid": ".result",
     "TrialError": ".result",
     "TuneError": ".result",
-    "ExperimentAnalysis": ".run",
-    "run": ".run",
+    "ExperimentAnalysis": ".tune",
+    "run": ".tune",
     "Trainable": ".trainable",
     "with_parameters": ".trainable",
     "Tuner": ".tuner",

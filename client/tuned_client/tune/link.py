@@ -1,0 +1,52 @@
+"""The client's connection to the daemon: opening it, and getting it back after a loss.
+
+``fit()`` survives a daemon restart: it reconnects (starting the daemon again
+if it had started it) and resubscribes from the last event it saw.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from .. import protocol as p
+from ..connection import Connection, DaemonUnavailable, TunedError
+from ..framing import FrameError
+from .result import TuneError
+
+# How long fit() waits for a daemon that went away to come back.
+RECONNECT_TIMEOUT_S = float(os.environ.get("TUNED_RECONNECT_TIMEOUT", "120"))
+
+
+def open_connection(socket_path: str | None) -> tuple[Connection, bool]:
+    """Connect, starting a daemon if none listens; says whether we started it."""
+    try:
+        return Connection.open(socket_path, autostart=False), False
+    except DaemonUnavailable:
+        return Connection.open(socket_path, autostart=True), True
+
+
+def reconnect(
+    socket_path: str | None,
+    autostart: bool,
+    subscribe: p.Subscribe,
+    experiment_path: str,
+    timeout_s: float = RECONNECT_TIMEOUT_S,
+) -> Connection:
+    """A new connection after the daemon went away, sending ``subscribe`` on it."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.02
+    while True:
+        try:
+            conn = Connection.open(socket_path, autostart=autostart)
+            break
+        except (TunedError, FrameError, OSError) as exc:
+            if time.monotonic() > deadline:
+                raise TuneError(
+                    f"lost the tuned daemon and it did not come back ({exc}); the experiment "
+                    f"goes on when it restarts: Tuner.restore({experiment_path!r}, ...)"
+                ) from exc
+            time.sleep(delay)  # waiting for another process to listen: nothing to await
+            delay = min(delay * 2, 0.5)
+    conn.send(subscribe)
+    return conn
