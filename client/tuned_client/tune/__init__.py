@@ -6,7 +6,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ..checkpoint import Checkpoint
-from ..session import TrialContext, require_session
+from ..session import DEFAULT_METRIC, TrialContext, require_session
 from .config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 from .resources import PlacementGroupFactory, with_resources
 
@@ -87,18 +87,20 @@ def __dir__() -> list[str]:
 
 
 def report(
-    metrics: dict[str, Any] | None = None,
+    metrics: Any = None,
     *,
     checkpoint: Checkpoint | None = None,
     **kwargs: Any,
 ) -> None:
     """Report metrics (and optionally a checkpoint) from inside a trial.
 
-    ``tune.report({"loss": x})`` as Ray 2 writes it; ``tune.report(loss=x)`` as
-    older scripts do.
+    ``tune.report({"loss": x})`` as Ray 2 writes it; ``tune.report(loss=x)`` and
+    ``tune.report(x)`` (recorded as ``_metric``) as Ray 1 scripts do.
     """
     if metrics is None:
         metrics = kwargs
+    elif not isinstance(metrics, dict):
+        metrics = {DEFAULT_METRIC: metrics, **kwargs}
     elif kwargs:
         raise TypeError("tune.report takes a metrics dict or keyword metrics, not both")
     require_session("report").report(metrics, checkpoint)

@@ -21,9 +21,10 @@ from ..framing import FrameError
 from .callback import CallbackList
 from .events_apply import fold, view_from_info
 from .fit_settings import FitSettings
-from .link import reconnect
+from .link import RECONNECT_TIMEOUT_S, STOPPED_WAIT_S, daemon_socket_exists, reconnect
 from .output import Console
 from .result import ResultGrid, TuneError
+from .result_checks import check_result
 from .results_builder import build_results
 from .trial import TrialView
 
@@ -55,6 +56,7 @@ class Follower:
         stop = fit.run_config.stop
         self.stopper = stop if callable(stop) else None
         self.stopped: set[str] = set()  # trials a stop rule or scheduler asked to stop
+        self.name_creator = fit.tune_config.trial_name_creator
 
     # ------------------------------------------------------------ hooks for the steering loop
 
@@ -120,13 +122,22 @@ class Follower:
         return done
 
     def _reconnect(self, exc: BaseException) -> None:
+        """The daemon went away: say so at once, then wait for it (a crash or a restart).
+
+        A daemon stopped on purpose (``tuned stop``, the service stopped: its
+        socket is gone) is not started again by us and is waited for briefly;
+        one that crashed is waited for as long as ``TUNED_RECONNECT_TIMEOUT``.
+        """
         self.conn.close()
-        self.console.daemon_lost(exc)
+        stopped = not daemon_socket_exists(self.fit.socket)
+        wait_s = min(STOPPED_WAIT_S, RECONNECT_TIMEOUT_S) if stopped else RECONNECT_TIMEOUT_S
+        self.console.daemon_lost(exc, stopped, wait_s)
         self.conn = reconnect(
             self.fit.socket,
-            self.autostarted,
+            self.autostarted and not stopped,
             self.subscribe_request(self.last_seq),
             self.accepted.path,
+            wait_s,
         )
         self.console.daemon_back()
 
@@ -144,9 +155,14 @@ class Follower:
         trials = list(self.trials.values()) if self.callbacks else []
         self.callbacks.on_step_begin(iteration=self.iteration, trials=trials)
         hooks = fold(self.trials, msg)
+        if isinstance(msg, p.TrialQueued) and self.name_creator is not None:
+            view = self.trials[msg.trial_id]
+            view.name = str(self.name_creator(view))  # Ray's trial_name_creator(trial)
         self.console.on_event(msg, self.trials)
-        if isinstance(msg, p.TrialResult) and self.stopper is not None:
-            self._stop_rules(msg.trial_id)
+        if isinstance(msg, p.TrialResult):
+            check_result(self.fit, self.trials[msg.trial_id].last_result or {})
+            if self.stopper is not None:
+                self._stop_rules(msg.trial_id)
         self.on_event(msg)
         if self.callbacks:
             trials = list(self.trials.values())

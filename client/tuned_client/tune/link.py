@@ -8,14 +8,24 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from .. import protocol as p
 from ..connection import Connection, DaemonUnavailable, TunedError
 from ..framing import FrameError
+from ..paths import default_socket_path
 from .result import TuneError
 
-# How long fit() waits for a daemon that went away to come back.
+# How long fit() waits for a daemon that went away to come back: one that crashed
+# (its socket file is still there) may be restarted by whoever runs it; one that
+# was stopped on purpose (it removed its socket) only by a service restart.
 RECONNECT_TIMEOUT_S = float(os.environ.get("TUNED_RECONNECT_TIMEOUT", "120"))
+STOPPED_WAIT_S = 10.0
+
+
+def daemon_socket_exists(socket_path: str | None) -> bool:
+    path = Path(socket_path) if socket_path else default_socket_path()
+    return path.exists()
 
 
 def open_connection(socket_path: str | None) -> tuple[Connection, bool]:

@@ -1,18 +1,18 @@
-"""The ``== Status ==`` block Ray Tune users know, printed while ``fit()`` runs.
+"""The ``== Status ==`` block of Ray Tune's ``CLIReporter`` (its older console).
 
-It is redrawn at most every ``interval`` seconds and only when something
-changed, then once at the end, so a long experiment never floods the terminal.
+``fit()`` prints it when given a ``progress_reporter`` (``progress_reporter``
+module); ``tuned tail`` draws its live view with it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any
 
 from .trial import TrialView
 
-__all__ = ["MAX_ROWS", "Reporter", "TrialView", "render", "varying_keys"]
+__all__ = ["MAX_ROWS", "TrialView", "render", "varying_keys"]
 
 MAX_ROWS = 20
 
@@ -76,7 +76,14 @@ def render(
     capacity: dict[str, float],
     scheduler: str = "FIFO",
     metric: str | None = None,
+    parameter_columns: dict[str, str] | None = None,
+    metric_columns: dict[str, str] | None = None,
+    max_rows: int = MAX_ROWS,
+    best_line: str = "",
+    scheduler_line: str = "",
+    total_samples: int = 0,
 ) -> str:
+    """The block; the keyword options are ``CLIReporter``'s (columns, rows, best trial)."""
     counts: dict[str, int] = {}
     for t in trials:
         counts[t.status] = counts.get(t.status, 0) + 1
@@ -89,26 +96,40 @@ def render(
         f"Current time: {time.strftime('%Y-%m-%d %H:%M:%S')} "
         f"(running for {_elapsed(now - started)})",
         _memory_line(),
-        f"Using {scheduler} scheduling algorithm.",
-        f"Resources requested: {used_cpu:g}/{capacity.get('cpu', 0):g} CPUs, "
+        scheduler_line or f"Using {scheduler} scheduling algorithm.",
+        f"Logical resource usage: {used_cpu:g}/{capacity.get('cpu', 0):g} CPUs, "
         f"{used_gpu:g}/{capacity.get('gpu', 0):g} GPUs",
+        *([best_line] if best_line else []),
         f"Result logdir: {logdir}",
-        f"Number of trials: {len(trials)}/{len(trials)} ({state})",
+        f"Number of trials: {len(trials)}/{max(total_samples, len(trials))} ({state})",
     ]
-    keys = varying_keys(trials)
-    extra = [metric] if metric else []
-    headers = ["Trial name", "status", "loc", *keys, *extra, "iter", "total time (s)"]
+    params = parameter_columns or {k: k for k in varying_keys(trials)}
+    keys = list(params)
+    if metric_columns is not None:
+        extra = [m for m in metric_columns if m not in ("training_iteration", "time_total_s")]
+    else:
+        extra = [metric] if metric else []
+    names = {**(metric_columns or {})}
+    headers = [
+        "Trial name",
+        "status",
+        "loc",
+        *(params[k] for k in keys),
+        *(names.get(m, m) for m in extra),
+        "iter",
+        "total time (s)",
+    ]
     shown = list(trials)
     hidden = 0
-    if len(shown) > MAX_ROWS:
-        hidden = len(shown) - MAX_ROWS
-        shown = shown[: MAX_ROWS // 2] + shown[-MAX_ROWS // 2 :]
+    if len(shown) > max_rows:
+        hidden = len(shown) - max_rows
+        shown = shown[: max_rows // 2] + shown[-(max_rows - max_rows // 2) :]
     rows = []
     for t in shown:
         r = t.last_result or {}
         rows.append(
             [
-                t.name,
+                str(t),
                 t.status,
                 f"127.0.0.1:{t.pid}" if t.pid else "",
                 *(_fmt(t.config.get(k, "")) for k in keys),
@@ -121,27 +142,3 @@ def render(
     if hidden:
         lines.append(f"... {hidden} more trials not shown")
     return "\n".join(lines) + "\n"
-
-
-class Reporter:
-    """Decides when to redraw; writes to the given stream."""
-
-    def __init__(self, out: TextIO, verbose: int, interval: float = 5.0) -> None:
-        self.out = out
-        self.verbose = verbose
-        self.interval = interval
-        self.last = 0.0
-        self.dirty = False
-
-    def changed(self) -> None:
-        self.dirty = True
-
-    def maybe_print(self, text_fn: Any, *, final: bool = False) -> None:
-        if self.verbose <= 0:
-            return
-        now = time.monotonic()
-        if final or (self.dirty and now - self.last >= self.interval):
-            self.out.write(text_fn() + "\n")
-            self.out.flush()
-            self.last = now
-            self.dirty = False

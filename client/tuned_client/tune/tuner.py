@@ -19,6 +19,7 @@ from .config import RunConfig, TuneConfig
 from .fit_settings import FitSettings
 from .follower import Follower
 from .link import open_connection
+from .options import check_options
 from .restore import can_restore, fit_restored, load_state, restore_flags
 from .result import ResultGrid, TuneError
 from .spec import experiment_spec
@@ -57,6 +58,7 @@ class Tuner:
         )
         self._results: ResultGrid | None = None
         check_steering(self._fit.tune_config)
+        check_options(self._fit)
 
     @property
     def trainable(self) -> Callable[..., Any]:
