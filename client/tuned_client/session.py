@@ -35,6 +35,7 @@ from .protocol import (
     ReportAck,
     TrialExit,
     WorkerHello,
+    as_number,
     pack_metrics,
     unpack_user,
 )
@@ -160,8 +161,8 @@ class Session:
 
     def _stop_rule_met(self, row: dict[str, Any]) -> bool:
         for key, bound in self.assignment.stop.items():
-            value = row.get(key)
-            if isinstance(value, int | float) and value >= bound:
+            value = as_number(row.get(key))  # a numpy or torch scalar counts too
+            if value is not None and value >= bound:
                 return True
         return False
 

@@ -13,6 +13,7 @@ from .resources import PlacementGroupFactory, with_resources
 if TYPE_CHECKING:
     from . import schedulers, search, utils
     from .callback import Callback
+    from .progress_reporter import CLIReporter, JupyterNotebookReporter, ProgressReporter
     from .result import Result, ResultGrid, TrialError, TuneError
     from .search.sample import (
         choice,
@@ -41,6 +42,9 @@ _LAZY = {
     "search": ".search",
     "utils": ".utils",
     "Callback": ".callback",
+    "CLIReporter": ".progress_reporter",
+    "JupyterNotebookReporter": ".progress_reporter",
+    "ProgressReporter": ".progress_reporter",
     "Result": ".result",
     "ResultGrid": ".result",
     "TrialError": ".result",
@@ -117,12 +121,15 @@ def get_context() -> TrialContext:
 
 
 __all__ = [
+    "CLIReporter",
     "Callback",
     "Checkpoint",
     "CheckpointConfig",
     "ExperimentAnalysis",
     "FailureConfig",
+    "JupyterNotebookReporter",
     "PlacementGroupFactory",
+    "ProgressReporter",
     "Result",
     "ResultGrid",
     "RunConfig",

@@ -21,7 +21,7 @@ from ..framing import FrameError
 from .callback import CallbackList
 from .events_apply import fold, view_from_info
 from .fit_settings import FitSettings
-from .link import RECONNECT_TIMEOUT_S, STOPPED_WAIT_S, daemon_socket_exists, reconnect
+from .link import RECONNECT_TIMEOUT_S, STOPPED_WAIT_S, daemon_stopped, reconnect
 from .output import Console
 from .result import ResultGrid, TuneError
 from .result_checks import check_result
@@ -77,7 +77,19 @@ class Follower:
             experiment_id=self.accepted.experiment_id, since=since, decide=self.decides
         )
 
+    def setup_callbacks(self) -> None:
+        """``Callback.setup`` with Ray's arguments, once, before the first event."""
+        tc, rc = self.fit.tune_config, self.fit.run_config
+        total = len(self.accepted.trial_ids) or tc.num_samples
+        self.callbacks.setup(
+            stop=rc.stop,
+            num_samples=tc.num_samples,
+            total_num_samples=total,
+            time_budget_s=tc.time_budget_s,
+        )
+
     def follow(self, since: int = 0) -> ResultGrid:
+        self.setup_callbacks()
         self.conn.send(self.subscribe_request(since))
         interrupted = False
         try:
@@ -129,7 +141,7 @@ class Follower:
         one that crashed is waited for as long as ``TUNED_RECONNECT_TIMEOUT``.
         """
         self.conn.close()
-        stopped = not daemon_socket_exists(self.fit.socket)
+        stopped = daemon_stopped(self.fit.socket)
         wait_s = min(STOPPED_WAIT_S, RECONNECT_TIMEOUT_S) if stopped else RECONNECT_TIMEOUT_S
         self.console.daemon_lost(exc, stopped, wait_s)
         self.conn = reconnect(

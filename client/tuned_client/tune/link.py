@@ -23,9 +23,19 @@ RECONNECT_TIMEOUT_S = float(os.environ.get("TUNED_RECONNECT_TIMEOUT", "120"))
 STOPPED_WAIT_S = 10.0
 
 
-def daemon_socket_exists(socket_path: str | None) -> bool:
+def daemon_stopped(socket_path: str | None, grace_s: float = 1.0) -> bool:
+    """Whether the daemon that just went away was stopped on purpose.
+
+    A daemon that stops removes its socket right after closing its
+    connections; one that crashed leaves it. So: gone within ``grace_s``.
+    """
     path = Path(socket_path) if socket_path else default_socket_path()
-    return path.exists()
+    deadline = time.monotonic() + grace_s
+    while path.exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)  # a file's removal wakes nothing we could wait on
+    return True
 
 
 def open_connection(socket_path: str | None) -> tuple[Connection, bool]:

@@ -57,6 +57,13 @@ def _clock(started: float) -> tuple[str, str]:
     return time.strftime("%Y-%m-%d %H:%M:%S"), running
 
 
+def _value(value: Any) -> str:
+    """A value in a trial's config or result table, as Ray's ``_render_table_item``."""
+    if isinstance(value, float):
+        return f"{value:.5f}".rstrip("0")
+    return "" if value is None else cell(value, 40)
+
+
 def _scheduler_name(fit: FitSettings) -> str:
     scheduler = fit.tune_config.scheduler
     return type(scheduler).__name__ if scheduler is not None else "FIFOScheduler"
@@ -158,7 +165,7 @@ class Console:
                 self._print(self.legacy.report_text(list(trials.values())))
                 self.dirty = False
             return
-        if self.dirty and time.monotonic() - self.last_heartbeat >= HEARTBEAT_S:
+        if trials and self.dirty and time.monotonic() - self.last_heartbeat >= HEARTBEAT_S:
             self._heartbeat(trials)
 
     def final(self, trials: dict[str, TrialView]) -> None:
@@ -293,9 +300,9 @@ class Console:
     def _result_table(self, view: TrialView, result: dict[str, Any]) -> None:
         auto = [k for k in AUTO_ROWS if k in result]
         rest = sorted(k for k in result if k not in HIDDEN and k not in AUTO_ROWS)
-        rows = [[k, cell(result[k])] for k in auto + rest]
-        self._print("\n".join(boxed([f"Trial {view} result", ""], rows)))
+        rows = [[k, _value(result[k])] for k in auto + rest]
+        self._print("\n".join(boxed([f"Trial {view} result", ""], rows, right=True)))
 
     def _dict_table(self, title: str, data: dict[str, Any]) -> None:
-        rows = [[str(k), cell(v)] for k, v in sorted(data.items(), key=lambda kv: str(kv[0]))]
-        self._print("\n".join(boxed([title, ""], rows)))
+        rows = [[str(k), _value(v)] for k, v in sorted(data.items(), key=lambda kv: str(kv[0]))]
+        self._print("\n".join(boxed([title, ""], rows, right=True)))

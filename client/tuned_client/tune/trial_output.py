@@ -100,11 +100,13 @@ class TrialOutput:
             tail.offsets[index] += len(data)
             data = tail.partial[index] + data
             lines = data.split(b"\n")
-            tail.partial[index] = b"" if final else lines.pop()
+            rest = lines.pop()  # after the last newline: a line still being written
+            if final and rest:
+                lines.append(rest)
+                rest = b""
+            tail.partial[index] = rest
             prefix = f"({self.trainable} pid={tail.pid}) "
-            text = "".join(
-                prefix + line.decode(errors="replace") + "\n" for line in lines if line or final
-            )
+            text = "".join(prefix + line.decode(errors="replace") + "\n" for line in lines)
             if text:
                 stream = self.streams[index]
                 stream.write(text)

@@ -99,13 +99,16 @@ def varying_params(trials: Sequence[TrialView], limit: int = 8) -> list[str]:
     return list(keys)[:limit]
 
 
-def boxed(header: list[str], rows: list[list[str]], notes: Sequence[str] = ()) -> list[str]:
-    """A table drawn as Ray's (tabulate's ``rounded_outline``)."""
+def boxed(
+    header: list[str], rows: list[list[str]], notes: Sequence[str] = (), right: bool = False
+) -> list[str]:
+    """A table drawn as Ray's (tabulate's ``rounded_outline``); ``right``: values right-aligned."""
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
     inner = sum(widths) + 2 * (len(widths) - 1)
     inner = max([inner, *(len(n) for n in notes)])
     numeric = [
-        all(_is_number(r[i]) for r in rows if r[i]) and any(r[i] for r in rows)
+        (right and i == len(header) - 1)
+        or (all(_is_number(r[i]) for r in rows if r[i]) and any(r[i] for r in rows))
         for i in range(len(header))
     ]
 
