@@ -21,7 +21,7 @@ def test_seed_example_prints_its_first_three_results(daemon: RunningDaemon) -> N
         timeout=120,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert "Number of trials: 100/100 (100 TERMINATED)" in out.stdout
+    assert "Trial status: 100 TERMINATED" in out.stdout  # Ray Tune 2.x's status block
     results = [line for line in out.stdout.splitlines() if line.startswith("Result(")]
     assert len(results) == 3
     for i, line in enumerate(results):

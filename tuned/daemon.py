@@ -23,6 +23,7 @@ from tuned_client import protocol as p
 
 from . import archive
 from .config import Settings
+from .decisions import Decisions
 from .errors import Refused
 from .events import EventBus
 from .exploit import restart_now
@@ -82,6 +83,7 @@ class Daemon:
         self._exp_seq = 0
         # PBT exploits waiting for the trial's current attempt to end (restart_trial).
         self.restarts: dict[str, tuple[msgspec.Raw, Path | None, int, float]] = {}
+        self.decisions = Decisions()  # trials waiting on their client's decision
         self._unflushed: set[TrialFiles] = set()
         self._flush_wakeup = anyio.Event()
         self.tg: TaskGroup | None = None
@@ -461,7 +463,7 @@ class Daemon:
 
     # ------------------------------------------------------------ reports
 
-    def on_report(self, trial: Trial, report: p.Report) -> None:
+    def on_report(self, trial: Trial, report: p.Report, decide: bool = False) -> p.TrialResult:
         from .supervisor import files_of
 
         row = p.unpack_opaque(report.metrics)
@@ -496,7 +498,14 @@ class Daemon:
                 score=score,
             )
             self._prune_checkpoints(trial, score)
-        self.emit(p.TrialResult, experiment_id=exp_id, trial_id=trial.id, metrics=trial.last_result)
+        event: p.TrialResult = self.emit(
+            p.TrialResult,
+            experiment_id=exp_id,
+            trial_id=trial.id,
+            metrics=trial.last_result,
+            decide=decide,
+        )
+        return event
 
     def _accept_checkpoint(self, trial: Trial, path: str) -> None:
         cp = Path(path).resolve()

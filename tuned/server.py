@@ -24,6 +24,7 @@ from tuned_client import protocol as p
 
 from . import __version__, access, exploit, snapshots
 from .daemon import Daemon
+from .decisions import Held
 from .errors import Refused
 from .events import Subscriber
 from .forkserver import ForkLauncher
@@ -182,6 +183,9 @@ async def _serve(conn: Conn, peer: access.Peer | None = None) -> None:
     finally:
         if subscribed:
             gate.subscribe(peer, -1)
+        with anyio.CancelScope(shield=True):  # trials must not wait on a client that is gone
+            for held in daemon.decisions.decider_gone(conn):
+                await release(daemon, held, stop=False)
 
 
 async def _next_request(
@@ -212,6 +216,8 @@ async def _next_request(
 
 async def on_submit(conn: Conn, req: p.Submit, tg: TaskGroup) -> None:
     accepted = conn.daemon.submit(req.experiment)
+    if req.experiment.decide_results:
+        conn.daemon.decisions.add_decider(accepted.experiment_id, conn)
     await conn.daemon.journal.sync()
     await conn.send(accepted)
 
@@ -248,7 +254,31 @@ async def on_get_trial(conn: Conn, req: p.GetTrial, tg: TaskGroup) -> None:
 
 async def on_stop_trial(conn: Conn, req: p.StopTrial, tg: TaskGroup) -> None:
     conn.daemon.stop_trial(req.trial_id)
+    held = conn.daemon.decisions.take(req.trial_id)
+    if held is not None:
+        await release(conn.daemon, held, stop=True)
     await conn.send(p.Ok())
+
+
+async def on_decide(conn: Conn, req: p.Decide, tg: TaskGroup) -> None:
+    """The client decided on a result its trial waits on; no reply (see ``tuned.decisions``)."""
+    daemon = conn.daemon
+    if req.stop:
+        with contextlib.suppress(Refused):  # it has ended meanwhile
+            daemon.stop_trial(req.trial_id)
+    held = daemon.decisions.take(req.trial_id, req.seq)
+    if held is not None:
+        trial = daemon.trials.get(req.trial_id)
+        await release(daemon, held, stop=req.stop or (trial is not None and trial.stop_requested))
+
+
+async def release(daemon: Daemon, held: Held, *, stop: bool) -> None:
+    """Let a trial waiting on a decision go on (or stop), its checkpoint on disk first."""
+    if held.checkpoint:
+        await daemon.journal.sync()
+    worker: Conn = held.worker
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        await worker.send(p.ReportAck(seq=held.report_seq, stop=stop))
 
 
 async def on_restart_trial(conn: Conn, req: p.RestartTrial, tg: TaskGroup) -> None:
@@ -272,6 +302,8 @@ async def on_subscribe(conn: Conn, req: p.Subscribe, tg: TaskGroup) -> None:
     daemon = conn.daemon
     if req.experiment_id:
         daemon.experiment(req.experiment_id)  # refuse unknown ids
+        if req.decide:
+            daemon.decisions.add_decider(req.experiment_id, conn)
     sub = daemon.bus.subscribe(req.experiment_id)
     backlog = daemon.bus.history_after(req.since, req.experiment_id) if req.since >= 0 else None
     if req.since >= 0 and backlog is None:
@@ -361,6 +393,7 @@ HANDLERS: dict[type, Handler] = {
     p.StopTrial: on_stop_trial,
     p.RestartTrial: on_restart_trial,
     p.ResumeExperiment: on_resume,
+    p.Decide: on_decide,
 }
 
 
@@ -430,27 +463,43 @@ async def serve_worker(conn: Conn, hello: p.WorkerHello, launch: LaunchSpec | No
             stop=exp.spec.stop,
             resources=trial.resources,
             tag=trial.tag,
+            decide=exp.spec.decide_results,
             **become,
         )
     )
     token = trial.token
     batcher = ReportBatcher(conn)
+    try:
+        await _serve_reports(conn, trial, token, batcher)
+    finally:
+        daemon.decisions.worker_gone(trial.id, conn)
+
+
+async def _serve_reports(conn: Conn, trial: Any, token: str, batcher: ReportBatcher) -> None:
+    daemon = conn.daemon
+    exp = trial.experiment
     while True:
         req = await batcher.next_request()
         if req is None or trial.token != token:
             return
         if isinstance(req, p.Report):
+            # A report the trial waits on is held for its client's decision while the
+            # experiment has a client deciding (``tuned.decisions``).
+            decide = req.wait and not trial.stop_requested and daemon.decisions.deciding(exp.id)
             try:
-                daemon.on_report(trial, req)
+                event = daemon.on_report(trial, req, decide=decide)
             except Refused as exc:
                 await conn.error(exc.code, exc.message)
                 return
             # Only a report whose answer matters is acknowledged: a checkpoint (the trial
-            # waits until it is journalled) or a stop. The rest are confirmed together by
-            # the Ok to the trial's TrialExit, which comes after them on this connection.
+            # waits until it is journalled), a stop, or one the trial waits on. The rest are
+            # confirmed together by the Ok to the trial's TrialExit, which comes after them.
+            if decide:  # held before any await: the client may decide while we sync
+                held = Held(trial.id, exp.id, conn, req.seq, event.seq, bool(req.checkpoint))
+                daemon.decisions.hold(held)
             if req.checkpoint:
                 await daemon.journal.sync()
-            if req.checkpoint or trial.stop_requested:
+            if not decide and (req.checkpoint or trial.stop_requested or req.wait):
                 await conn.send(p.ReportAck(seq=req.seq, stop=trial.stop_requested))
         elif isinstance(req, p.TrialExit):
             trial.exit_reported = True

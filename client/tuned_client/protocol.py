@@ -86,6 +86,10 @@ class ExperimentSpec(msgspec.Struct, omit_defaults=True):
     # The name was made up (a trainable's name and the time, as Ray does), not chosen:
     # if a live experiment has that folder, the daemon adds a suffix instead of refusing.
     name_generated: bool = False
+    # Ray's rule: a trial does not run past a result until the client (its scheduler,
+    # searcher, stopper) has decided on it. Set only when something decides; plain
+    # FIFO sweeps stay pipelined.
+    decide_results: bool = False
 
 
 # ---------------------------------------------------------------- requests
@@ -113,6 +117,9 @@ class CloseExperiment(_Req, tag="close_experiment"):
 class Subscribe(_Req, tag="subscribe"):
     experiment_id: str = ""  # "": every experiment
     since: int = -1  # -1: from now; N: every event with seq > N still held
+    # This connection decides on the experiment's results (``Decide``): while it is
+    # open, a trial waits after each report; when it closes, waiting trials go on.
+    decide: bool = False
 
 
 class Cancel(_Req, tag="cancel"):
@@ -162,6 +169,7 @@ class Report(_Req, tag="report"):
     seq: int
     metrics: msgspec.Raw  # msgpack dict (user values)
     checkpoint: str = ""  # folder already copied into the trial dir, "" if none
+    wait: bool = False  # the trial waits for this report's ack (its experiment decides)
 
 
 class TrialExit(_Req, tag="trial_exit"):
@@ -186,6 +194,18 @@ class StopTrial(_Req, tag="stop_trial"):
     """
 
     trial_id: str
+
+
+class Decide(_Req, tag="decide"):
+    """The client's decision on a result the trial waits on (``TrialResult.decide``).
+
+    ``seq`` is that event's sequence number; the daemon acks the trial's report
+    with ``stop``. No reply: a decision for a trial that no longer waits is dropped.
+    """
+
+    trial_id: str
+    seq: int
+    stop: bool = False
 
 
 class ResumeExperiment(_Req, tag="resume_experiment"):
@@ -232,6 +252,7 @@ Request = (
     | StopTrial
     | ResumeExperiment
     | RestartTrial
+    | Decide
 )
 
 # ---------------------------------------------------------------- replies
@@ -288,6 +309,7 @@ class Assignment(_Msg, tag="assignment"):
     stdout: str = ""  # files to append the trial's output to
     stderr: str = ""
     checkpoint_index: int = -1  # the next checkpoint folder's number, -1: look in trial_dir
+    decide: bool = False  # wait for the daemon's ack after each report (decide_results)
 
 
 class ReportAck(_Msg, tag="report_ack"):
@@ -436,6 +458,7 @@ class TrialStarted(_Event, tag="trial_started"):
 class TrialResult(_Event, tag="trial_result"):
     trial_id: str
     metrics: msgspec.Raw
+    decide: bool = False  # the trial waits for a ``Decide`` on this result
 
 
 class TrialCheckpoint(_Event, tag="trial_checkpoint"):
@@ -557,6 +580,41 @@ def _enc_user(obj: Any) -> Any:
     return msgspec.msgpack.Ext(EXT_PICKLED, payload)
 
 
+def as_number(obj: Any) -> int | float | bool | None:
+    """A number of another type (numpy, torch, Decimal, Fraction) as Python's, else None.
+
+    Ray Tune compares, logs and plots such metrics as numbers (its JSON logger
+    calls ``float()``/``.item()`` on them); so do we, on the wire and on disk.
+    """
+    import numbers
+
+    if isinstance(obj, bool):
+        return bool(obj)
+    shape = getattr(obj, "shape", None)
+    item = getattr(obj, "item", None)
+    if shape is not None and callable(item):  # numpy scalars and arrays, torch tensors
+        if len(shape) != 0:
+            return None  # an array is not a number: stored as Ray stores it
+        try:
+            value = item()
+        except (TypeError, ValueError, RuntimeError):
+            return None
+        return value if type(value) in (bool, int, float) else None
+    if isinstance(obj, numbers.Integral):
+        return int(obj)
+    if isinstance(obj, numbers.Real) or type(obj).__name__ == "Decimal":
+        try:
+            return float(obj)
+        except (TypeError, ValueError, OverflowError):
+            return None
+    return None
+
+
+def _enc_metric(obj: Any) -> Any:
+    number = as_number(obj)
+    return _enc_user(obj) if number is None else number
+
+
 def _enc_passthrough(obj: Any) -> Any:
     if isinstance(obj, PickledValue):
         payload = msgspec.msgpack.encode([obj.text, obj.data])
@@ -581,6 +639,7 @@ def _dec_opaque(code: int, data: memoryview) -> Any:
 
 
 _user_encoder = msgspec.msgpack.Encoder(enc_hook=_enc_user)
+_metrics_encoder = msgspec.msgpack.Encoder(enc_hook=_enc_metric, decimal_format="number")
 _opaque_encoder = msgspec.msgpack.Encoder(enc_hook=_enc_passthrough)
 _user_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(ext_hook=_dec_unpickle)
 _opaque_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(ext_hook=_dec_opaque)
@@ -589,6 +648,11 @@ _opaque_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(ext_hook
 def pack_user(value: Any) -> msgspec.Raw:
     """Encode a user value (config, metrics) for the wire; any picklable object goes."""
     return msgspec.Raw(_user_encoder.encode(value))
+
+
+def pack_metrics(value: Any) -> msgspec.Raw:
+    """Encode a trial's metrics: numbers of any numeric type become Python numbers."""
+    return msgspec.Raw(_metrics_encoder.encode(value))
 
 
 def unpack_user(raw: msgspec.Raw | bytes) -> Any:

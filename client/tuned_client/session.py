@@ -9,7 +9,10 @@ Reports are pipelined: ``report`` returns as soon as the frame is sent. The
 daemon acknowledges only the reports whose answer matters (a checkpoint, which
 ``report`` waits for, or a request to stop), and the end of the trial waits for
 the daemon's answer to ``TrialExit``, which comes after every report before it,
-so nothing a trial reported is lost when it exits.
+so nothing a trial reported is lost when it exits. When the experiment's client
+decides on each result (a scheduler, a searcher, a stop function: the
+assignment says ``decide``), ``report`` waits for that decision, as a Ray
+trial does.
 """
 
 from __future__ import annotations
@@ -33,12 +36,15 @@ from .protocol import (
     ReportAck,
     TrialExit,
     WorkerHello,
-    pack_user,
+    as_number,
+    pack_metrics,
     unpack_user,
 )
 
 # Keys Ray Tune fills in on every result; users' scripts read them.
 TRAINING_ITERATION = "training_iteration"
+# Where Ray records a bare value a trainable reports, returns or yields.
+DEFAULT_METRIC = "_metric"
 
 
 class StopTrial(BaseException):
@@ -144,8 +150,10 @@ class Session:
         )
         self.last_report = now
         self.sent += 1
-        send_message(self.sock, Report(seq=self.sent, metrics=pack_user(row), checkpoint=cp_path))
-        if cp_path:
+        wait = self.assignment.decide and not done
+        report = Report(seq=self.sent, metrics=pack_metrics(row), checkpoint=cp_path, wait=wait)
+        send_message(self.sock, report)
+        if cp_path or wait:
             self._wait_acks(self.sent)
         else:
             self._drain_acks()
@@ -154,8 +162,8 @@ class Session:
 
     def _stop_rule_met(self, row: dict[str, Any]) -> bool:
         for key, bound in self.assignment.stop.items():
-            value = row.get(key)
-            if isinstance(value, int | float) and value >= bound:
+            value = as_number(row.get(key))  # a numpy or torch scalar counts too
+            if value is not None and value >= bound:
                 return True
         return False
 

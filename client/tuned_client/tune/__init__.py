@@ -6,7 +6,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ..checkpoint import Checkpoint
-from ..session import TrialContext, require_session
+from ..session import DEFAULT_METRIC, TrialContext, require_session
 from .config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 from .resources import PlacementGroupFactory, with_resources
 
@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from .analysis import ExperimentAnalysis
     from .callback import Callback
     from .parameters import with_parameters
+    from .progress_reporter import CLIReporter, JupyterNotebookReporter, ProgressReporter
     from .result import Result, ResultGrid, TrialError, TuneError
-    from .run import run
     from .search.sample import (
         choice,
         grid_search,
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     )
     from .stopper import Stopper
     from .trainable import Trainable
+    from .tune import run
     from .tuner import Tuner
 
 # Imported on first use (PEP 562): a trial's zygote unpickles a trainable that
@@ -46,13 +47,16 @@ _LAZY = {
     "search": ".search",
     "utils": ".utils",
     "Callback": ".callback",
+    "CLIReporter": ".progress_reporter",
+    "JupyterNotebookReporter": ".progress_reporter",
+    "ProgressReporter": ".progress_reporter",
     "Result": ".result",
     "ResultGrid": ".result",
     "TrialError": ".result",
     "TuneError": ".result",
     "ExperimentAnalysis": ".analysis",
     "Stopper": ".stopper",
-    "run": ".run",
+    "run": ".tune",
     "Trainable": ".trainable",
     "with_parameters": ".parameters",
     "Tuner": ".tuner",
@@ -93,18 +97,20 @@ def __dir__() -> list[str]:
 
 
 def report(
-    metrics: dict[str, Any] | None = None,
+    metrics: Any = None,
     *,
     checkpoint: Checkpoint | None = None,
     **kwargs: Any,
 ) -> None:
     """Report metrics (and optionally a checkpoint) from inside a trial.
 
-    ``tune.report({"loss": x})`` as Ray 2 writes it; ``tune.report(loss=x)`` as
-    older scripts do.
+    ``tune.report({"loss": x})`` as Ray 2 writes it; ``tune.report(loss=x)`` and
+    ``tune.report(x)`` (recorded as ``_metric``) as Ray 1 scripts do.
     """
     if metrics is None:
         metrics = kwargs
+    elif not isinstance(metrics, dict):
+        metrics = {DEFAULT_METRIC: metrics, **kwargs}
     elif kwargs:
         raise TypeError("tune.report takes a metrics dict or keyword metrics, not both")
     require_session("report").report(metrics, checkpoint)
@@ -121,12 +127,15 @@ def get_context() -> TrialContext:
 
 
 __all__ = [
+    "CLIReporter",
     "Callback",
     "Checkpoint",
     "CheckpointConfig",
     "ExperimentAnalysis",
     "FailureConfig",
+    "JupyterNotebookReporter",
     "PlacementGroupFactory",
+    "ProgressReporter",
     "Result",
     "ResultGrid",
     "RunConfig",

@@ -8,8 +8,9 @@ TERMINATED at its next report and its resources go to the next trial at once),
 PBT's exploit -> ``RestartTrial``. When the searcher is done it sends
 ``CloseExperiment``, and the daemon finishes the experiment as usual.
 
-It follows the event stream with the Tuner's own ``_Run`` (status block,
-callbacks, reconnects, stop rules) and hooks its decisions onto each event.
+It follows the event stream with the plain ``Follower`` (status block,
+callbacks, reconnects, stop rules) and hooks its decisions onto each event;
+a trial waiting on a result goes on once they are made (``Follower.decide``).
 Requests go over a second connection, so their replies never mix with events.
 """
 
@@ -17,22 +18,22 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import protocol as p
 from ..connection import Connection, DaemonError
 from .config import TuneConfig
-from .progress import TrialView
+from .fit_settings import FitSettings, trainable_name
+from .follower import Follower
+from .link import open_connection
 from .result import ResultGrid, TuneError
 from .schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 from .search.basic_variant import BasicVariantGenerator, _merge
 from .search.sample import Domain
 from .search.searcher import Searcher, save_searcher
 from .search.variant_generator import format_vars, generate_variants
-from .tuner import _Run, _trainable_name
-
-if TYPE_CHECKING:
-    from .tuner import Tuner
+from .spec import experiment_spec
+from .trial import TrialView
 
 # Adaptive searchers get one queued trial at a time: each suggestion is made as
 # late as possible, so it learns from every result that came before it.
@@ -69,9 +70,9 @@ def _unresolved(config: Any) -> bool:
 class Steering:
     """Searcher and scheduler, and the requests their decisions become."""
 
-    def __init__(self, tuner: Tuner, run: SteeredRun, control: Connection) -> None:
-        tc = tuner.tune_config
-        self.tuner = tuner
+    def __init__(self, fit: FitSettings, run: SteeredFollower, control: Connection) -> None:
+        tc = fit.tune_config
+        self.fit = fit
         self.run = run
         self.control = control
         self.experiment_id = run.accepted.experiment_id
@@ -80,10 +81,10 @@ class Steering:
         basic = tc.search_alg is None
         self.searcher: Searcher = tc.search_alg or BasicVariantGenerator(random_state=tc.seed)
         if isinstance(self.searcher, BasicVariantGenerator):
-            self.searcher.setup(tuner.param_space, tc.num_samples, tc.seed)
+            self.searcher.setup(fit.param_space, tc.num_samples, tc.seed)
         self.max_pending = 10**9 if basic else MAX_PENDING_ADAPTIVE
         self.limit = 10**9 if isinstance(self.searcher, BasicVariantGenerator) else tc.num_samples
-        space = {} if isinstance(self.searcher, BasicVariantGenerator) else tuner.param_space
+        space = {} if isinstance(self.searcher, BasicVariantGenerator) else fit.param_space
         if not self.searcher.set_search_properties(tc.metric, tc.mode, space) and _unresolved(
             space
         ):  # as Ray: a searcher with a space of its own says False; domains left are an error
@@ -159,9 +160,9 @@ class Steering:
     def _resolve(self, suggestion: dict[str, Any]) -> dict[str, Any]:
         if isinstance(self.searcher, BasicVariantGenerator):
             return suggestion
-        merged = _merge(self.tuner.param_space, suggestion)
+        merged = _merge(self.fit.param_space, suggestion)
         if _unresolved(merged) or "grid_search" in str(merged):
-            merged = next(iter(generate_variants(merged, 1, seed=self.tuner.tune_config.seed)))[1]
+            merged = next(iter(generate_variants(merged, 1, seed=self.fit.tune_config.seed)))[1]
         return merged
 
     def fill(self) -> None:
@@ -193,7 +194,7 @@ class Steering:
             config = self._resolve(suggestion)
             tag = self._tag(index, config, suggestion)
             specs.append(p.TrialSpec(tag=tag, config=p.pack_user(config)))
-            name = f"{_trainable_name(self.tuner.trainable)}_{trial_id}"
+            name = f"{trainable_name(self.fit.trainable)}_{trial_id}"
             views.append(TrialView(trial_id=trial_id, name=name, tag=tag, config=config))
         if specs:
             reply = self._request(p.AddTrials(experiment_id=self.experiment_id, trials=specs))
@@ -258,7 +259,7 @@ class Steering:
             self.stop_trial(view)  # PAUSE: a scheduler that restarted it is already pending
 
     def _stop_rule_met(self, result: dict[str, Any]) -> bool:
-        stop = self.tuner.run_config.stop
+        stop = self.fit.run_config.stop
         if not isinstance(stop, dict):
             return False
         return any(
@@ -266,26 +267,23 @@ class Steering:
         )
 
 
-class SteeredRun(_Run):
-    """The Tuner's event follower, with the steering loop hooked onto each event."""
+class SteeredFollower(Follower):
+    """The event follower, with the steering loop's decisions made on each event."""
 
     steering: Steering
 
-    def _apply(self, msg: p.Message) -> bool:
-        done = super()._apply(msg)
-        self.steering.on_event(msg)
-        return done
+    def on_event(self, event: Any) -> None:
+        self.steering.on_event(event)
+
+    def wants_stop(self, trial_id: str) -> bool:
+        return trial_id in self.stopped or trial_id in self.steering.pending
 
 
-def fit_steered(tuner: Tuner) -> ResultGrid:
+def fit_steered(fit: FitSettings) -> ResultGrid:
     """``Tuner.fit()`` with a searcher or a scheduler."""
-    from .restore import open_connection
-    from .tuner import _apply_checkpoint_config
-
-    spec = tuner._experiment_spec(steered=True)
-    _apply_checkpoint_config(spec, tuner.run_config)
+    spec = experiment_spec(fit, steered=True)
     started = time.time()
-    conn, autostarted = open_connection(tuner._socket)
+    conn, autostarted = open_connection(fit.socket)
     control: Connection | None = None
     try:
         try:
@@ -294,9 +292,10 @@ def fit_steered(tuner: Tuner) -> ResultGrid:
             raise TuneError(exc.message) from None
         assert isinstance(accepted, p.Accepted)
         control = Connection.open(conn.socket_path, autostart=False)
-        run = SteeredRun(tuner, conn, accepted, started)
-        run.autostarted = autostarted
-        run.steering = Steering(tuner, run, control)
+        run = SteeredFollower(
+            fit, conn, accepted, started, autostarted=autostarted, decides=spec.decide_results
+        )
+        run.steering = Steering(fit, run, control)
         run.steering.fill()
         return run.follow()
     finally:

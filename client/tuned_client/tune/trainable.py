@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..checkpoint import Checkpoint
+from ..protocol import as_number
 from ..session import require_session
 from .parameters import with_parameters
 from .resources import resources_of, with_resources
@@ -71,9 +72,8 @@ class Trainable:
 
 
 def _stop_met(stop: Mapping[str, float], row: Mapping[str, Any]) -> bool:
-    return any(
-        isinstance(row.get(key), int | float) and row[key] >= bound for key, bound in stop.items()
-    )
+    values = {key: as_number(row.get(key)) for key in stop}
+    return any(v is not None and v >= stop[k] for k, v in values.items())
 
 
 def class_runner(
