@@ -30,6 +30,7 @@ from typing import Any
 import cloudpickle
 
 from .resources import resources_of, with_resources
+from .trainable import Trainable
 
 PARAMETERS_DIR = ".parameters"
 INLINE_LIMIT = 64 * 1024  # smaller pickles stay in the trainable: a file costs more
@@ -127,8 +128,6 @@ class Parameters(Mapping[str, Any]):
 
 def with_parameters(trainable: Any, **kwargs: Any) -> Any:
     """Pass large objects to every trial once, as ``ray.tune.with_parameters`` does."""
-    from .trainable import Trainable
-
     params = Parameters(kwargs)
     if isinstance(trainable, type) and issubclass(trainable, Trainable):
         bound = type(trainable.__name__, (trainable,), {"__tuned_parameters__": params})
