@@ -31,9 +31,9 @@ from tuned_client import tune
 from tuned_client.connection import Connection, DaemonError
 
 from tuned import archive, recovery
+from tuned.core.ledger import parse_request
+from tuned.core.model import Experiment, Trial, share_spec, transition
 from tuned.daemon import Daemon
-from tuned.ledger import parse_request
-from tuned.trials import Experiment, Trial, share_spec, transition
 
 
 def flaky(config: dict[str, Any]) -> None:

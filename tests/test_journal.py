@@ -14,7 +14,7 @@ from test_daemon import wait_for
 from tuned_client import protocol as p
 from tuned_client import tune
 
-from tuned.journal import Control, Journal
+from tuned.store.journal import Control, Journal
 
 
 def _event(seq: int) -> p.TrialResult:

@@ -7,7 +7,7 @@ from pathlib import Path
 import anyio
 from tuned_client import protocol as p
 
-from tuned.journal import Control, Journal, encode_record
+from tuned.store.journal import Control, Journal, encode_record
 
 
 def _result(seq: int) -> bytes:

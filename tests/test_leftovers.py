@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from tuned.leftovers import Proc, Target, kill_leftovers, select
+from tuned.run.leftovers import Proc, Target, kill_leftovers, select
 
 ME, UID, OTHER_UID = 999_999, 1000, 1001
 T0 = 1_000_000.0  # when the trial started

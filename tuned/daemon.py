@@ -21,16 +21,8 @@ import structlog
 from anyio.abc import TaskGroup
 from tuned_client import protocol as p
 
-from . import archive
 from .config import Settings
-from .decisions import Decisions
-from .errors import Refused
-from .events import EventBus
-from .exploit import restart_now
-from .inventory import GpuProbe, build_capacity
-from .journal import Control, Journal, Submitted, encode_record
-from .launcher import ClusterLauncher, Launcher
-from .ledger import (
+from .core.ledger import (
     SCALE,
     Capacity,
     ImpossibleRequest,
@@ -39,12 +31,20 @@ from .ledger import (
     ResourceError,
     parse_request,
 )
-from .monitor import Sampler
-from .private import write_private
-from .results import TrialFiles, experiment_dir, safe_component
-from .scheduler import Scheduler
-from .trials import FINAL, Experiment, Trial, share_spec, trainable_file, transition
-from .trials import trial_id as make_trial_id
+from .core.model import FINAL, Experiment, Trial, share_spec, trainable_file, transition
+from .core.model import trial_id as make_trial_id
+from .core.scheduler import Scheduler
+from .errors import Refused
+from .run.exploit import restart_now
+from .run.inventory import GpuProbe, build_capacity
+from .run.launcher import ClusterLauncher, Launcher
+from .run.monitor import Sampler
+from .serve.decisions import Decisions
+from .serve.events import EventBus
+from .store import archive
+from .store.journal import Control, Journal, Submitted, encode_record
+from .store.private import write_private
+from .store.results import TrialFiles, experiment_dir, safe_component
 
 log = structlog.get_logger("tuned.daemon")
 
@@ -336,7 +336,7 @@ class Daemon:
     # ------------------------------------------------------------ admission
 
     async def admission_loop(self, tg: TaskGroup) -> None:
-        from .supervisor import supervise
+        from .run.supervisor import supervise
 
         while True:
             await self._wakeup.wait()
@@ -388,7 +388,7 @@ class Daemon:
         self.archive_finished(trial)
 
     def archive_finished(self, trial: Trial) -> None:
-        """A finished trial leaves memory for its experiment's archive (tuned.archive)."""
+        """A finished trial leaves memory for its experiment's archive (tuned.store.archive)."""
         archive.evict(self, trial)
         exp = trial.experiment
         if exp.done and exp.archive is not None:
@@ -464,7 +464,7 @@ class Daemon:
     # ------------------------------------------------------------ reports
 
     def on_report(self, trial: Trial, report: p.Report, decide: bool = False) -> p.TrialResult:
-        from .supervisor import files_of
+        from .run.supervisor import files_of
 
         row = p.unpack_opaque(report.metrics)
         if not isinstance(row, dict):
@@ -519,7 +519,7 @@ class Daemon:
         """CheckpointConfig(num_to_keep=...): delete the checkpoint folders not kept."""
         import shutil
 
-        from .results import select_kept
+        from .store.results import select_kept
 
         spec = trial.experiment.spec
         trial.kept_checkpoints.append((trial.checkpoint, score))

@@ -26,16 +26,16 @@ import msgspec
 import structlog
 from tuned_client import protocol as p
 
-from . import archive
+from .core.ledger import ImpossibleRequest, ResourceError, parse_request
+from .core.model import FINAL, Experiment, Trial, share_spec
 from .daemon import Daemon
 from .errors import Refused
-from .exploit import apply_exploit
-from .journal import Control, Journal, Submitted
-from .ledger import ImpossibleRequest, ResourceError, parse_request
-from .leftovers import Target, kill_leftovers
-from .private import write_private
-from .results import select_kept
-from .trials import FINAL, Experiment, Trial, share_spec
+from .run.exploit import apply_exploit
+from .run.leftovers import Target, kill_leftovers
+from .store import archive
+from .store.journal import Control, Journal, Submitted
+from .store.private import write_private
+from .store.results import select_kept
 
 log = structlog.get_logger("tuned.recovery")
 
@@ -48,7 +48,7 @@ STATE_CHUNK_BYTES = 1 << 18  # a piece of the state file: about 800 trials
 def recover(daemon: Daemon) -> None:
     """Replay the journal into ``daemon``, clean up after the dead one, open the journal.
 
-    Finished trials are then archived (``tuned.archive``): the replay needs them
+    Finished trials are then archived (``tuned.store.archive``): the replay needs them
     all in memory, the daemon afterwards only the unfinished ones.
     """
     archive.reset(daemon)

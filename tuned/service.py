@@ -22,16 +22,16 @@ import structlog
 from anyio.abc import SocketListener, SocketStream
 
 from .config import Settings
+from .core.ledger import SCALE
 from .daemon import Daemon
-from .inventory import GpuProbe
-from .launcher import ClusterLauncher, Launcher
-from .ledger import SCALE
-from .lograte import Throttle, loop_exception_handler
 from .logs import LOG_LIMIT
-from .monitor import sample_forever
-from .private import private_dir, rotate, tighten, write_private
 from .recovery import recover
-from .server import handle_connection
+from .run.inventory import GpuProbe
+from .run.launcher import ClusterLauncher, Launcher
+from .run.monitor import sample_forever
+from .serve.lograte import Throttle, loop_exception_handler
+from .serve.server import handle_connection
+from .store.private import private_dir, rotate, tighten, write_private
 
 log = structlog.get_logger("tuned.service")
 

@@ -29,7 +29,7 @@ def daemon_command() -> list[str]:
     """How to run the ``tuned`` command: it may live in another environment.
 
     A ``tuned`` found on PATH is used only if it is ours (its script runs
-    ``tuned.cli``): on Fedora and RHEL, ``/usr/sbin/tuned`` is Red Hat's
+    ``tuned.cli.main``): on Fedora and RHEL, ``/usr/sbin/tuned`` is Red Hat's
     system tuning daemon, which must never be started in its place.
     """
     override = os.environ.get("TUNED_DAEMON")
@@ -51,7 +51,7 @@ def is_our_command(path: Path) -> bool:
             head = f.read(4096)
     except OSError:
         return False
-    return b"tuned.cli" in head
+    return b"tuned.cli.main" in head
 
 
 def start_daemon(socket_path: Path, state_dir: Path, idle_timeout: float) -> None:

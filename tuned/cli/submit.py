@@ -28,7 +28,7 @@ from tuned_client import protocol as p
 from tuned_client.connection import Connection, DaemonError
 from tuned_client.paths import default_storage_path
 
-from .results import safe_component
+from ..store.results import safe_component
 
 
 def add_arguments(cmd: argparse.ArgumentParser) -> None:

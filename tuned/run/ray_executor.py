@@ -5,7 +5,7 @@ driver. Everything above the launcher is unchanged: the ledger mirrors the
 cluster's resources (refreshed as nodes join and leave), so admission,
 ``max_concurrent_trials``, impossible-request errors and the status view work as
 for local trials; trials report to the daemon's socket through a relay actor on
-the daemon's node (``tuned.ray_remote``), so the journal and the event stream
+the daemon's node (``tuned.run.ray_remote``), so the journal and the event stream
 see them like any other. Ray places each task with the trial's CPUs, GPUs,
 memory and custom resources (a placement group when the trial asks for several
 bundles) and sets ``CUDA_VISIBLE_DEVICES`` on the node that runs it. A node or
@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
-from .config import Settings
+from ..config import Settings
+from ..core.ledger import SCALE, Bundle, Capacity, ImpossibleRequest, Request, to_units
 from .launcher import LaunchSpec, TrialProcess
-from .ledger import SCALE, Bundle, Capacity, ImpossibleRequest, Request, to_units
 from .ray_remote import Relay, run_trial
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from ..daemon import Daemon
 
 log = structlog.get_logger("tuned.ray")
 

@@ -22,16 +22,18 @@ import structlog
 from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 from tuned_client import protocol as p
 
-from . import __version__, access, exploit, snapshots
-from .daemon import Daemon
+from .. import __version__
+from ..daemon import Daemon
+from ..errors import Refused
+from ..run import exploit
+from ..run.forkserver import ForkLauncher
+from ..run.launcher import LaunchSpec
+from . import access, views
 from .decisions import Held
-from .errors import Refused
 from .events import Subscriber
-from .forkserver import ForkLauncher
-from .launcher import LaunchSpec
 from .wire import FrameError, FrameReader, encode_frame
 
-log = structlog.get_logger("tuned.server")
+log = structlog.get_logger("tuned.serve.server")
 
 
 class Conn:
@@ -239,17 +241,17 @@ async def on_cancel(conn: Conn, req: p.Cancel, tg: TaskGroup) -> None:
 
 
 async def on_status(conn: Conn, req: p.GetStatus, tg: TaskGroup) -> None:
-    snapshots.sample_usage(conn.daemon)
-    await conn.send(snapshots.status(conn.daemon))
+    views.sample_usage(conn.daemon)
+    await conn.send(views.status(conn.daemon))
 
 
 async def on_get_experiment(conn: Conn, req: p.GetExperiment, tg: TaskGroup) -> None:
     # Encoded around the trials as their archive holds them: no object per trial.
-    await conn.send_frame(snapshots.experiment_frame(conn.daemon, req.experiment_id))
+    await conn.send_frame(views.experiment_frame(conn.daemon, req.experiment_id))
 
 
 async def on_get_trial(conn: Conn, req: p.GetTrial, tg: TaskGroup) -> None:
-    await conn.send(snapshots.trial_reply(conn.daemon, req.trial_id))
+    await conn.send(views.trial_reply(conn.daemon, req.trial_id))
 
 
 async def on_stop_trial(conn: Conn, req: p.StopTrial, tg: TaskGroup) -> None:
@@ -261,7 +263,7 @@ async def on_stop_trial(conn: Conn, req: p.StopTrial, tg: TaskGroup) -> None:
 
 
 async def on_decide(conn: Conn, req: p.Decide, tg: TaskGroup) -> None:
-    """The client decided on a result its trial waits on; no reply (see ``tuned.decisions``)."""
+    """The client decided on a result its trial waits on; no reply (see ``decisions``)."""
     daemon = conn.daemon
     if req.stop:
         with contextlib.suppress(Refused):  # it has ended meanwhile
@@ -484,7 +486,7 @@ async def _serve_reports(conn: Conn, trial: Any, token: str, batcher: ReportBatc
             return
         if isinstance(req, p.Report):
             # A report the trial waits on is held for its client's decision while the
-            # experiment has a client deciding (``tuned.decisions``).
+            # experiment has a client deciding (``tuned.serve.decisions``).
             decide = req.wait and not trial.stop_requested and daemon.decisions.deciding(exp.id)
             try:
                 event = daemon.on_report(trial, req, decide=decide)

@@ -28,7 +28,7 @@ from tuned_client.protocol import Event, ExperimentSpec
 
 _RECORD = struct.Struct(">II")
 _MAX_HELD_BYTES = 1 << 20  # held records past this are written at once
-log = structlog.get_logger("tuned.journal")
+log = structlog.get_logger("tuned.store.journal")
 
 
 class JournalUnreadable(Exception):
@@ -40,7 +40,7 @@ class JournalUnreadable(Exception):
     """
 
     def __init__(self, path: Path, offset: int, number: int, error: Exception) -> None:
-        from . import __version__
+        from .. import __version__
 
         super().__init__(
             f"the journal {path} holds a record this version of tuned ({__version__}) cannot "

@@ -19,8 +19,8 @@ from tuned_client.protocol import ExperimentSpec, TrialStatus
 from .ledger import Allocation, Request
 
 if TYPE_CHECKING:
-    from .archive import ExperimentArchive
-    from .launcher import TrialProcess
+    from ..run.launcher import TrialProcess
+    from ..store.archive import ExperimentArchive
 
 ALLOWED: dict[TrialStatus, frozenset[TrialStatus]] = {
     "PENDING": frozenset({"RUNNING", "TERMINATED", "ERROR"}),  # start, or cancelled in the queue
@@ -135,7 +135,7 @@ class Experiment:
     spec: ExperimentSpec
     path: Path
     seq: int  # admission order between experiments: first come, first served
-    # By index; None: finished and moved to ``archive`` (tuned.archive), not in memory.
+    # By index; None: finished and moved to ``archive`` (tuned.store.archive), not in memory.
     trials: list[Trial | None] = field(default_factory=list)
     queue: deque[Trial] = field(default_factory=deque)
     running: int = 0

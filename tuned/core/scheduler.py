@@ -12,7 +12,7 @@ trials, and a capped experiment reserves nothing.
 from __future__ import annotations
 
 from .ledger import Allocation, Ledger, Request
-from .trials import Experiment, Trial
+from .model import Experiment, Trial
 
 # How far past a blocked trial we look for ones that can backfill.
 LOOKAHEAD = 64

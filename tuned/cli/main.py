@@ -25,8 +25,8 @@ from tuned_client.connection import Connection, DaemonError, DaemonUnavailable, 
 from tuned_client.paths import default_socket_path, default_state_dir
 from tuned_client.trust import UntrustedSocket
 
-from .config import Settings
-from .private import open_private, private_dir, rotate
+from ..config import Settings
+from ..store.private import open_private, private_dir, rotate
 
 # What the daemon prints outside its log (a crash's traceback) goes to daemon.out,
 # moved aside at each start once it is this large.
@@ -249,18 +249,18 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def run_here(settings: Settings, launcher_name: str = "fork") -> int:
-    from .forkserver import ForkLauncher
-    from .inventory import GpuProbe, NoGpus, detect_gpus
-    from .journal import JournalUnreadable
-    from .launcher import Launcher, SpawnLauncher
-    from .logs import configure_logging
-    from .service import AlreadyRunning, run
+    from ..logs import configure_logging
+    from ..run.forkserver import ForkLauncher
+    from ..run.inventory import GpuProbe, NoGpus, detect_gpus
+    from ..run.launcher import Launcher, SpawnLauncher
+    from ..service import AlreadyRunning, run
+    from ..store.journal import JournalUnreadable
 
     configure_logging(settings)
     launcher: Launcher = SpawnLauncher()
     probe: GpuProbe = NoGpus()
     if settings.executor == "ray":
-        from .ray_executor import RayLauncher, RayUnavailable
+        from ..run.ray_executor import RayLauncher, RayUnavailable
 
         try:
             launcher = RayLauncher(settings)
@@ -411,21 +411,21 @@ def _watch(command: str, args: argparse.Namespace) -> int:
 
 
 def _web(args: argparse.Namespace) -> int:
-    from .web.serve import cmd_web
+    from ..web.serve import cmd_web
 
     return cmd_web(args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import views
+    from . import status
 
     args = build_parser().parse_args(argv)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "start": cmd_start,
         "stop": cmd_stop,
-        "status": lambda a: views.status(a, _request),
-        "ls": lambda a: views.ls(a, _request),
-        "cancel": lambda a: views.cancel(a, _request),
+        "status": lambda a: status.status(a, _request),
+        "ls": lambda a: status.ls(a, _request),
+        "cancel": lambda a: status.cancel(a, _request),
         "tail": lambda a: _watch("tail", a),
         "logs": lambda a: _watch("logs", a),
         "submit": lambda a: _watch("submit", a),

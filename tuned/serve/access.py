@@ -21,7 +21,7 @@ import weakref
 from collections import Counter
 from dataclasses import dataclass
 
-from .config import Settings
+from ..config import Settings
 from .lograte import Throttle
 
 # Descriptors kept free for the journal, result files, trial pipes and zygotes.

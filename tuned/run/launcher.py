@@ -20,10 +20,10 @@ import anyio
 import anyio.abc
 import psutil
 
-from .ledger import Capacity, Request
+from ..core.ledger import Capacity, Request
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from ..daemon import Daemon
 
 THREAD_VARS = (
     "OMP_NUM_THREADS",
@@ -41,7 +41,7 @@ class LaunchSpec:
     cwd: str
     stdout: Path
     stderr: Path
-    # The fast path (``tuned.forkserver``): trials with the same pool key may be
+    # The fast path (``tuned.run.forkserver``): trials with the same pool key may be
     # forked from one warm zygote that has loaded ``trainable_path``; "" spawns.
     pool_key: str = ""
     trainable_path: str = ""

@@ -20,13 +20,13 @@ import psutil
 import structlog
 from tuned_client import protocol as p
 
-from . import snapshots
-from .trials import Trial
+from ..core.model import Trial
+from ..serve import views
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from ..daemon import Daemon
 
-log = structlog.get_logger("tuned.monitor")
+log = structlog.get_logger("tuned.run.monitor")
 
 SAMPLE_INTERVAL_S = 2.0
 GPU_RELEASE_POLL_S = 0.1
@@ -131,7 +131,7 @@ async def sample_forever(daemon: Daemon) -> None:
             await daemon.trial_started.wait()
         sampler.tick()
         if daemon.bus.has_global_subscriber:
-            status = snapshots.status(daemon)
+            status = views.status(daemon)
             daemon.emit(
                 p.ResourceSnapshot,
                 experiment_id="",

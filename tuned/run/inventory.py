@@ -16,10 +16,10 @@ from typing import Protocol
 import psutil
 import structlog
 
-from .config import Settings
-from .ledger import Capacity, to_units
+from ..config import Settings
+from ..core.ledger import Capacity, to_units
 
-log = structlog.get_logger("tuned.inventory")
+log = structlog.get_logger("tuned.run.inventory")
 
 
 @dataclass(frozen=True, slots=True)

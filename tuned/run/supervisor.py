@@ -18,14 +18,14 @@ import anyio
 import structlog
 from tuned_client import protocol as p
 
-from .daemon import Daemon
+from ..core.ledger import SCALE
+from ..core.model import Trial
+from ..daemon import Daemon
+from ..store.results import TrialFiles, trial_dir_name, write_error, write_params
 from .launcher import LaunchSpec, TrialProcess, thread_env
-from .ledger import SCALE
 from .monitor import wait_gpu_release
-from .results import TrialFiles, trial_dir_name, write_error, write_params
-from .trials import Trial
 
-log = structlog.get_logger("tuned.supervisor")
+log = structlog.get_logger("tuned.run.supervisor")
 
 _files: dict[str, TrialFiles] = {}
 

@@ -2,7 +2,7 @@
 
 Each experiment's progress, ETA and best trial so far, then Ray's status block
 with the last value of every metric the trials report, wrapped to the
-terminal's width. It folds events (``tuned.summary``) and redraws the whole screen
+terminal's width. It folds events (``tuned.cli.main.summary``) and redraws the whole screen
 in place (cursor home, clear below) at most every ``min_interval`` seconds, and
 once a second for the clocks. Output is cut to the terminal's height so the
 redraw never scrolls; the last frame stays on screen when it ends.
@@ -18,8 +18,8 @@ from typing import Any, TextIO
 from tuned_client import protocol as p
 from tuned_client.connection import Connection
 
+from .status import counts_text, trial_table
 from .summary import ExperimentSummary, Fold, best_line, duration
-from .views import counts_text, trial_table
 
 HOME_CLEAR = "\x1b[H\x1b[J"
 HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import psutil
 import structlog
 
-log = structlog.get_logger("tuned.leftovers")
+log = structlog.get_logger("tuned.run.leftovers")
 
 # Seconds between spawning a trial and journalling TrialStarted, at most; also
 # the clock granularity of a process's start time as psutil reads it.

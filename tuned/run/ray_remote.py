@@ -1,4 +1,4 @@
-"""What runs inside the Ray cluster for the Ray executor (``tuned.ray_executor``).
+"""What runs inside the Ray cluster for the Ray executor (``tuned.run.ray_executor``).
 
 Two pieces, both plain Python that Ray imports by module name on its workers
 (so ``tuned`` must be installed on every node, as ``tuned_client`` must be for

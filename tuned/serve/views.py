@@ -13,13 +13,14 @@ import msgspec
 from tuned_client import protocol as p
 from tuned_client.framing import HEADER
 
-from . import __version__, archive
-from .errors import Refused
-from .ledger import SCALE
-from .trials import Trial
+from .. import __version__
+from ..core.ledger import SCALE
+from ..core.model import Trial
+from ..errors import Refused
+from ..store import archive
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from ..daemon import Daemon
 
 
 def status(daemon: Daemon) -> p.StatusReply:

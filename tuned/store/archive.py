@@ -34,13 +34,13 @@ import msgspec
 import structlog
 from tuned_client import protocol as p
 
-from .ledger import Request, parse_request
-from .trials import FINAL, Experiment, Trial, split_trial_id
+from ..core.ledger import Request, parse_request
+from ..core.model import FINAL, Experiment, Trial, split_trial_id
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from ..daemon import Daemon
 
-log = structlog.get_logger("tuned.archive")
+log = structlog.get_logger("tuned.store.archive")
 
 _LENGTH = struct.Struct(">I")
 MAX_OPEN = 32  # archive files kept open for appending, most recently written first

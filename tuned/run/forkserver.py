@@ -41,10 +41,10 @@ from anyio.abc import Process
 from tuned_client import protocol as p
 from tuned_client import zygote as z
 
+from ..store.private import open_private
 from .launcher import LaunchSpec, SpawnLauncher, TrialProcess, signal_tree
-from .private import open_private
 
-log = structlog.get_logger("tuned.forkserver")
+log = structlog.get_logger("tuned.run.forkserver")
 
 STARTUP_TIMEOUT_S = 120.0  # importing a heavy trainable (torch) can take a while
 SPARES_AHEAD = 2  # idle spares kept per zygote beyond those already promised
