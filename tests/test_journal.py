@@ -14,7 +14,8 @@ from test_daemon import wait_for
 from tuned_client import protocol as p
 from tuned_client import tune
 
-from tuned.store.journal import Control, Journal
+from tuned.core.records import Control
+from tuned.store.journal import Journal
 
 
 def _event(seq: int) -> p.TrialResult:

@@ -7,7 +7,8 @@ from pathlib import Path
 import anyio
 from tuned_client import protocol as p
 
-from tuned.store.journal import Control, Journal, encode_record
+from tuned.core.records import Control
+from tuned.store.journal import Journal, encode_record
 
 
 def _result(seq: int) -> bytes:

@@ -18,7 +18,7 @@ import pytest
 
 from tuned.config import Settings
 from tuned.daemon import Daemon
-from tuned.recovery import recover
+from tuned.daemon.recovery import recover
 from tuned.run.inventory import NoGpus
 from tuned.run.launcher import SpawnLauncher
 from tuned.serve import views

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from tuned.cli.main.status import wrapped
-from tuned.cli.main.summary import Fold, best_line
 from tuned_client import protocol as p
 
+from tuned.cli.status import wrapped
+from tuned.cli.summary import Fold, best_line
 from tuned.web.model import Series, WebModel
 
 

@@ -20,9 +20,18 @@ from . import __version__, trust
 from .errors import DaemonError, DaemonUnavailable, TunedError
 from .framing import ConnectionClosed, recv_message, send_message
 from .paths import default_socket_path, default_state_dir
-from .protocol import PROTOCOL_VERSION, Error, Hello, Message, Welcome
+from .protocol import (
+    PROTOCOL_VERSION,
+    Error,
+    ExperimentReply,
+    GetExperiment,
+    Hello,
+    Message,
+    Welcome,
+)
 
 DEFAULT_IDLE_TIMEOUT_S = 600.0
+PAGE_BYTES = 4 << 20  # a GetExperiment page: well under the frame cap, few round trips
 
 
 def daemon_command() -> list[str]:
@@ -146,6 +155,32 @@ class Connection:
         if isinstance(reply, Error):
             raise DaemonError(reply.code, reply.message)
         return reply
+
+    def get_experiment(self, experiment_id: str, page_bytes: int = PAGE_BYTES) -> ExperimentReply:
+        """An experiment with all its trials, asked for a page at a time.
+
+        An experiment's trials with their last results can be larger than one
+        frame (1,500 trials reporting 3,000 metrics each: 93 MB); pages keep each
+        reply well under the cap. ``seq`` is the first page's: events after it
+        bring the later pages' trials up to date.
+        """
+        reply: ExperimentReply | None = None
+        start = 0
+        while True:
+            page = self.request(
+                GetExperiment(experiment_id=experiment_id, start=start, page_bytes=page_bytes)
+            )
+            if not isinstance(page, ExperimentReply):
+                raise TunedError(f"unexpected reply {type(page).__name__} to GetExperiment")
+            if reply is None:
+                reply = page
+            else:
+                reply.trials.extend(page.trials)
+                reply.finished = page.finished
+            if not page.next_start:
+                reply.next_start = 0
+                return reply
+            start = page.next_start
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

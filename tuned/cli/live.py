@@ -2,7 +2,7 @@
 
 Each experiment's progress, ETA and best trial so far, then Ray's status block
 with the last value of every metric the trials report, wrapped to the
-terminal's width. It folds events (``tuned.cli.main.summary``) and redraws the whole screen
+terminal's width. It folds events (``tuned.cli.summary``) and redraws the whole screen
 in place (cursor home, clear below) at most every ``min_interval`` seconds, and
 once a second for the clocks. Output is cut to the terminal's height so the
 redraw never scrolls; the last frame stays on screen when it ends.

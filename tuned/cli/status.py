@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 from tuned_client import protocol as p
+from tuned_client.connection import Connection, DaemonError
 
 from .summary import ExperimentSummary, Fold, TrialSummary, best_line, duration, short
 
@@ -202,12 +203,14 @@ def status(args: argparse.Namespace, request: Requester) -> int:
         print(msgspec.json.encode(reply).decode())
         return 0
     fold = Fold()
-    for e in reply.experiments:
-        if not e.finished:
-            try:
-                fold.add_reply(request(args, p.GetExperiment(experiment_id=e.experiment_id)))
-            except SystemExit:
-                continue  # it ended and was forgotten between the two requests
+    unfinished = [e.experiment_id for e in reply.experiments if not e.finished]
+    if unfinished:
+        with Connection.open(args.socket, autostart=False, client="tuned-cli") as conn:
+            for exp_id in unfinished:
+                try:
+                    fold.add_reply(conn.get_experiment(exp_id))
+                except DaemonError:
+                    continue  # it ended and was forgotten between the two requests
     active = list(fold.experiments.values())
     print("\n".join(status_lines(reply, time.time(), active, terminal_width())))
     return 0

@@ -81,7 +81,7 @@ class Follower:
 
     def _check_finished(self) -> None:
         with Connection.open(self.conn.socket_path, autostart=False, client="tuned-cli") as c:
-            reply = c.request(p.GetExperiment(experiment_id=self.experiment_id))
+            reply = c.request(p.GetExperiment(experiment_id=self.experiment_id, page_bytes=1))
         if isinstance(reply, p.ExperimentReply) and reply.finished:
             self.finished = True
 
@@ -109,7 +109,7 @@ def cmd_tail(args: argparse.Namespace, connect: Callable[[], Connection]) -> int
         with connect() as conn:
             if args.experiment:
                 try:
-                    conn.request(p.GetExperiment(experiment_id=args.experiment))
+                    conn.request(p.GetExperiment(experiment_id=args.experiment, page_bytes=1))
                 except DaemonError as exc:
                     raise SystemExit(f"tuned: {exc.message}") from exc
             follower = Follower(conn, args.experiment or "", since)

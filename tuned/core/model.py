@@ -7,20 +7,17 @@ the journal and the event stream carry the same events.
 
 from __future__ import annotations
 
+import signal
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol
 
 import msgspec
 from tuned_client.protocol import ExperimentSpec, TrialStatus
 
 from .ledger import Allocation, Request
-
-if TYPE_CHECKING:
-    from ..run.launcher import TrialProcess
-    from ..store.archive import ExperimentArchive
 
 ALLOWED: dict[TrialStatus, frozenset[TrialStatus]] = {
     "PENDING": frozenset({"RUNNING", "TERMINATED", "ERROR"}),  # start, or cancelled in the queue
@@ -35,30 +32,21 @@ class TransitionError(RuntimeError):
     """A bug: the daemon tried a move the trial life cycle does not have."""
 
 
-_T = TypeVar("_T")
-_ENVS: dict[int, dict[str, str]] = {}
-_SYS_PATHS: dict[int, list[str]] = {}
+class ProcessHandle(Protocol):
+    """A running attempt's processes, wherever they run (``run.launcher.TrialProcess``)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def signal(self, sig: signal.Signals) -> None: ...
 
 
-def share_spec(spec: ExperimentSpec) -> None:
-    """Hold one copy of the environment and ``sys.path`` that experiments have in common.
+class ArchiveIndex(Protocol):
+    """Which of an experiment's finished trials are on disk (``store.archive``)."""
 
-    A user's environment is most of what an experiment costs the daemon once
-    its trials are archived (5 KB and more), and a script that calls ``fit()``
-    a thousand times sends the same one a thousand times. Nothing changes a
-    spec's ``env`` or ``sys_path`` after submit (trials copy them), so
-    experiments can share them.
-    """
-    spec.env = _shared(_ENVS, hash(frozenset(spec.env.items())), spec.env)
-    spec.sys_path = _shared(_SYS_PATHS, hash(tuple(spec.sys_path)), spec.sys_path)
+    count: int
 
-
-def _shared(cache: dict[int, _T], key: int, value: _T) -> _T:
-    held = cache.get(key)
-    if held is not None and held == value:
-        return held
-    cache[key] = value
-    return value
+    def holds(self, index: int) -> bool: ...
 
 
 def trainable_file(path: Path, experiment_id: str) -> Path:
@@ -99,7 +87,7 @@ class Trial:
     failures: int = 0
     losses: int = 0  # attempts lost in a row through no fault of its own (its zygote died)
     pid: int = 0
-    process: TrialProcess | None = None  # while an attempt runs
+    process: ProcessHandle | None = None  # while an attempt runs
     started_at: float = 0.0
     allocation: Allocation | None = None
     gpu_ids: str = ""
@@ -150,7 +138,7 @@ class Experiment:
     state_every: float = 0.0
     state_writing: bool = False  # a large experiment's state is being written in steps
     state_generation: int = 0  # bumped by each forced write: one in steps then gives up
-    archive: ExperimentArchive | None = None
+    archive: ArchiveIndex | None = None
 
     @property
     def trainable_path(self) -> Path:
@@ -171,15 +159,6 @@ class Experiment:
             "ERROR": self.errors,
         }
         return {status: n for status, n in counts.items() if n}
-
-    def recount(self) -> None:
-        """Counters from the statuses, once the journal's replay has set them directly
-        (at start-up, when every trial is still in memory)."""
-        assert self.archive is None or self.archive.count == 0
-        statuses = [t.status for t in self.live()]
-        self.running = statuses.count("RUNNING")
-        self.errors = statuses.count("ERROR")
-        self.finished = statuses.count("TERMINATED") + self.errors
 
     @property
     def at_concurrency_limit(self) -> bool:

@@ -27,11 +27,9 @@ import asyncio
 import contextlib
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import time
-from collections import deque
 from pathlib import Path
 
 import anyio
@@ -42,12 +40,12 @@ from tuned_client import protocol as p
 from tuned_client import zygote as z
 
 from ..store.private import open_private
-from .launcher import LaunchSpec, SpawnLauncher, TrialProcess, signal_tree
+from .launcher import LaunchSpec, SpawnLauncher, TrialProcess
+from .spares import Children, ForkedTrial, Spare, Waiter
 
 log = structlog.get_logger("tuned.run.forkserver")
 
 STARTUP_TIMEOUT_S = 120.0  # importing a heavy trainable (torch) can take a while
-SPARES_AHEAD = 2  # idle spares kept per zygote beyond those already promised
 PER_TRIAL_VARS = ("CUDA_VISIBLE_DEVICES", "TUNED_TRIAL_ID", "TUNED_TRIAL_TOKEN", "TUNED_TRIAL_DIR")
 
 
@@ -55,65 +53,11 @@ class ZygoteGone(Exception):
     """The zygote exited or refused; the trial is spawned instead."""
 
 
-class ForkedTrial:
-    """A trial process forked by a zygote; its exit status arrives over the socket."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.code: int | None = None
-        self.exited = anyio.Event()
-        self.lost = ""
-
-    def set_exit(self, code: int) -> None:
-        if self.code is None:
-            self.code = code
-            self.exited.set()
-
-    def set_lost(self, reason: str) -> None:
-        """Its zygote died: so did it (PDEATHSIG), and its exit will never be reported."""
-        if self.code is None:
-            self.lost = reason
-            self.set_exit(-9)
-
-    async def wait(self) -> int:
-        await self.exited.wait()
-        assert self.code is not None
-        return self.code
-
-    def signal(self, sig: signal.Signals) -> None:
-        if self.code is None:
-            signal_tree(self.pid, sig)
-            return
-        # Exited: the zygote killed and reaped what it left outside its group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, sig)
-
-    def exit_reason(self, code: int) -> str:
-        return ""
-
-
-class Spare:
-    """A zygote's child, connected and waiting: ``assign`` makes it a trial."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.launch: LaunchSpec | None = None
-        self.decided = anyio.Event()
-
-    def assign(self, launch: LaunchSpec) -> None:
-        self.launch = launch
-        self.decided.set()
-
-    def retire(self) -> None:
-        self.decided.set()
-
-
 class Zygote:
-    """The daemon's end of one zygote: spares requested, spares taken, exits reported.
+    """The daemon's end of one zygote: its control socket, and its children (``Children``).
 
-    Invariant: ``spawning`` counts spares requested and not yet arrived (or
-    known dead); ``idle`` holds arrived spares nobody took. ``take`` keeps one
-    spare ahead, so the next trial finds its process already waiting.
+    ``take`` keeps ``SPARES_AHEAD`` spares ahead, so the next trial finds its
+    process already waiting.
     """
 
     def __init__(self, key: str) -> None:
@@ -126,12 +70,7 @@ class Zygote:
         self.ready = anyio.Event()
         self.refused = ""
         self.gone = False
-        self.spawning = 0
-        self.idle: deque[Spare] = deque()
-        self.waiters: deque[tuple[anyio.Event, list[Spare | str]]] = deque()
-        self.trials: dict[int, ForkedTrial] = {}
-        self.dead: set[int] = set()  # exited before the daemon read their hello
-        self.retired: set[int] = set()  # idle spares sent away: their exit is expected
+        self.children = Children()
         self.outbox = bytearray()  # Spawn frames the socket did not take yet
 
     async def start(self, spec: LaunchSpec, log_path: Path | None) -> None:
@@ -161,10 +100,14 @@ class Zygote:
             theirs.close()
             if out != subprocess.DEVNULL:
                 os.close(out)
-        ours.setblocking(False)
-        self.sock = ours
+        self.attach(ours)
+
+    def attach(self, sock: socket.socket) -> None:
+        """Talk to the zygote over ``sock`` (its end of the control socket pair)."""
+        sock.setblocking(False)
+        self.sock = sock
         self.loop = asyncio.get_running_loop()
-        self.loop.add_reader(ours.fileno(), self._on_readable)
+        self.loop.add_reader(sock.fileno(), self._on_readable)
 
     # ------------------------------------------------------------ control socket
 
@@ -195,31 +138,9 @@ class Zygote:
             self.refused = msg.reason
             self._close()
         elif isinstance(msg, z.SpawnFailed):
-            self.spawning -= 1
-            if self.waiters:
-                event, box = self.waiters.popleft()
-                box.append(msg.error)
-                event.set()
-        else:
-            self._exited(msg.pid, msg.code)
-
-    def _exited(self, pid: int, code: int) -> None:
-        trial = self.trials.pop(pid, None)
-        if trial is not None:
-            trial.set_exit(code)
-            return
-        if pid in self.retired:  # we closed its connection: nothing to replace
-            self.retired.discard(pid)
-            return
-        for spare in self.idle:
-            if spare.pid == pid:  # died waiting: its connection is closed, a new one comes
-                self.idle.remove(spare)
-                spare.retire()
-                break
-        else:  # died before its hello was read
-            self.spawning -= 1
-            self.dead.add(pid)
-        self._top_up()
+            self.children.spawn_failed(msg.error)
+        elif self.children.exited(msg.pid, msg.code):
+            self._top_up()
 
     def _send(self, message: z.Spawn) -> None:
         """Queue a frame for the zygote; the loop writes it when the socket has room.
@@ -259,80 +180,52 @@ class Zygote:
             self.loop.remove_writer(self.sock.fileno())
             self.sock.close()
         self.ready.set()
-        while self.waiters:
-            event, _ = self.waiters.popleft()
-            event.set()
-        while self.idle:
-            self.idle.popleft().retire()
-        for trial in self.trials.values():
-            trial.set_lost("the zygote that forked it exited")
-        self.trials.clear()
+        self.children.close()
 
     # ------------------------------------------------------------ spares
 
     def _top_up(self) -> None:
         """Ask for spares until every waiter has one coming and one more is on its way."""
-        want = len(self.waiters) + SPARES_AHEAD - len(self.idle) - self.spawning
-        for _ in range(max(0, want)):
-            self.spawning += 1
+        for _ in range(self.children.top_up()):
             self._send(z.Spawn(pool=self.key, token=self.token))
 
     def adopt(self, pid: int) -> Spare | None:
         """A spare said hello (pid from the kernel); None if it cannot be one of ours."""
-        if self.gone or pid in self.dead or pid in self.trials:
-            self.dead.discard(pid)
-            return None
-        self.spawning -= 1
-        spare = Spare(pid)
-        if self.waiters:
-            event, box = self.waiters.popleft()
-            box.append(spare)
-            event.set()
-        else:
-            self.idle.append(spare)
-        return spare
+        return None if self.gone else self.children.hello(pid)
 
     def release(self, spare: Spare) -> None:
         """An idle spare leaves: its connection is closed, so it exits and is not replaced."""
-        with contextlib.suppress(ValueError):
-            self.idle.remove(spare)
-        self.retired.add(spare.pid)
-        spare.retire()
+        self.children.release(spare)
 
     async def take(self) -> Spare:
         """An idle spare, or the next one to arrive."""
         await self.ready.wait()
         if self.gone:
             raise ZygoteGone(self.refused or "the zygote exited")
-        if self.idle:
-            spare = self.idle.popleft()
+        spare = self.children.take()
+        if spare is not None:
             self._top_up()
             return spare
-        event = anyio.Event()
-        box: list[Spare | str] = []
-        self.waiters.append((event, box))
+        waiter = Waiter()
+        self.children.waiters.append(waiter)
         self._top_up()
         try:
-            await event.wait()
+            await waiter.arrived.wait()
         except BaseException:  # cancelled while waiting: give back what came meanwhile
-            if (event, box) in self.waiters:
-                self.waiters.remove((event, box))
-            elif box and isinstance(box[0], Spare):
-                if self.gone:
-                    box[0].retire()
-                else:
-                    self.idle.append(box[0])
+            if waiter in self.children.waiters:
+                self.children.waiters.remove(waiter)
+            elif isinstance(waiter.got, Spare):
+                self.children.put_back(waiter.got)
             raise
-        if not box:
+        if waiter.got is None:
             raise ZygoteGone(self.refused or "the zygote exited")
-        if isinstance(box[0], str):
-            raise OSError(box[0])
-        return box[0]
+        if isinstance(waiter.got, str):
+            raise OSError(waiter.got)
+        return waiter.got
 
     async def fork(self, spec: LaunchSpec) -> ForkedTrial:
         spare = await self.take()
-        trial = ForkedTrial(spare.pid)
-        self.trials[spare.pid] = trial  # before the spare can run, so its exit finds it
+        trial = self.children.forked(spare.pid)  # before the spare can run: its exit finds it
         spare.assign(spec)
         return trial
 

@@ -14,16 +14,13 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import anyio
 import anyio.abc
 import psutil
 
 from ..core.ledger import Capacity, Request
-
-if TYPE_CHECKING:
-    from ..daemon import Daemon
 
 THREAD_VARS = (
     "OMP_NUM_THREADS",
@@ -102,8 +99,8 @@ class ClusterLauncher(Launcher, Protocol):
         """Raise ImpossibleRequest if no node could ever run a bundle of ``request``."""
         ...
 
-    async def watch(self, daemon: Daemon) -> None:
-        """Follow the cluster as nodes join and leave (``daemon.resize``)."""
+    async def watch(self, resize: Callable[[Capacity], None]) -> None:
+        """Follow the cluster as nodes join and leave: ``resize`` to its capacity."""
         ...
 
     def close(self) -> None: ...

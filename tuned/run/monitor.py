@@ -11,20 +11,14 @@ hold memory on it (a bounded wait, logged): Ray's issue 23971.
 
 from __future__ import annotations
 
-import signal
 import time
-from typing import TYPE_CHECKING
 
 import anyio
 import psutil
 import structlog
-from tuned_client import protocol as p
 
 from ..core.model import Trial
-from ..serve import views
-
-if TYPE_CHECKING:
-    from ..daemon import Daemon
+from .inventory import GpuProbe
 
 log = structlog.get_logger("tuned.run.monitor")
 
@@ -43,8 +37,11 @@ def _children_map() -> dict[int, list[int]]:
 
 
 class Sampler:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    """Usage of running trials, read from their process trees and NVML."""
+
+    def __init__(self, probe: GpuProbe, low_memory_fraction: float) -> None:
+        self.probe = probe
+        self.low_memory_fraction = low_memory_fraction
         self._procs: dict[int, psutil.Process] = {}
 
     def _tree(self, pid: int, children: dict[int, list[int]] | None = None) -> list[psutil.Process]:
@@ -80,7 +77,7 @@ class Sampler:
         allocation = trial.allocation
         if allocation is not None:
             for index, _units in allocation.gpus:
-                for pid, used in self.daemon.probe.process_memory(index).items():
+                for pid, used in self.probe.process_memory(index).items():
                     if pid in pids:
                         gpu_mem += used
                         trial.gpu_pids.add(pid)
@@ -91,8 +88,8 @@ class Sampler:
             if pid not in live:
                 del self._procs[pid]
 
-    def tick(self) -> None:
-        running = [t for t in self.daemon.trials_running() if t.pid]
+    def tick(self, running: list[Trial]) -> Trial | None:
+        """Sample every running trial; the one to stop if the machine runs out of memory."""
         live: set[int] = set()
         children = _children_map() if running else {}
         for trial in running:
@@ -100,16 +97,15 @@ class Sampler:
             self.sample(trial, tree)
             live.update(proc.pid for proc in tree)
         self.forget_dead(live)
-        if running:
-            self.watch_memory(running)
+        return self.watch_memory(running) if running else None
 
-    def watch_memory(self, running: list[Trial]) -> None:
+    def watch_memory(self, running: list[Trial]) -> Trial | None:
         vm = psutil.virtual_memory()
-        if vm.available >= vm.total * self.daemon.settings.low_memory_fraction:
-            return
+        if vm.available >= vm.total * self.low_memory_fraction:
+            return None
         over = [t for t in running if t.usage.get("rss", 0) > t.request.total_memory]
         if not over:
-            return
+            return None
         victim = max(over, key=lambda t: t.started_at)  # the youngest
         rss = int(victim.usage.get("rss", 0))
         victim.error = (
@@ -120,41 +116,22 @@ class Sampler:
         )
         victim.traceback = victim.error
         log.warning("stopping trial for memory", trial=victim.id, rss=rss)
-        self.daemon.signal_trial(victim, signal.SIGKILL)
+        return victim
 
 
-async def sample_forever(daemon: Daemon) -> None:
-    """Sample while trials run; sleep on the daemon's activity when none do."""
-    sampler = daemon.sampler
-    while True:
-        if not any(True for _ in daemon.trials_running()):
-            await daemon.trial_started.wait()
-        sampler.tick()
-        if daemon.bus.has_global_subscriber:
-            status = views.status(daemon)
-            daemon.emit(
-                p.ResourceSnapshot,
-                experiment_id="",
-                resources=status.resources,
-                gpus=status.gpus,
-                running=status.running,
-            )
-        await anyio.sleep(SAMPLE_INTERVAL_S)
-
-
-async def wait_gpu_release(daemon: Daemon, trial: Trial) -> None:
+async def wait_gpu_release(probe: GpuProbe, timeout_s: float, trial: Trial) -> None:
     """Hold the trial's devices until no process of it (or a dead one) holds their memory."""
     allocation = trial.allocation
     if allocation is None or not allocation.gpus:
         return
     devices = [index for index, _ in allocation.gpus]
-    deadline = time.monotonic() + daemon.settings.gpu_release_timeout_s
+    deadline = time.monotonic() + timeout_s
     waited = False
     while True:
         held = [
             (index, pid)
             for index in devices
-            for pid in daemon.probe.process_memory(index)
+            for pid in probe.process_memory(index)
             if pid in trial.gpu_pids or not psutil.pid_exists(pid)
         ]
         if not held:
@@ -164,7 +141,7 @@ async def wait_gpu_release(daemon: Daemon, trial: Trial) -> None:
                 "GPU memory still held after the trial ended; handing the device on anyway",
                 trial=trial.id,
                 held=held,
-                waited_s=daemon.settings.gpu_release_timeout_s,
+                waited_s=timeout_s,
             )
             return
         if not waited:

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import structlog
@@ -28,9 +28,6 @@ from ..config import Settings
 from ..core.ledger import SCALE, Bundle, Capacity, ImpossibleRequest, Request, to_units
 from .launcher import LaunchSpec, TrialProcess
 from .ray_remote import Relay, run_trial
-
-if TYPE_CHECKING:
-    from ..daemon import Daemon
 
 log = structlog.get_logger("tuned.ray")
 
@@ -266,7 +263,7 @@ class RayLauncher:
     def _largest(self, name: str) -> float:
         return max((n.get(name, 0.0) for n in self.nodes), default=0.0)
 
-    async def watch(self, daemon: Daemon) -> None:
+    async def watch(self, resize: Callable[[Capacity], None]) -> None:
         while True:
             await anyio.sleep(REFRESH_S)  # Ray has no node-change event for drivers: poll
             try:
@@ -274,7 +271,7 @@ class RayLauncher:
             except Exception as exc:  # the GCS restarting: keep the last known picture
                 log.warning("cannot read the Ray cluster's nodes", error=str(exc))
                 continue
-            daemon.resize(self.capacity())
+            resize(self.capacity())
 
     def experiment_done(self, experiment_id: str) -> None:
         pass  # Ray keeps its own worker pool

@@ -7,23 +7,48 @@ reconnect all read through here; nothing in this module changes state.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import Protocol
 
 import msgspec
 from tuned_client import protocol as p
 from tuned_client.framing import HEADER
 
 from .. import __version__
-from ..core.ledger import SCALE
-from ..core.model import Trial
+from ..config import Settings
+from ..core.ledger import SCALE, Capacity, Ledger
+from ..core.model import Experiment, Trial
+from ..core.state import State
 from ..errors import Refused
+from ..run.inventory import GpuProbe
+from ..run.monitor import Sampler
 from ..store import archive
+from ..store.archive import Archive
+from .events import EventBus
 
-if TYPE_CHECKING:
-    from ..daemon import Daemon
+# A page of GetExperiment stays this far under the frame cap (its head, one more trial).
+PAGE_MARGIN = 1 << 20
 
 
-def status(daemon: Daemon) -> p.StatusReply:
+class Sources(Protocol):
+    """What the views read: the daemon's state and the parts that know its machine."""
+
+    settings: Settings
+    state: State
+    ledger: Ledger
+    capacity: Capacity
+    probe: GpuProbe
+    sampler: Sampler
+    archive: Archive
+    bus: EventBus
+    started_at: float
+
+    def trials_running(self) -> Iterator[Trial]: ...
+
+    def experiment(self, exp_id: str) -> Experiment: ...
+
+
+def status(daemon: Sources) -> p.StatusReply:
     snap = daemon.ledger.snapshot()
     resources = [
         p.ResourceUse(name="cpu", used=snap.cpu_used / SCALE, total=snap.cpu_total / SCALE),
@@ -61,7 +86,7 @@ def status(daemon: Daemon) -> p.StatusReply:
             metric=e.spec.metric,
             mode=e.spec.mode,
         )
-        for e in daemon.experiments.values()
+        for e in daemon.state.experiments.values()
     ]
     return p.StatusReply(
         pid=os.getpid(),
@@ -73,25 +98,25 @@ def status(daemon: Daemon) -> p.StatusReply:
         gpus=gpus,
         experiments=experiments,
         running=running,
-        trials_in_memory=len(daemon.trials),
+        trials_in_memory=daemon.state.trials_in_memory(),
     )
 
 
-def _gpu_mem(daemon: Daemon, index: int) -> int:
+def _gpu_mem(daemon: Sources, index: int) -> int:
     try:
         return daemon.probe.memory_used(index)
     except Exception:
         return 0
 
 
-def _gpu_util(daemon: Daemon, index: int) -> float:
+def _gpu_util(daemon: Sources, index: int) -> float:
     try:
         return daemon.probe.utilization(index)
     except Exception:
         return 0.0
 
 
-def _gpu_total(daemon: Daemon, index: int) -> int:
+def _gpu_total(daemon: Sources, index: int) -> int:
     devices = daemon.probe.devices()
     return devices[index].memory_total if index < len(devices) else 0
 
@@ -115,15 +140,15 @@ def trial_row(t: Trial) -> p.TrialRow:
     )
 
 
-def sample_usage(daemon: Daemon) -> None:
+def sample_usage(daemon: Sources) -> None:
     """Fresh CPU, memory and GPU use of each running trial, for ``tuned status``."""
     for trial in daemon.trials_running():
         if trial.pid:
             daemon.sampler.sample(trial)
 
 
-def trial_reply(daemon: Daemon, trial_id: str) -> p.TrialReply:
-    t = daemon.trials.get(trial_id)
+def trial_reply(daemon: Sources, trial_id: str) -> p.TrialReply:
+    t = daemon.state.trial(trial_id)
     if t is None:
         return _archived_trial_reply(daemon, trial_id)
     return p.TrialReply(
@@ -138,12 +163,13 @@ def trial_reply(daemon: Daemon, trial_id: str) -> p.TrialReply:
     )
 
 
-def _archived_trial_reply(daemon: Daemon, trial_id: str) -> p.TrialReply:
+def _archived_trial_reply(daemon: Sources, trial_id: str) -> p.TrialReply:
     """A finished trial the daemon keeps on disk: the same reply, read from its record."""
-    found = archive.archived(daemon, trial_id)
-    if found is None:
+    found = daemon.state.locate(trial_id)
+    record = None if found is None else daemon.archive.record(*found)
+    if found is None or record is None:
         raise Refused("not_found", f"no trial {trial_id!r} (see `tuned status`)")
-    exp, record = found
+    exp = found[0]
     info = archive.info_of(record)
     return p.TrialReply(
         trial_id=info.trial_id,
@@ -156,13 +182,20 @@ def _archived_trial_reply(daemon: Daemon, trial_id: str) -> p.TrialReply:
     )
 
 
-def experiment_frame(daemon: Daemon, exp_id: str) -> bytes:
-    """The ``ExperimentReply`` frame, encoded around the trials as the archive holds them.
+def experiment_frame(daemon: Sources, exp_id: str, start: int = 0, page_bytes: int = 0) -> bytes:
+    """An ``ExperimentReply`` frame: the trials from ``start`` that fit in ``page_bytes``.
 
-    Every trial is in the reply; archived ones are copied, not decoded and
-    encoded again, so a large experiment costs its bytes, not an object per trial.
+    Encoded around the trials as the archive holds them: archived ones are
+    copied, not decoded and encoded again, so a large experiment costs its
+    bytes, not an object per trial. Rows are added until the page is full
+    (always at least one); ``next_start`` says where the next page begins, 0
+    when this one reached the end. ``page_bytes`` 0: as much as a frame holds.
     """
     exp = daemon.experiment(exp_id)
+    cap = daemon.settings.max_frame_bytes - PAGE_MARGIN
+    limit = min(page_bytes, cap) if page_bytes > 0 else cap
+    n = len(exp.trials)
+    start = max(0, min(start, n))
     head: list[tuple[str, object]] = [
         ("kind", "experiment"),
         ("experiment_id", exp.id),
@@ -176,18 +209,37 @@ def experiment_frame(daemon: Daemon, exp_id: str) -> bytes:
         ("mode", exp.spec.mode),
     ]
     frame = bytearray(HEADER.size)
-    frame += archive.map_header(len(head) + 1)
+    frame += archive.map_header(len(head) + 2)
     for key, value in head:
         frame += archive.encode(key) + archive.encode(value)
-    n = len(exp.trials)
-    frame += archive.encode("trials") + archive.array_header(n)
-    for info, _resources in archive.trial_rows(exp, n):
+    frame += archive.encode("trials")
+    count_at = len(frame)
+    frame += archive.array_header(0)  # the count is set once the page is full
+    count, end = 0, n
+    for index, (info, _resources) in enumerate(archive.trial_rows(exp, n, start), start):
+        if count and len(frame) + len(info) > limit:
+            end = index
+            break
         frame += info
+        count += 1
+    frame[count_at : count_at + 5] = archive.array_header(count)
+    frame += archive.encode("next_start") + archive.encode(end if end < n else 0)
     HEADER.pack_into(frame, 0, len(frame) - HEADER.size)
     return bytes(frame)
 
 
-def experiment_reply(daemon: Daemon, exp_id: str) -> p.ExperimentReply:
-    """What ``experiment_frame`` carries, decoded."""
-    frame = experiment_frame(daemon, exp_id)
-    return msgspec.msgpack.decode(memoryview(frame)[HEADER.size :], type=p.ExperimentReply)
+def experiment_reply(daemon: Sources, exp_id: str) -> p.ExperimentReply:
+    """What ``experiment_frame`` carries, decoded, every page of it."""
+    reply: p.ExperimentReply | None = None
+    start = 0
+    while True:
+        frame = experiment_frame(daemon, exp_id, start)
+        page = msgspec.msgpack.decode(memoryview(frame)[HEADER.size :], type=p.ExperimentReply)
+        if reply is None:
+            reply = page
+        else:
+            reply.trials.extend(page.trials)
+        if not page.next_start:
+            reply.next_start = 0
+            return reply
+        start = page.next_start

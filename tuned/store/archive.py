@@ -28,17 +28,13 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import msgspec
 import structlog
 from tuned_client import protocol as p
 
 from ..core.ledger import Request, parse_request
-from ..core.model import FINAL, Experiment, Trial, split_trial_id
-
-if TYPE_CHECKING:
-    from ..daemon import Daemon
+from ..core.model import FINAL, Experiment, Trial
 
 log = structlog.get_logger("tuned.store.archive")
 
@@ -114,8 +110,9 @@ def encode_record(t: Trial) -> bytes:
 class ExperimentArchive:
     """One experiment's archive file, and where each archived trial's record starts."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, pool: OpenFiles) -> None:
         self.path = path
+        self.pool = pool
         self.offsets = array("q")  # by trial index; -1: the trial is in memory
         self.count = 0  # trials archived now
         self.failed: OSError | None = None
@@ -135,7 +132,7 @@ class ExperimentArchive:
         try:
             if self._fd < 0:
                 self._open()
-            _open_files.move_to_end(id(self))
+            self.pool.used(self)
             written = os.write(self._fd, data)
             if written != len(data):
                 raise OSError(28, "short write to the trial archive (disk full?)")
@@ -170,9 +167,7 @@ class ExperimentArchive:
             flags |= os.O_TRUNC
         self._fd = os.open(self.path, flags, 0o600)
         self._created = True
-        _open_files[id(self)] = self
-        while len(_open_files) > MAX_OPEN:
-            _open_files.popitem(last=False)[1].close()
+        self.pool.opened(self)
 
     def forget(self, index: int) -> None:
         """The trial is back in memory; its old record stays in the file, unread."""
@@ -202,14 +197,34 @@ class ExperimentArchive:
 
     def close(self) -> None:
         """No more appends for now (the experiment finished); reads open the file themselves."""
-        _open_files.pop(id(self), None)
+        self.pool.closed(self)
         if self._fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = -1
 
 
-_open_files: OrderedDict[int, ExperimentArchive] = OrderedDict()
+class OpenFiles:
+    """The archive files kept open for appending, most recently written last.
+
+    Few stay open at once (``MAX_OPEN``): the least recently written is closed,
+    to be opened again at its next append.
+    """
+
+    def __init__(self, limit: int = MAX_OPEN) -> None:
+        self.limit = limit
+        self._open: OrderedDict[int, ExperimentArchive] = OrderedDict()
+
+    def opened(self, archive: ExperimentArchive) -> None:
+        self._open[id(archive)] = archive
+        while len(self._open) > self.limit:
+            self._open.popitem(last=False)[1].close()
+
+    def used(self, archive: ExperimentArchive) -> None:
+        self._open.move_to_end(id(archive))
+
+    def closed(self, archive: ExperimentArchive) -> None:
+        self._open.pop(id(archive), None)
 
 
 class _Reader:
@@ -240,84 +255,72 @@ class _Reader:
         self._base, self._buf = offset, memoryview(data)
 
 
-# ------------------------------------------------------------------ the daemon's side
+# ------------------------------------------------------------------ every experiment's archive
 
 
-def root(daemon: Daemon) -> Path:
-    return daemon.settings.state_dir / "archive"
+class Archive:
+    """Where finished trials go: a file per experiment under ``root``."""
 
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.pool = OpenFiles()
 
-def reset(daemon: Daemon) -> None:
-    """Start-up: the files of an earlier daemon are stale; the journal is the truth."""
-    shutil.rmtree(root(daemon), ignore_errors=True)
+    def reset(self) -> None:
+        """Start-up: the files of an earlier daemon are stale; the journal is the truth."""
+        shutil.rmtree(self.root, ignore_errors=True)
 
+    def of(self, exp: Experiment) -> ExperimentArchive:
+        """The experiment's archive file (created on first use)."""
+        if exp.archive is None:
+            exp.archive = ExperimentArchive(self.root / exp.id, self.pool)
+        assert isinstance(exp.archive, ExperimentArchive)
+        return exp.archive
 
-def evict(daemon: Daemon, trial: Trial) -> bool:
-    """Move a finished trial from memory to its experiment's archive; False if it stays."""
-    exp = trial.experiment
-    if trial.status not in FINAL or exp.trials[trial.index] is not trial:
-        return False
-    if exp.archive is None:
-        exp.archive = ExperimentArchive(root(daemon) / exp.id)
-    if not exp.archive.put(trial.index, encode_record(trial)):
-        return False
-    exp.trials[trial.index] = None
-    if daemon.trials.get(trial.id) is trial:
-        del daemon.trials[trial.id]
-    return True
+    def evict(self, trial: Trial) -> bool:
+        """Move a finished trial from memory to its experiment's archive; False if it stays."""
+        exp = trial.experiment
+        if trial.status not in FINAL or exp.trials[trial.index] is not trial:
+            return False
+        if not self.of(exp).put(trial.index, encode_record(trial)):
+            return False
+        exp.trials[trial.index] = None
+        return True
 
+    def evict_finished(self, exp: Experiment) -> None:
+        """Archive every finished trial of ``exp`` still in memory (after recovery)."""
+        for trial in list(exp.live()):
+            if trial.status in FINAL:
+                self.evict(trial)
+        if exp.done and exp.archive is not None:
+            self.of(exp).close()
 
-def evict_finished(daemon: Daemon, exp: Experiment) -> None:
-    """Archive every finished trial of ``exp`` still in memory (after recovery)."""
-    for trial in list(exp.live()):
-        if trial.status in FINAL:
-            evict(daemon, trial)
-    if exp.done and exp.archive is not None:
-        exp.archive.close()
+    def record(self, exp: Experiment, index: int) -> Record | None:
+        """The record of a finished trial no longer in memory, if it is one."""
+        if exp.trials[index] is not None or exp.archive is None or not exp.archive.holds(index):
+            return None
+        return self.of(exp).read(index)
 
-
-def locate(daemon: Daemon, trial_id: str) -> tuple[Experiment, int] | None:
-    """The experiment and index of a trial this daemon has, in memory or archived."""
-    parts = split_trial_id(trial_id)
-    if parts is None:
-        return None
-    exp = daemon.experiments.get(parts[0])
-    if exp is None or parts[1] >= len(exp.trials):
-        return None
-    return exp, parts[1]
-
-
-def is_archived(daemon: Daemon, trial_id: str) -> bool:
-    """Whether ``trial_id`` is a finished trial kept on disk (cheap: reads nothing)."""
-    found = locate(daemon, trial_id)
-    return found is not None and found[0].trials[found[1]] is None
-
-
-def archived(daemon: Daemon, trial_id: str) -> tuple[Experiment, Record] | None:
-    """The record of a finished trial the daemon no longer holds in memory, if it is one."""
-    found = locate(daemon, trial_id)
-    if found is None:
-        return None
-    exp, index = found
-    if exp.trials[index] is not None or exp.archive is None or not exp.archive.holds(index):
-        return None
-    return exp, exp.archive.read(index)
+    def revive(self, exp: Experiment, index: int) -> Trial:
+        """Bring an archived trial back into memory, as it was when it finished."""
+        live = exp.trials[index]
+        if live is not None:
+            return live
+        store = self.of(exp)
+        trial = trial_from(exp, index, store.read(index), store)
+        store.forget(index)
+        exp.trials[index] = trial
+        return trial
 
 
 def info_of(record: Record) -> p.TrialInfo:
     return _info_decoder.decode(record.info)
 
 
-def revive(daemon: Daemon, exp: Experiment, index: int) -> Trial:
-    """Bring an archived trial back into memory, as it was when it finished."""
-    live = exp.trials[index]
-    if live is not None:
-        return live
-    assert exp.archive is not None
-    record = exp.archive.read(index)
+def trial_from(exp: Experiment, index: int, record: Record, store: ExperimentArchive) -> Trial:
+    """The ``Trial`` a record holds, for ``exp``'s trial ``index``."""
     info = info_of(record)
-    resources, request = exp.archive.shared(bytes(record.resources))
-    trial = Trial(
+    resources, request = store.shared(bytes(record.resources))
+    return Trial(
         id=info.trial_id,
         index=index,
         tag=info.tag,
@@ -343,16 +346,12 @@ def revive(daemon: Daemon, exp: Experiment, index: int) -> Trial:
         timed_out=record.timed_out,
         kept_checkpoints=[(path, score) for path, score in record.kept_checkpoints],
     )
-    exp.archive.forget(index)
-    exp.trials[index] = trial
-    daemon.trials[trial.id] = trial
-    return trial
 
 
 def trial_rows(
-    exp: Experiment, n: int
+    exp: Experiment, n: int, start: int = 0
 ) -> Iterator[tuple[bytes | msgspec.Raw, bytes | msgspec.Raw]]:
-    """The first ``n`` trials' encoded ``TrialInfo`` and resources, in trial order.
+    """Trials ``start`` to ``n``: their encoded ``TrialInfo`` and resources, in trial order.
 
     In-memory trials are encoded now; archived ones are copied from their
     records, read a window at a time, so the cost is a slice per trial and the
@@ -362,15 +361,16 @@ def trial_rows(
     """
     with contextlib.ExitStack() as stack:
         reader: _Reader | None = None
-        for index in range(n):
+        for index in range(start, n):
             t = exp.trials[index]
             if t is not None:
                 yield _encoder.encode(trial_info(t)), _encoder.encode(t.resources)
                 continue
-            assert exp.archive is not None
+            store = exp.archive
+            assert isinstance(store, ExperimentArchive)
             if reader is None:
-                reader = stack.enter_context(exp.archive.scan())
-            record = reader.record(exp.archive.offsets[index])
+                reader = stack.enter_context(store.scan())
+            record = reader.record(store.offsets[index])
             yield record.info, record.resources
 
 

@@ -19,12 +19,13 @@ import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 import anyio
 import msgspec
 import structlog
-from tuned_client.protocol import Event, ExperimentSpec
+from tuned_client.protocol import Event
+
+from ..core.records import Control, Submitted
 
 _RECORD = struct.Struct(">II")
 _MAX_HELD_BYTES = 1 << 20  # held records past this are written at once
@@ -49,35 +50,6 @@ class JournalUnreadable(Exception):
             "(its experiments are then forgotten; their results folders stay). The journal "
             "was left as it is."
         )
-
-
-class Submitted(msgspec.Struct, tag="submitted", tag_field="kind"):
-    """An experiment as accepted, with the ids the daemon gave it."""
-
-    experiment_id: str
-    path: str
-    trial_ids: list[str]
-    spec: ExperimentSpec
-
-
-class Control(msgspec.Struct, tag="control", tag_field="kind"):
-    """A request that changes state without an event of its own, replayed at start-up.
-
-    ``cancel`` (experiment or trial id), ``close`` (no more trials), ``stop``
-    (a trial ends TERMINATED at its next report), ``resume`` (``Tuner.restore``
-    re-opened the experiment; ``restart`` lists trials that lose their checkpoint),
-    ``exploit`` (PBT: once its attempt ends, the trial runs again with ``config``
-    from ``checkpoint``, a copy of a better trial's taken at ``iteration``).
-    """
-
-    action: Literal["cancel", "close", "stop", "resume", "exploit"]
-    target: str
-    restart: list[str] = []
-    config: bytes = b""  # the packed config (a Raw cannot be optional in msgspec)
-    checkpoint: str = ""
-    iteration: int = 0
-    time_total_s: float = 0.0
-    resources: list[dict[str, float]] = []  # exploit: the next attempt's bundles, if new
 
 
 Record = Submitted | Control | Event
