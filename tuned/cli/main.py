@@ -23,6 +23,7 @@ from typing import Any
 from tuned_client import trust
 from tuned_client.connection import Connection, DaemonError, DaemonUnavailable, TunedError
 from tuned_client.paths import default_socket_path, default_state_dir
+from tuned_client.protocol import MAX_FRAME_BYTES
 from tuned_client.trust import UntrustedSocket
 
 from ..config import Settings
@@ -86,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--fake-gpu-state", type=Path, default=None, help=argparse.SUPPRESS)
     # Tests: how long a new connection has to say hello.
     start.add_argument("--handshake-timeout", type=float, default=10.0, help=argparse.SUPPRESS)
+    # Tests: a smaller frame cap, so replies that must be paged are paged with little data.
+    start.add_argument(
+        "--max-frame-bytes", type=int, default=MAX_FRAME_BYTES, help=argparse.SUPPRESS
+    )
     # Tests: how long a zygote's spare may wait for a trial before it is retired.
     start.add_argument("--spare-idle-timeout", type=float, default=30.0, help=argparse.SUPPRESS)
     start.add_argument(
@@ -200,6 +205,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         max_connections=_at_least_one(args.max_connections, "in all"),
         idle_connection_timeout_s=args.idle_connection_timeout,
         handshake_timeout_s=args.handshake_timeout,
+        max_frame_bytes=args.max_frame_bytes,
         spare_idle_s=args.spare_idle_timeout,
         executor=args.executor,
         ray_address=_ray_address(args),
