@@ -20,6 +20,7 @@ import msgspec
 import structlog
 from anyio.abc import TaskGroup
 from tuned_client import protocol as p
+from tuned_client import safedir
 
 from . import archive
 from .config import Settings
@@ -213,6 +214,8 @@ class Daemon:
             )
         try:
             path = experiment_dir(root, name)
+        except safedir.UnsafeFolder as exc:
+            raise Refused("refused", str(exc)) from exc
         except OSError as exc:
             raise Refused(
                 "bad_request", f"storage_path {str(root)!r} is not writable: {exc.strerror}"
