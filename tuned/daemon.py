@@ -8,6 +8,7 @@ journal, then published to subscribers.
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
 import time
@@ -22,7 +23,7 @@ from anyio.abc import TaskGroup
 from tuned_client import protocol as p
 from tuned_client import safedir
 
-from . import archive
+from . import archive, folderlock
 from .config import Settings
 from .decisions import Decisions
 from .errors import Refused
@@ -189,7 +190,8 @@ class Daemon:
             if candidate not in self.experiments and not trainable_file(path, candidate).exists():
                 return candidate
 
-    def _experiment_dir(self, spec: p.ExperimentSpec) -> Path:
+    def _experiment_dir(self, spec: p.ExperimentSpec) -> tuple[Path, int]:
+        """The experiment's folder, and a descriptor holding its lock (``tuned.folderlock``)."""
         if not spec.name or safe_component(spec.name) != spec.name or spec.name in (".", ".."):
             raise Refused(
                 "bad_request",
@@ -220,8 +222,25 @@ class Daemon:
             raise Refused(
                 "bad_request", f"storage_path {str(root)!r} is not writable: {exc.strerror}"
             ) from exc
+        lock = folderlock.take(path)
+        if lock is None:
+            raise Refused("refused", self._folder_taken(path, spec.name))
         spec.name = name
-        return path
+        return path, lock
+
+    def _folder_taken(self, path: Path, name: str) -> str:
+        live = [e for e in self.experiments.values() if not e.done]
+        first = folderlock.holder(live, path)
+        who = (
+            f"experiment {first.id} ({first.spec.name!r}, in {first.path})"
+            if first is not None
+            else "an experiment of another tuned daemon"
+        )
+        return (
+            f"{who} is still running in the folder {path}: give this one another name "
+            "(RunConfig(name=...)), or wait for it to end"
+            + (f" (`tuned cancel {first.id}` ends it now)" if first is not None else "")
+        )
 
     def submit(self, spec: p.ExperimentSpec) -> p.Accepted:
         if self.stopping:
@@ -233,22 +252,25 @@ class Daemon:
             self._request_for(t.resources, f"trial {t.tag}") if t.resources else default
             for t in spec.trials
         ]
-        path = self._experiment_dir(spec)
+        path, lock = self._experiment_dir(spec)
         exp_id = self._new_experiment_id(path)
         if spec.trainable:
             try:
                 write_private(trainable_file(path, exp_id), spec.trainable)
             except OSError as exc:
+                os.close(lock)
                 raise Refused(
                     "refused", f"cannot write the trainable to {path}: {exc.strerror or exc}"
                 ) from exc
         self._exp_seq += 1
         exp = Experiment(exp_id, spec, path, self._exp_seq, closed=not spec.open_ended)
+        exp.lock_fd = lock
         exp.started_at = time.time()
         self.experiments[exp_id] = exp
         ids = self._add_trials(exp, spec.trials, requests)
         self.journal.append(Submitted(exp_id, str(path), ids, spec))
         if self.journal.failed is not None:  # the disk filled up just now: take none of it
+            folderlock.release(exp)
             del self.experiments[exp_id]
             for trial_id in ids:
                 del self.trials[trial_id]
@@ -401,6 +423,7 @@ class Daemon:
         if exp.done or not exp.complete:
             return
         exp.done = True
+        folderlock.release(exp)
         self.scheduler.remove(exp)
         self.launcher.experiment_done(exp.id)  # its warm workers and spares go
         self.emit(
@@ -598,6 +621,8 @@ class Daemon:
         if bad or any(at is not None and at[0] is not exp for at in found):
             raise Refused("bad_request", f"trials {bad} are not in experiment {exp_id}")
         # Finished trials come back from the archive to run again.
+        if exp.done and not folderlock.hold(exp):
+            raise Refused("refused", self._folder_taken(exp.path, exp.spec.name))
         chosen = [archive.revive(self, exp, at[1]) for at in found if at is not None]
         self.journal.append(Control("resume", exp_id, restart=list(restart)))
         exp.cancelled = exp.done = False

@@ -26,7 +26,7 @@ import msgspec
 import structlog
 from tuned_client import protocol as p
 
-from . import archive
+from . import archive, folderlock
 from .daemon import Daemon
 from .errors import Refused
 from .exploit import apply_exploit
@@ -76,6 +76,7 @@ def recover(daemon: Daemon) -> None:
         log.info("journal replayed", records=count, last_seq=last_seq)
     _restore_trainables(daemon, trainables)
     _resume_unfinished(daemon, started)
+    _lock_folders(daemon)
     for exp in daemon.experiments.values():
         archive.evict_finished(daemon, exp)
 
@@ -112,6 +113,28 @@ def _restore_trainables(daemon: Daemon, trainables: dict[str, bytes]) -> None:
                 log.info("trainable file written again", experiment=exp_id, path=str(path))
         except OSError as exc:
             log.warning("cannot write the trainable file", experiment=exp_id, error=str(exc))
+
+
+def _lock_folders(daemon: Daemon) -> None:
+    """Each unfinished experiment holds its folder again (``tuned.folderlock``).
+
+    One found held (another daemon started an experiment there meanwhile) runs
+    all the same, with a warning: refusing now would lose the work it has done.
+    """
+    for exp in daemon.experiments.values():
+        if exp.done:
+            continue
+        try:
+            held = folderlock.hold(exp)
+        except OSError as exc:
+            log.warning("cannot lock the experiment folder", experiment=exp.id, error=str(exc))
+            continue
+        if not held:
+            log.warning(
+                "another experiment runs in this experiment's folder",
+                experiment=exp.id,
+                path=str(exp.path),
+            )
 
 
 def _new_trial(

@@ -151,6 +151,7 @@ class Experiment:
     state_writing: bool = False  # a large experiment's state is being written in steps
     state_generation: int = 0  # bumped by each forced write: one in steps then gives up
     archive: ExperimentArchive | None = None
+    lock_fd: int = -1  # holds the folder's lock while live (tuned.folderlock)
 
     @property
     def trainable_path(self) -> Path:
