@@ -350,9 +350,10 @@ def revive(daemon: Daemon, exp: Experiment, index: int) -> Trial:
 
 
 def trial_rows(
-    exp: Experiment, n: int
+    exp: Experiment, n: int, start: int = 0
 ) -> Iterator[tuple[bytes | msgspec.Raw, bytes | msgspec.Raw]]:
-    """The first ``n`` trials' encoded ``TrialInfo`` and resources, in trial order.
+    """The trials' encoded ``TrialInfo`` and resources, in trial order, from index
+    ``start`` up to ``n``.
 
     In-memory trials are encoded now; archived ones are copied from their
     records, read a window at a time, so the cost is a slice per trial and the
@@ -362,7 +363,7 @@ def trial_rows(
     """
     with contextlib.ExitStack() as stack:
         reader: _Reader | None = None
-        for index in range(n):
+        for index in range(start, n):
             t = exp.trials[index]
             if t is not None:
                 yield _encoder.encode(trial_info(t)), _encoder.encode(t.resources)

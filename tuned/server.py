@@ -245,7 +245,8 @@ async def on_status(conn: Conn, req: p.GetStatus, tg: TaskGroup) -> None:
 
 async def on_get_experiment(conn: Conn, req: p.GetExperiment, tg: TaskGroup) -> None:
     # Encoded around the trials as their archive holds them: no object per trial.
-    await conn.send_frame(snapshots.experiment_frame(conn.daemon, req.experiment_id))
+    frame = snapshots.experiment_frame(conn.daemon, req.experiment_id, req.start, req.page_bytes)
+    await conn.send_frame(frame)
 
 
 async def on_get_trial(conn: Conn, req: p.GetTrial, tg: TaskGroup) -> None:

@@ -155,13 +155,19 @@ def _archived_trial_reply(daemon: Daemon, trial_id: str) -> p.TrialReply:
     )
 
 
-def experiment_frame(daemon: Daemon, exp_id: str) -> bytes:
+def experiment_frame(daemon: Daemon, exp_id: str, start: int = 0, page_bytes: int = 0) -> bytes:
     """The ``ExperimentReply`` frame, encoded around the trials as the archive holds them.
 
-    Every trial is in the reply; archived ones are copied, not decoded and
-    encoded again, so a large experiment costs its bytes, not an object per trial.
+    Archived trials are copied, not decoded and encoded again, so a large
+    experiment costs its bytes, not an object per trial. With ``page_bytes`` the
+    reply is a page: the trials from ``start`` until it holds that many bytes (at
+    least one trial), and ``next_start`` says where the next page begins; without,
+    every trial (what older clients ask for).
     """
     exp = daemon.experiment(exp_id)
+    n = len(exp.trials)
+    if not 0 <= start <= n:
+        raise Refused("bad_request", f"experiment {exp_id} has {n} trials; no page at {start}")
     head: list[tuple[str, object]] = [
         ("kind", "experiment"),
         ("experiment_id", exp.id),
@@ -174,14 +180,20 @@ def experiment_frame(daemon: Daemon, exp_id: str) -> bytes:
         ("metric", exp.spec.metric),
         ("mode", exp.spec.mode),
     ]
+    rows = bytearray()
+    count = 0
+    for info, _resources in archive.trial_rows(exp, n, start):
+        rows += info
+        count += 1
+        if page_bytes and len(rows) >= page_bytes:
+            break
+    if start + count < n:
+        head.append(("next_start", start + count))
     frame = bytearray(HEADER.size)
     frame += archive.map_header(len(head) + 1)
     for key, value in head:
         frame += archive.encode(key) + archive.encode(value)
-    n = len(exp.trials)
-    frame += archive.encode("trials") + archive.array_header(n)
-    for info, _resources in archive.trial_rows(exp, n):
-        frame += info
+    frame += archive.encode("trials") + archive.array_header(count) + rows
     HEADER.pack_into(frame, 0, len(frame) - HEADER.size)
     return bytes(frame)
 

@@ -20,7 +20,16 @@ from . import __version__, trust
 from .errors import DaemonError, DaemonUnavailable, TunedError
 from .framing import ConnectionClosed, recv_message, send_message
 from .paths import default_socket_path, default_state_dir
-from .protocol import PROTOCOL_VERSION, Error, Hello, Message, Welcome
+from .protocol import (
+    EXPERIMENT_PAGE_BYTES,
+    PROTOCOL_VERSION,
+    Error,
+    ExperimentReply,
+    GetExperiment,
+    Hello,
+    Message,
+    Welcome,
+)
 
 DEFAULT_IDLE_TIMEOUT_S = 600.0
 
@@ -140,12 +149,35 @@ class Connection:
         return recv_message(self.sock)
 
     def request(self, request: Any) -> Message:
-        """Send one request and return its reply; a refusal raises ``DaemonError``."""
+        """Send one request and return its reply; a refusal raises ``DaemonError``.
+
+        An experiment's snapshot (``GetExperiment``) is asked for in pages and
+        returned whole: it grows with trials and results past the frame cap.
+        """
+        if isinstance(request, GetExperiment) and not request.page_bytes:
+            return self._experiment(request.experiment_id, request.start)
         self.send(request)
         reply = self.recv()
         if isinstance(reply, Error):
             raise DaemonError(reply.code, reply.message)
         return reply
+
+    def _experiment(self, experiment_id: str, start: int) -> ExperimentReply:
+        whole: ExperimentReply | None = None
+        while True:
+            page = self.request(
+                GetExperiment(experiment_id, start=start, page_bytes=EXPERIMENT_PAGE_BYTES)
+            )
+            if not isinstance(page, ExperimentReply):
+                raise TunedError(f"unexpected reply {type(page).__name__} to GetExperiment")
+            if whole is None:
+                whole = page  # its seq is the one to follow events from
+            else:
+                whole.trials.extend(page.trials)
+            if page.next_start <= start:  # the last page (or a daemon that does not page)
+                whole.next_start = 0
+                return whole
+            start = page.next_start
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -132,6 +132,14 @@ class GetStatus(_Req, tag="status"):
 
 class GetExperiment(_Req, tag="get_experiment"):
     experiment_id: str
+    # The reply grows with trials and their last results, past any frame cap: it comes
+    # in pages of about ``page_bytes`` (at least one trial), from trial index ``start``.
+    # 0 (older clients): every trial in one reply. ``Connection.request`` pages for you.
+    start: int = 0
+    page_bytes: int = 0
+
+
+EXPERIMENT_PAGE_BYTES = MAX_FRAME_BYTES // 4
 
 
 class Shutdown(_Req, tag="shutdown"):
@@ -403,6 +411,7 @@ class ExperimentReply(_Msg, tag="experiment"):
     started_at: float = 0.0
     metric: str = ""
     mode: str = ""
+    next_start: int = 0  # a page: more trials from this index (ask with start=next_start)
 
 
 class TrialReply(_Msg, tag="trial"):
