@@ -80,3 +80,21 @@ def test_tail_and_restore_of_an_experiment_larger_than_a_frame(daemon: RunningDa
     assert len(restored) == TRIALS
     assert sorted(r.metrics["i"] for r in restored) == list(range(TRIALS))
     assert all(len(r.metrics["blob"]) == BLOB for r in restored)
+
+
+def too_big(config: dict) -> None:
+    try:
+        tune.report({"blob": "x" * (70 << 20)})
+    except ValueError as exc:
+        tune.report({"caught": str(exc)[:40]})  # the trial goes on, its iteration unspent
+    tune.report({"blob": "x" * (70 << 20)})
+
+
+@pytest.mark.daemon_args("--num-cpus", "1", "--num-gpus", "0")
+def test_a_result_over_the_cap_fails_its_trial_saying_why(daemon: RunningDaemon) -> None:
+    """Found by a careless user: the trial ended 'exited with code 1', stderr empty."""
+    [result] = tune.Tuner(too_big, run_config=tune.RunConfig(name="big", verbose=0)).fit()
+    assert result.metrics["caught"].startswith("tune.report: this result is")
+    assert result.metrics["training_iteration"] == 1
+    assert "over the 67,108,864-byte limit" in str(result.error)
+    assert "checkpoint" in str(result.error)
