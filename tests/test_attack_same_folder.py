@@ -99,3 +99,38 @@ def test_a_second_daemon_cannot_run_an_experiment_in_a_live_ones_folder(
     with pytest.raises(TuneError, match="another tuned daemon"):
         tuner(results, "B", opened).fit()
     assert first.release() == ["A"]
+
+
+def test_made_up_names_of_the_same_second_under_two_daemons_both_run(
+    daemon_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name fit() makes up (trainable and second) takes a suffix, not a refusal."""
+    import tuned_client.tune.spec as spec
+
+    monkeypatch.setattr(spec.time, "strftime", lambda fmt, *a: "2026-01-01_00-00-00")
+    one: RunningDaemon = daemon_factory("--num-cpus", "1", "--num-gpus", "0")
+    two: RunningDaemon = daemon_factory("--num-cpus", "1", "--num-gpus", "0")
+    results = tmp_path / "results"
+    gate = tmp_path / "go"
+
+    def unnamed(who: str, go: Path) -> tune.Tuner:
+        return tune.Tuner(
+            gated,
+            param_space={"who": who, "gate": str(go)},
+            run_config=tune.RunConfig(storage_path=str(results), verbose=0),
+        )
+
+    use_daemon(one, monkeypatch)
+    outcome: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: outcome.update(a=unnamed("A", gate).fit()))
+    thread.start()
+    wait_accepted(results / "gated_2026-01-01_00-00-00")
+    use_daemon(two, monkeypatch)
+    opened = tmp_path / "open"
+    opened.touch()
+    second = unnamed("B", opened).fit()
+    assert [r.metrics["who"] for r in second] == ["B"]
+    assert second.experiment_path.endswith("gated_2026-01-01_00-00-00_2")
+    gate.touch()
+    thread.join(timeout=120)
+    assert [r.metrics["who"] for r in outcome["a"]] == ["A"]

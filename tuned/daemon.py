@@ -199,36 +199,29 @@ class Daemon:
                 "(letters, digits, '_', '-', '.', '=', ','; no '/' or '..')",
             )
         root = Path(spec.storage_path).expanduser()
-        live = {e.path: e for e in self.experiments.values() if not e.done}
-        name = spec.name
-        for n in range(2, 100):
-            if root / name not in live or not spec.name_generated:
-                break
-            name = f"{spec.name}_{n}"  # two scripts started in the same second
-        if root / name in live:
-            # Two live experiments in one folder would share its state file; refuse the second.
-            first = live[root / name]
-            raise Refused(
-                "refused",
-                f"experiment {first.id} ({spec.name!r}) is still running in {root / name}: give "
-                "this one another name (RunConfig(name=...)), or wait for it to end "
-                f"(`tuned cancel {first.id}` ends it now)",
-            )
-        try:
-            path = experiment_dir(root, name)
-        except safedir.UnsafeFolder as exc:
-            raise Refused("refused", str(exc)) from exc
-        except OSError as exc:
-            raise Refused(
-                "bad_request", f"storage_path {str(root)!r} is not writable: {exc.strerror}"
-            ) from exc
-        lock = folderlock.take(path)
-        if lock is None:
-            raise Refused("refused", self._folder_taken(path, spec.name))
-        spec.name = name
-        return path, lock
+        live = {e.path for e in self.experiments.values() if not e.done}
+        names = [spec.name]
+        if spec.name_generated:  # two scripts started in the same second: name_2, name_3...
+            names += [f"{spec.name}_{n}" for n in range(2, 100)]
+        for name in names:
+            if root / name in live:
+                continue  # ours, known without a look at the disk
+            try:
+                path = experiment_dir(root, name)
+            except safedir.UnsafeFolder as exc:
+                raise Refused("refused", str(exc)) from exc
+            except OSError as exc:
+                raise Refused(
+                    "bad_request", f"storage_path {str(root)!r} is not writable: {exc.strerror}"
+                ) from exc
+            lock = folderlock.take(path)
+            if lock is not None:
+                spec.name = name
+                return path, lock
+        # Two live experiments in one folder would share its state file: refuse the second.
+        raise Refused("refused", self._folder_taken(root / spec.name))
 
-    def _folder_taken(self, path: Path, name: str) -> str:
+    def _folder_taken(self, path: Path) -> str:
         live = [e for e in self.experiments.values() if not e.done]
         first = folderlock.holder(live, path)
         who = (
@@ -622,7 +615,7 @@ class Daemon:
             raise Refused("bad_request", f"trials {bad} are not in experiment {exp_id}")
         # Finished trials come back from the archive to run again.
         if exp.done and not folderlock.hold(exp):
-            raise Refused("refused", self._folder_taken(exp.path, exp.spec.name))
+            raise Refused("refused", self._folder_taken(exp.path))
         chosen = [archive.revive(self, exp, at[1]) for at in found if at is not None]
         self.journal.append(Control("resume", exp_id, restart=list(restart)))
         exp.cancelled = exp.done = False
