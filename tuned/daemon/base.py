@@ -44,6 +44,7 @@ from ..serve.access import Gate
 from ..serve.decisions import Decisions
 from ..serve.events import EventBus
 from ..store.archive import Archive
+from ..store.folderlock import FolderLocks
 from ..store.journal import Journal, encode_record
 from ..store.results import TrialFiles
 from ..store.statefile import StateFiles
@@ -75,6 +76,7 @@ class DaemonBase:
         self.sampler = Sampler(probe, settings.low_memory_fraction)
         self.decisions = Decisions()  # trials waiting on their client's decision
         self.gate = Gate(settings)  # connections per client and in all
+        self.locks = FolderLocks()  # each live experiment's folder
         self.started_at = time.time()
         self.connections = 0
         self._wakeup = anyio.Event()
@@ -300,6 +302,7 @@ class DaemonBase:
             cancelled=exp.cancelled,
         )
         self.scheduler.remove(exp)
+        self.locks.release(exp.id)  # its folder may take another experiment now
         self.launcher.experiment_done(exp.id)  # its warm workers and spares go
         if exp.archive is not None:
             self.archive.of(exp).close()

@@ -53,6 +53,7 @@ def recover(daemon: Daemon) -> None:
     if count:
         log.info("journal replayed", records=count, last_seq=last_seq)
     _restore_trainables(daemon, trainables)
+    _lock_folders(daemon)
     _resume_unfinished(daemon, started)
     for exp in daemon.experiments.values():
         daemon.archive.evict_finished(exp)
@@ -77,6 +78,28 @@ def _restore_trainables(daemon: Daemon, trainables: dict[str, bytes]) -> None:
             log.warning("cannot write the trainable file", experiment=exp_id, error=str(exc))
 
 
+def _lock_folders(daemon: Daemon) -> None:
+    """Each unfinished experiment holds its folder again (``store.folderlock``).
+
+    One found held (another daemon started an experiment there meanwhile) runs
+    all the same, with a warning: refusing now would lose the work it has done.
+    """
+    for exp in daemon.experiments.values():
+        if exp.done:
+            continue
+        try:
+            held = daemon.locks.hold(exp.id, exp.path)
+        except OSError as exc:
+            log.warning("cannot lock the experiment folder", experiment=exp.id, error=str(exc))
+            continue
+        if not held:
+            log.warning(
+                "another experiment runs in this experiment's folder",
+                experiment=exp.id,
+                path=str(exp.path),
+            )
+
+
 def _resume_unfinished(daemon: Daemon, started: dict[str, p.TrialStarted]) -> None:
     """Kill what the dead daemon left running; queue unfinished trials; finish the rest."""
     unfinished = [e for e in daemon.experiments.values() if not e.done]
@@ -86,7 +109,8 @@ def _resume_unfinished(daemon: Daemon, started: dict[str, p.TrialStarted]) -> No
             for exp in unfinished
             for t in exp.live()
             if t.status == "RUNNING" and t.id in started
-        ]
+        ],
+        marker=str(daemon.settings.state_dir),
     )
     for exp in unfinished:
         running = [t for t in exp.live() if t.status == "RUNNING"]
