@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--fake-gpu-state", type=Path, default=None, help=argparse.SUPPRESS)
     # Tests: how long a new connection has to say hello.
     start.add_argument("--handshake-timeout", type=float, default=10.0, help=argparse.SUPPRESS)
+    # Tests: compactions at a small journal size, and a recovery that waits for a word.
+    start.add_argument("--compact-bytes", type=int, default=4 << 20, help=argparse.SUPPRESS)
+    start.add_argument("--recovery-gate", type=Path, default=None, help=argparse.SUPPRESS)
     # Tests: a smaller frame cap, so replies that must be paged are paged with little data.
     start.add_argument(
         "--max-frame-bytes", type=int, default=MAX_FRAME_BYTES, help=argparse.SUPPRESS
@@ -206,6 +209,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         idle_connection_timeout_s=args.idle_connection_timeout,
         handshake_timeout_s=args.handshake_timeout,
         max_frame_bytes=args.max_frame_bytes,
+        compact_bytes=args.compact_bytes,
+        recovery_gate=args.recovery_gate,
         spare_idle_s=args.spare_idle_timeout,
         executor=args.executor,
         ray_address=_ray_address(args),

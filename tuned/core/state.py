@@ -63,6 +63,9 @@ class State:
     exploits: dict[str, Exploit] = field(default_factory=dict)  # by trial id
     exp_seq: int = 0  # experiments accepted so far: their order (first come, first served)
     shared: Interner = field(default_factory=Interner)
+    # The pickled trainable of each unfinished experiment, as submitted: recovery puts
+    # its file in the results folder back if it is gone or was replaced.
+    trainables: dict[str, bytes] = field(default_factory=dict)
 
     def locate(self, trial_id: str) -> tuple[Experiment, int] | None:
         """The experiment and index of a trial this daemon has, in memory or archived."""
