@@ -45,8 +45,14 @@ class Interner:
         self._paths: dict[int, list[str]] = {}
 
     def share(self, spec: ExperimentSpec) -> None:
-        spec.env = _shared(self._envs, hash(frozenset(spec.env.items())), spec.env)
-        spec.sys_path = _shared(self._paths, hash(tuple(spec.sys_path)), spec.sys_path)
+        spec.env = self.share_env(spec.env)
+        spec.sys_path = self.share_path(spec.sys_path)
+
+    def share_env(self, env: dict[str, str]) -> dict[str, str]:
+        return _shared(self._envs, hash(frozenset(env.items())), env)
+
+    def share_path(self, path: list[str]) -> list[str]:
+        return _shared(self._paths, hash(tuple(path)), path)
 
 
 def _shared(cache: dict[int, _T], key: int, value: _T) -> _T:

@@ -139,7 +139,7 @@ class ExperimentArchive:
         go at the file's real end.
         """
         self.offsets = offsets
-        self.count = sum(1 for at in offsets if at >= 0)
+        self.count = len(offsets) - offsets.count(-1)
         self._created = True  # not truncated at the next open
         try:
             self._size = os.stat(self.path).st_size

@@ -43,7 +43,9 @@ _record_decoder = msgspec.msgpack.Decoder(Record)
 
 class SavedExperiment(msgspec.Struct, omit_defaults=True):
     id: str
-    spec: ExperimentSpec  # the environment too: the state folder is private
+    spec: ExperimentSpec  # without env and sys_path: those are shared (Snapshot.envs)
+    env: int  # index into Snapshot.envs (the environment too: the state folder is private)
+    sys_path: int  # index into Snapshot.sys_paths
     path: str
     seq: int
     size: int  # trials in all
@@ -75,6 +77,9 @@ class Snapshot(msgspec.Struct):
     exp_seq: int
     experiments: list[SavedExperiment]
     exploits: list[SavedExploit] = []
+    # Experiments from one script share its environment and sys.path: each once here.
+    envs: list[dict[str, str]] = []
+    sys_paths: list[list[str]] = []
 
 
 _decoder = msgspec.msgpack.Decoder(Snapshot)
@@ -84,12 +89,25 @@ _encoder = msgspec.msgpack.Encoder()
 def take(state: State, epoch: int, seq: int) -> bytes:
     """The state, encoded: O(experiments and unfinished trials), not O(history)."""
     experiments = []
+    envs: dict[int, int] = {}  # id of a shared env (core.state.Interner) -> its index
+    paths: dict[int, int] = {}
+    env_list: list[dict[str, str]] = []
+    path_list: list[list[str]] = []
     for exp in state.experiments.values():
         offsets = _offsets(exp)
+        spec = exp.spec
+        if id(spec.env) not in envs:
+            envs[id(spec.env)] = len(env_list)
+            env_list.append(spec.env)
+        if id(spec.sys_path) not in paths:
+            paths[id(spec.sys_path)] = len(path_list)
+            path_list.append(spec.sys_path)
         experiments.append(
             SavedExperiment(
                 id=exp.id,
-                spec=exp.spec,
+                spec=msgspec.structs.replace(spec, env={}, sys_path=[]),
+                env=envs[id(spec.env)],
+                sys_path=paths[id(spec.sys_path)],
                 path=str(exp.path),
                 seq=exp.seq,
                 size=len(exp.trials),
@@ -110,7 +128,8 @@ def take(state: State, epoch: int, seq: int) -> bytes:
         SavedExploit(tid, bytes(e.config), e.staged, e.iteration, e.time_total_s)
         for tid, e in state.exploits.items()
     ]
-    return _encoder.encode(Snapshot(VERSION, epoch, seq, state.exp_seq, experiments, exploits))
+    snap = Snapshot(VERSION, epoch, seq, state.exp_seq, experiments, exploits, env_list, path_list)
+    return _encoder.encode(snap)
 
 
 def _offsets(exp: Experiment) -> array[int]:
@@ -158,9 +177,13 @@ def load(path: Path) -> Snapshot | None:
 def restore(snap: Snapshot, state: State, archive: Archive) -> None:
     """Put the snapshot's experiments and trials into ``state``; finished trials stay on disk."""
     state.exp_seq = snap.exp_seq
+    for env in snap.envs:  # shared from now on, as at submit
+        state.shared.share_env(env)
+    for path in snap.sys_paths:
+        state.shared.share_path(path)
     for saved in snap.experiments:
         spec = saved.spec
-        state.shared.share(spec)
+        spec.env, spec.sys_path = snap.envs[saved.env], snap.sys_paths[saved.sys_path]
         exp = Experiment(saved.id, spec, Path(saved.path), saved.seq)
         exp.closed, exp.cancelled, exp.done = saved.closed, saved.cancelled, saved.done
         exp.started_at = saved.started_at
