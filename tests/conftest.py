@@ -175,7 +175,26 @@ def restart_daemon(d: RunningDaemon) -> RunningDaemon:
     """Start a new daemon on ``d``'s socket and state dir (after ``d`` was killed)."""
     base = d.state_dir.parent
     name = d.state_dir.name.removesuffix("-state")
-    return start_daemon(base, d.args, name=name)
+    again = start_daemon(base, d.args, name=name)
+    wait_recovered(again)
+    return again
+
+
+def wait_recovered(d: RunningDaemon) -> None:
+    """Return once ``d`` has replayed its journal and dealt with what the last one left.
+
+    The socket answers status while the journal replays; every other request
+    waits for the replay (and the kill of the dead daemon's leftovers) to end,
+    so one such request, whatever its answer, is the wait.
+    """
+    from tuned_client.errors import DaemonError
+    from tuned_client.protocol import GetTrial
+
+    with d.connect() as conn:
+        try:
+            conn.request(GetTrial(trial_id="-"))
+        except DaemonError:
+            pass  # no such trial: the answer only says that the replay is over
 
 
 def ledger_in_use(d: RunningDaemon) -> dict[str, float]:
