@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import namedtuple
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,8 @@ from conftest import RunningDaemon
 from tuned_client import tune
 
 pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
-from mlflow.tracking import MlflowClient  # noqa: E402
-from tuned_client.air.integrations.mlflow import (  # noqa: E402
+from mlflow.tracking import MlflowClient
+from tuned_client.air.integrations.mlflow import (
     MLflowLoggerCallback,
     setup_mlflow,
 )
@@ -34,7 +35,7 @@ class MockTrial(namedtuple("MockTrial", ["config", "trial_name", "trial_id", "lo
 
 
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str, str]:
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str, str]]:
     """A file store with ``existing_experiment``; nothing of MLflow's outside tmp_path."""
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks to opt in
     monkeypatch.setenv("MLFLOW_TRACKING_URI", str(tmp_path / "default-store"))
@@ -136,7 +137,7 @@ def test_ray_mlflow_logger_logging(store: tuple[str, str, str], tmp_path: Path) 
 def test_ray_mlflow_logger_params_on_trial_end_and_failed_runs(
     store: tuple[str, str, str], tmp_path: Path
 ) -> None:
-    tracking, registry, _ = store
+    tracking, _, _ = store
     trial = MockTrial({"a": {"b": 1}}, "t", "t0", str(tmp_path))
     logger = MLflowLoggerCallback(
         tracking_uri=tracking, experiment_name="late", log_params_on_trial_end=True
