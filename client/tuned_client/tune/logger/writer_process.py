@@ -174,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lock-fd", type=int, default=-1)
     parser.add_argument("experiment_id")
     args = parser.parse_args(argv)
+    with contextlib.suppress(OSError):
+        os.nice(10)  # background work: the trials, the daemon and the script go first
     tensorboardx.hide_torch = True  # our own process: nothing here hands it a torch tensor
     with contextlib.suppress(KeyboardInterrupt):
         follow(args.socket, args.experiment_id)
