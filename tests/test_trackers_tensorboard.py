@@ -239,3 +239,76 @@ def test_tuned_tensorboard_writes_command_trials_files_afterwards(
     assert again.returncode == 0
     for info in reply.trials:  # run again: nothing written twice
         assert len(glob.glob(os.path.join(info.path, "events.out.tfevents.*"))) == 1
+
+
+# Ray's test_logger.py (testTBX, testBadTBX), import swapped; its Trial stand-in has
+# the attributes a logger reads (Ray's newer ones: local_path for logdir).
+class Trial:
+    def __init__(self, evaluated_params: dict[str, Any], trial_id: str, local_path: str) -> None:
+        self.evaluated_params, self.trial_id, self.local_path = (
+            evaluated_params, trial_id, local_path,
+        )  # fmt: skip
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.evaluated_params
+
+    def __hash__(self) -> int:
+        return hash(self.trial_id)
+
+
+def result(t: float, rew: float, **kwargs: Any) -> dict[str, Any]:
+    return dict(time_total_s=t, episode_reward_mean=rew, mean_accuracy=rew * 2,
+                training_iteration=int(t), **kwargs)  # fmt: skip
+
+
+def _raw_events(folder: Path) -> list[Any]:
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    [path] = glob.glob(f"{folder}/events*")
+    return list(EventFileLoader(path).Load())
+
+
+def test_ray_tbx(tmp_path: Path) -> None:
+    import numpy as np
+
+    config = {
+        "a": 2, "b": [1, 2], "c": {"c": {"D": 123}}, "int32": np.int32(1), "int64": np.int64(2),
+        "bool8": np.bool_(True), "float32": np.float32(3), "float64": np.float64(4),
+        "bad": np.longdouble(4),
+    }  # fmt: skip
+    t = Trial(evaluated_params=config, trial_id="tbx", local_path=str(tmp_path))
+    logger = TBXLoggerCallback()
+    logger.on_trial_result(0, [], t, result(0, 4))
+    logger.on_trial_result(1, [], t, result(1, 5))
+    logger.on_trial_result(2, [], t, result(2, 6, score=[1, 2, 3], hello={"world": 1}))
+    logger.on_trial_complete(3, [], t)
+
+    rewards = []
+    hparams_seen = 0
+    for event in _raw_events(tmp_path):
+        for v in event.summary.value:
+            if v.tag == "ray/tune/episode_reward_mean":
+                rewards.append(v.simple_value)
+            elif v.tag in ("_hparams_/experiment", "_hparams_/session_start_info"):
+                hparams_seen += 1
+                content = v.metadata.plugin_data.content
+                for key in (b"float32", b"float64", b"int32", b"int64", b"bool8"):
+                    assert key in content
+                assert b"bad" not in content
+    assert [int(r) for r in rewards] == [4, 5, 6]
+    assert hparams_seen == 2
+
+
+def test_ray_bad_tbx(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    t = Trial(evaluated_params={"b": (1, 2, 3)}, trial_id="tbx", local_path=str(tmp_path))
+    logger = TBXLoggerCallback()
+    logger.on_trial_result(0, [], t, result(0, 4))
+    logger.on_trial_result(1, [], t, result(1, 5))
+    logger.on_trial_result(2, [], t, result(2, 6, score=[1, 2, 3], hello={"world": 1}))
+    with caplog.at_level("INFO", logger="tuned_client.tune.logger"):
+        logger.on_trial_complete(3, [], t)
+    assert any(
+        r.levelname == "INFO" and "Removed the following hyperparameter" in r.getMessage()
+        for r in caplog.records
+    )
