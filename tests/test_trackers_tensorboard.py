@@ -289,7 +289,8 @@ def test_ray_tbx(tmp_path: Path) -> None:
     for event in _raw_events(tmp_path):
         for v in event.summary.value:
             if v.tag == "ray/tune/episode_reward_mean":
-                rewards.append(v.simple_value)
+                # TensorBoard's loader turns simple values into tensors
+                rewards.append(v.tensor.float_val[0] if v.HasField("tensor") else v.simple_value)
             elif v.tag in ("_hparams_/experiment", "_hparams_/session_start_info"):
                 hparams_seen += 1
                 content = v.metadata.plugin_data.content
