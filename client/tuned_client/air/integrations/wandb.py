@@ -16,6 +16,7 @@ with W&B anywhere (``wandb sync`` uploads later).
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import queue
@@ -29,6 +30,8 @@ from typing import Any
 from ...session import current_session
 from ...tune.analysis.metrics import flatten_dict
 from ...tune.logger.logger import LoggerCallback
+
+logger = logging.getLogger(__name__)
 
 WANDB_ENV_VAR = "WANDB_API_KEY"
 WANDB_PROJECT_ENV_VAR = "WANDB_PROJECT_NAME"
@@ -198,8 +201,9 @@ class _TrialRun(threading.Thread):
                 run.config.update(config_update, allow_val_change=True)
                 run.log(log, step=log.get("training_iteration"))
             run.finish()
-        except BaseException as exc:  # kept for on_experiment_end; the driver goes on
+        except Exception as exc:  # said, and the sweep goes on without this trial's run
             self.error = exc
+            logger.warning("Failed to log trial %s to W&B: %s", self._trial_name, exc)
 
     def _handle_result(self, result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         config_update = dict(result.get("config", {}))
