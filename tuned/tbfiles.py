@@ -17,7 +17,7 @@ import sys
 
 from tuned_client import protocol as p
 from tuned_client.connection import Connection
-from tuned_client.errors import DaemonError
+from tuned_client.errors import DaemonError, DaemonUnavailable
 from tuned_client.paths import default_socket_path
 
 
@@ -31,11 +31,13 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
             ", or with pipx: pipx inject tuned tensorboardX"
         )
     socket = str(args.socket or default_socket_path())
-    with Connection.open(socket, autostart=False) as conn:
-        try:
+    try:
+        with Connection.open(socket, autostart=False, client="tuned-cli") as conn:
             reply = conn.request(p.GetExperiment(experiment_id=args.experiment))
-        except DaemonError as exc:
-            raise SystemExit(f"tuned: {exc.message}") from exc
+    except DaemonUnavailable as exc:
+        raise SystemExit(f"tuned: {exc}") from exc
+    except DaemonError as exc:
+        raise SystemExit(f"tuned: {exc.message}") from exc
     assert isinstance(reply, p.ExperimentReply)
     fd = writer_process.lock(reply.path)
     if fd is None:
@@ -53,6 +55,8 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
             count = writer_process.follow(socket, args.experiment)
         except KeyboardInterrupt:
             return 0
+        except DaemonUnavailable as exc:  # it went away while we followed
+            raise SystemExit(f"tuned: {exc}") from exc
     finally:
         os.close(fd)
     print(f"TensorBoard files for {count} trials in {reply.path}")
