@@ -313,3 +313,15 @@ def test_ray_bad_tbx(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         r.levelname == "INFO" and "Removed the following hyperparameter" in r.getMessage()
         for r in caplog.records
     )
+
+
+def test_tuned_tensorboard_refuses_an_unknown_experiment_in_one_line(
+    daemon: RunningDaemon,
+) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "tuned", "tensorboard", "nope0"],
+        env=daemon.env(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert out.stderr.startswith("tuned: ") and len(out.stderr.splitlines()) == 1
+    assert "nope0" in out.stderr
