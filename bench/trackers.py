@@ -65,7 +65,8 @@ def measure(pairs: int = 5) -> list[Figure]:
             on.append(_run(d, True))
             off.append(_run(d, False))
     fit_on, fit_off = _median([r[0] for r in on]), _median([r[0] for r in off])
-    note = f"median of {pairs} paired runs, 100 trials of 1 CPU on 2 CPUs"
+    load = os.getloadavg()[0]
+    note = f"median of {pairs} paired runs, 100 trials of 1 CPU on 2 CPUs, load average {load:.0f}"
     return [
         Figure("seed sweep fit(): TensorBoard writer on / off", 1.1, fit_on / fit_off, "x",
                note=f"{note}; {fit_on:.3f} s vs {fit_off:.3f} s"),
