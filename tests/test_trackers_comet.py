@@ -3,11 +3,12 @@
 A sweep in a script of its own logs through ``CometLoggerCallback(online=False,
 offline_directory=...)``; each trial's experiment is read back from the
 archive Comet leaves there (its ``messages.json``). Nothing under HOME:
-``COMET_CONFIG`` points into tmp_path.
+``COMET_CONFIG`` points into tmp_path; comet_ml is never imported by pytest itself.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -19,7 +20,10 @@ from typing import Any
 import pytest
 from conftest import RunningDaemon
 
-pytest.importorskip("comet_ml", reason="the comet extra is not installed")
+# Not imported here: comet_ml patches libraries in the process that imports it (an
+# mlflow run in a later test would start a Comet experiment of its own in the cwd).
+if importlib.util.find_spec("comet_ml") is None:
+    pytest.skip("the comet extra is not installed", allow_module_level=True)
 
 SWEEP = textwrap.dedent(
     """
