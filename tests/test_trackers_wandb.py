@@ -116,6 +116,7 @@ def test_a_sweep_logged_to_wandb_offline(
     script.write_text(SWEEP)
     env = {**daemon.env(), **offline, "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
     del env["WANDB_DIR"]  # W&B's default, the working directory: the trial's folder, as in Ray
+    env["TMPDIR"] = str(tmp_path)  # wandb's media and artifact staging dirs, left by trials
     subprocess.run([sys.executable, str(script)], env=env, check=True, timeout=300)
     inside_dir, steps_dir = sorted(daemon.storage.iterdir())  # by name
     trials = sorted(p for p in steps_dir.iterdir() if p.is_dir())
