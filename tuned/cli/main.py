@@ -172,6 +172,11 @@ def _add_watch_commands(sub: Any) -> None:
     )
     _common(submit)
     add_arguments(submit)
+    tensorboard = sub.add_parser(
+        "tensorboard", help="write an experiment's TensorBoard files and follow it to its end"
+    )
+    _common(tensorboard)
+    tensorboard.add_argument("experiment", help="experiment id, as `tuned ls` shows")
     web = sub.add_parser(
         "web", help="serve a live page of every experiment on 127.0.0.1 (a token in its URL)"
     )
@@ -427,6 +432,12 @@ def _web(args: argparse.Namespace) -> int:
     return cmd_web(args)
 
 
+def _tensorboard(args: argparse.Namespace) -> int:
+    from .tbfiles import cmd_tensorboard
+
+    return cmd_tensorboard(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     from . import status
 
@@ -441,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         "logs": lambda a: _watch("logs", a),
         "submit": lambda a: _watch("submit", a),
         "web": _web,
+        "tensorboard": _tensorboard,
     }
     try:
         return int(commands[args.command](args))
