@@ -114,7 +114,7 @@ def test_the_client_never_starts_a_tuned_from_path_that_is_not_ours(
     monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))  # no `tuned` beside it
     assert daemon_command() == [str(tmp_path / "python"), "-m", "tuned"]
     ours = tmp_path / "bin" / "tuned"
-    ours.write_text("#!/venv/bin/python\nimport sys\nfrom tuned.cli import main\n")
+    ours.write_text("#!/venv/bin/python\nimport sys\nfrom tuned.cli.main import main\n")
     assert daemon_command() == [str(ours)]
 
 

@@ -19,7 +19,7 @@ from conftest import RunningDaemon, restart_daemon, start_daemon, use_daemon
 from gates import Gate, pass_gate, wait_until
 from tuned_client import tune
 
-from tuned.journal import Journal
+from tuned.store.journal import Journal
 
 LIMIT = 256 * 1024
 PAD = "x" * 60_000  # each padded submit puts ~120 KB into the journal

@@ -11,7 +11,8 @@ from conftest import RunningDaemon, next_event, restart_daemon, start_script
 from tuned_client import protocol as p
 from tuned_client import tune
 
-from tuned.journal import Control, Journal
+from tuned.core.records import Control
+from tuned.store.journal import Journal
 
 
 def _event(seq: int) -> p.TrialResult:

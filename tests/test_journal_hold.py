@@ -8,7 +8,8 @@ import anyio
 import anyio.lowlevel
 from tuned_client import protocol as p
 
-from tuned.journal import Control, Journal, encode_record
+from tuned.core.records import Control
+from tuned.store.journal import Journal, encode_record
 
 
 def _result(seq: int) -> bytes:

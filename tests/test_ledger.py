@@ -19,7 +19,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from tuned.ledger import (
+from tuned.core.ledger import (
     SCALE,
     Allocation,
     Bundle,

@@ -13,15 +13,18 @@ import signal
 import subprocess
 import time
 
-from tuned.leftovers import Proc, Target, kill_leftovers, select
+from tuned.run.leftovers import Proc, Target, kill_leftovers, select
 
 ME, UID, OTHER_UID = 999_999, 1000, 1001
 T0 = 1_000_000.0  # when the trial started
 TRIAL = Target("abcde_00000", pid=4242, started=T0)
 
 
+MARK = "/state"
+
+
 def chosen(*rows: Proc) -> list[int]:
-    return select([TRIAL], rows, own_pid=ME, own_uid=UID)
+    return select([TRIAL], rows, own_pid=ME, own_uid=UID, marker=MARK)
 
 
 def test_the_trial_leader_and_its_group_are_killed() -> None:
@@ -38,7 +41,7 @@ def test_a_reused_leader_pid_and_its_group_are_left_alone() -> None:
 
 
 def test_orphans_of_a_dead_leader_are_killed() -> None:
-    orphan = Proc(5001, 4242, UID, T0 + 5)  # the leader died with the daemon; it did not
+    orphan = Proc(5001, 4242, UID, T0 + 5, marker=MARK)  # its leader died with the daemon
     assert chosen(orphan) == [5001]
 
 

@@ -265,7 +265,7 @@ def test_nodes_that_join_grow_the_ledger(daemon: RunningDaemon, ray_cluster: Ray
 
 
 def test_storage_that_a_node_cannot_see_is_named_as_the_problem(tmp_path: Path) -> None:
-    from tuned.ray_remote import SharedStorageError, run_trial
+    from tuned.run.ray_remote import SharedStorageError, run_trial
 
     missing = tmp_path / "not-mounted-here" / "trial"
     launch = {"argv": ["true"], "env": {}, "cwd": "/", "stdout": "", "stderr": ""}

@@ -22,7 +22,7 @@ from gates import wait_until
 from tuned_client import protocol as p
 from tuned_client import tune
 
-from tuned.server import REPORTS_BEFORE_BATCHING
+from tuned.serve.workers import REPORTS_BEFORE_BATCHING
 
 STEPS = 200
 CHECKPOINT_AT = 120  # after more plain reports than it takes for batching to start

@@ -86,7 +86,7 @@ def test_the_page_loads_only_with_the_token(browser: Any, web: WebProcess) -> No
     until(browser, "document.getElementById('conn').textContent === 'live'")
     assert browser.current_url == bare  # the token left the address bar
     assert browser.title == "tuned"
-    browser.get(bare)  # the cookie from the first visit
+    browser.get(bare)  # the token the page kept from the first visit (localStorage)
     until(browser, "document.getElementById('conn').textContent === 'live'")
 
 

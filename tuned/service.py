@@ -22,16 +22,15 @@ import structlog
 from anyio.abc import SocketListener, SocketStream
 
 from .config import Settings
+from .core.ledger import SCALE
 from .daemon import Daemon
-from .inventory import GpuProbe
-from .launcher import ClusterLauncher, Launcher
-from .ledger import SCALE
-from .lograte import Throttle, loop_exception_handler
+from .daemon.recovery import recover
 from .logs import LOG_LIMIT
-from .monitor import sample_forever
-from .private import private_dir, rotate, tighten, write_private
-from .recovery import recover
-from .server import handle_connection
+from .run.inventory import GpuProbe
+from .run.launcher import ClusterLauncher, Launcher
+from .serve.lograte import Throttle, loop_exception_handler
+from .serve.server import handle_connection
+from .store.private import private_dir, rotate, tighten, write_private
 
 log = structlog.get_logger("tuned.service")
 
@@ -178,16 +177,16 @@ async def serve(daemon: Daemon) -> None:
     )
     try:
         async with anyio.create_task_group() as tg:
-            daemon.tg = tg
+            daemon.started(tg)
             daemon.shutdown_scope = tg.cancel_scope
             tg.start_soon(_signals, tg)
             tg.start_soon(daemon.admission_loop, tg)
             for exp in list(daemon.experiments.values()):
                 daemon.watch_budget(exp)  # recovered experiments' time budgets
-            tg.start_soon(sample_forever, daemon)
+            tg.start_soon(daemon.sample_forever)
             tg.start_soon(daemon.flush_results_forever)
             if isinstance(daemon.launcher, ClusterLauncher):
-                tg.start_soon(daemon.launcher.watch, daemon)
+                tg.start_soon(daemon.launcher.watch, daemon.resize)
             if settings.idle_timeout_s > 0:
                 tg.start_soon(_idle_watch, daemon, tg)
             if settings.ready_fd is not None:

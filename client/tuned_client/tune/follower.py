@@ -227,8 +227,7 @@ class Follower:
         """Rebuild the trial views from a snapshot after ``Lagged``; True if finished."""
         self.conn.close()
         self.conn = Connection.open(self.fit.socket, autostart=self.autostarted)
-        reply = self.conn.request(p.GetExperiment(experiment_id=self.accepted.experiment_id))
-        assert isinstance(reply, p.ExperimentReply)
+        reply = self.conn.get_experiment(self.accepted.experiment_id)
         self.absorb(reply)
         if reply.finished:
             return True
