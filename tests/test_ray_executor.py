@@ -173,7 +173,8 @@ def test_a_crash_resumes_from_the_latest_checkpoint(daemon: RunningDaemon, tmp_p
 def test_a_hanging_trial_is_killed_at_its_time_limit_with_its_children(
     daemon: RunningDaemon, tmp_path: Path
 ) -> None:
-    faults.test_a_hanging_trial_is_killed_at_its_time_limit_with_its_children(daemon, tmp_path)
+    # A Ray worker takes seconds to start on a loaded machine, and the limit counts them.
+    faults.hanging_trial_is_killed_with_its_children(daemon, tmp_path, limit_s=10.0)
 
 
 def train_kills_its_ray_worker(config: dict[str, Any]) -> None:

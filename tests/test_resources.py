@@ -23,10 +23,11 @@ from tuned_client import tune
 from tuned_client.tune import TuneConfig
 
 
-def _hold() -> None:
-    """Wait at $SPAN_BARRIER when the test set one (N trials live at once, however slowly
-    they start); otherwise run for $SPAN_SECONDS, the work a trial would do."""
-    barrier = os.environ.get("SPAN_BARRIER")
+def _hold(config: dict[str, Any]) -> None:
+    """Wait at the trial's barrier (``config["barrier"]``, else $SPAN_BARRIER) when the test
+    set one: N trials live at once, however slowly they start. Otherwise run for
+    $SPAN_SECONDS, the work a trial would do."""
+    barrier = config.get("barrier") or os.environ.get("SPAN_BARRIER")
     if barrier:
         arrive(barrier)
     else:
@@ -38,7 +39,7 @@ def trainable(config: dict[str, Any]) -> None:
     start = time.time()
     if "gate" in config:
         pass_gate(config["gate"])
-    _hold()
+    _hold(config)
     record = {
         "start": start,
         "end": time.time(),
@@ -72,14 +73,19 @@ def span_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[int], Barrier]]:
-    """``at_once(n)``: the trials wait until ``n`` of them run, then all go on."""
+def at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Barrier]]:
+    """``at_once(n)``: the trials wait until ``n`` of them run, then all go on.
+
+    ``at_once(n, every_trial=False)`` makes a barrier only the trials given it in
+    their config (``"barrier"``) wait at.
+    """
     barriers: list[Barrier] = []
 
-    def make(parties: int) -> Barrier:
+    def make(parties: int, every_trial: bool = True) -> Barrier:
         barrier = Barrier(tmp_path / f"barrier{len(barriers)}", parties)
         barriers.append(barrier)
-        monkeypatch.setenv("SPAN_BARRIER", str(barrier.folder))
+        if every_trial:
+            monkeypatch.setenv("SPAN_BARRIER", str(barrier.folder))
         return barrier
 
     yield make
@@ -179,11 +185,16 @@ def test_user_thread_settings_are_left_alone(
 
 @pytest.mark.daemon_args("--num-cpus", "64", "--num-gpus", "4")
 def test_fake_four_gpus_pack_best_fit_and_never_overcommit(
-    daemon: RunningDaemon, span_dir: Path, at_once: Callable[[int], Barrier]
+    daemon: RunningDaemon, span_dir: Path, at_once: Callable[..., Barrier]
 ) -> None:
-    at_once(16)  # the sixteen quarter-GPU trials run together
+    # The sixteen quarter-GPU trials run together, then the four whole-GPU ones do.
+    quarters, wholes = str(at_once(16, False).folder), str(at_once(4, False).folder)
     gpu = lambda spec: {"gpu": 0.25} if spec.config.i < 16 else {"gpu": 1}  # noqa: E731
-    fit(tune.with_resources(trainable, gpu), param_space={"i": tune.grid_search(list(range(20)))})
+    space = {
+        "i": tune.grid_search(list(range(20))),
+        "barrier": tune.sample_from(lambda spec: quarters if spec.config.i < 16 else wholes),
+    }
+    fit(tune.with_resources(trainable, gpu), param_space=space)
     records = spans(span_dir)
     small = sorted((r for r in records if r["config"]["i"] < 16), key=lambda r: r["config"]["i"])
     # All sixteen quarter-GPU trials start at once; best fit fills device 0 first, then 1, ...
