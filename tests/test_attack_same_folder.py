@@ -11,26 +11,23 @@ while an experiment in it is live (``tuned.folderlock``).
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import RunningDaemon, use_daemon
+from gates import Gate, pass_gate, wait_until
 from tuned_client import tune
 from tuned_client.tune.result import TuneError
 
 
 def gated(config: dict) -> dict:
-    import time
-
-    while not os.path.exists(config["gate"]):
-        time.sleep(0.02)
+    pass_gate(config["gate"])
     return {"who": config["who"]}
 
 
-def tuner(storage: Path, who: str, gate: Path) -> tune.Tuner:
+def tuner(storage: Path, who: str, gate: Gate) -> tune.Tuner:
     return tune.Tuner(
         gated,
         param_space={"who": who, "gate": str(gate)},
@@ -41,7 +38,7 @@ def tuner(storage: Path, who: str, gate: Path) -> tune.Tuner:
 class Running:
     """Experiment A, fit() in a thread, its trial held until ``release``."""
 
-    def __init__(self, storage: Path, gate: Path) -> None:
+    def __init__(self, storage: Path, gate: Gate) -> None:
         self.gate = gate
         self.outcome: dict[str, Any] = {}
         self.thread = threading.Thread(target=self._fit, args=(storage,), daemon=True)
@@ -51,15 +48,14 @@ class Running:
         self.outcome["grid"] = tuner(storage, "A", self.gate).fit()
 
     def release(self) -> list[str]:
-        self.gate.touch()
+        self.gate.open()
         self.thread.join(timeout=120)
         return [r.metrics["who"] for r in self.outcome["grid"]]
 
 
 def wait_accepted(folder: Path) -> None:
     """Until A's trainable file is there: the daemon accepted it and it is live."""
-    while not (folder.is_dir() and any(folder.glob("trainable-*.pkl"))):
-        threading.Event().wait(0.02)
+    wait_until(lambda: folder.is_dir() and any(folder.glob("trainable-*.pkl")), "A to start")
 
 
 @pytest.mark.daemon_args("--num-cpus", "2", "--num-gpus", "0")
@@ -70,10 +66,10 @@ def test_a_link_to_the_same_folder_is_refused_while_the_first_runs(
     results.mkdir()
     alias = tmp_path / "alias"
     alias.symlink_to(results)
-    first = Running(results, tmp_path / "go")
+    first = Running(results, Gate(tmp_path / "go"))
     wait_accepted(results / "same")
-    opened = tmp_path / "open"  # B, if accepted, ends at once: the test fails, never hangs
-    opened.touch()
+    opened = Gate(tmp_path / "open")  # B, if accepted, ends at once: the test fails, never hangs
+    opened.open()
     with pytest.raises(TuneError, match="still running in the folder") as refused:
         tuner(alias, "B", opened).fit()
     assert "tuned cancel" in str(refused.value)
@@ -91,11 +87,11 @@ def test_a_second_daemon_cannot_run_an_experiment_in_a_live_ones_folder(
     two: RunningDaemon = daemon_factory("--num-cpus", "1", "--num-gpus", "0")
     results = tmp_path / "results"
     use_daemon(one, monkeypatch)
-    first = Running(results, tmp_path / "go")
+    first = Running(results, Gate(tmp_path / "go"))
     wait_accepted(results / "same")
     use_daemon(two, monkeypatch)
-    opened = tmp_path / "open"
-    opened.touch()
+    opened = Gate(tmp_path / "open")
+    opened.open()
     with pytest.raises(TuneError, match="another tuned daemon"):
         tuner(results, "B", opened).fit()
     assert first.release() == ["A"]
@@ -111,9 +107,9 @@ def test_made_up_names_of_the_same_second_under_two_daemons_both_run(
     one: RunningDaemon = daemon_factory("--num-cpus", "1", "--num-gpus", "0")
     two: RunningDaemon = daemon_factory("--num-cpus", "1", "--num-gpus", "0")
     results = tmp_path / "results"
-    gate = tmp_path / "go"
+    gate = Gate(tmp_path / "go")
 
-    def unnamed(who: str, go: Path) -> tune.Tuner:
+    def unnamed(who: str, go: Gate) -> tune.Tuner:
         return tune.Tuner(
             gated,
             param_space={"who": who, "gate": str(go)},
@@ -126,11 +122,11 @@ def test_made_up_names_of_the_same_second_under_two_daemons_both_run(
     thread.start()
     wait_accepted(results / "gated_2026-01-01_00-00-00")
     use_daemon(two, monkeypatch)
-    opened = tmp_path / "open"
-    opened.touch()
+    opened = Gate(tmp_path / "open")
+    opened.open()
     second = unnamed("B", opened).fit()
     assert [r.metrics["who"] for r in second] == ["B"]
     assert second.experiment_path.endswith("gated_2026-01-01_00-00-00_2")
-    gate.touch()
+    gate.open()
     thread.join(timeout=120)
     assert [r.metrics["who"] for r in outcome["a"]] == ["A"]

@@ -16,12 +16,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import RunningDaemon, need_other_uids
+from conftest import RunningDaemon, need_other_uids, socket_path
 from tuned_client import tune
 from tuned_client.tune.result import TuneError
 
@@ -30,8 +29,11 @@ NOBODY = 65534
 
 @pytest.fixture
 def shared() -> Iterator[Path]:
-    """A folder like /tmp: world-writable and sticky; removed with all it holds."""
-    base = Path(tempfile.mkdtemp(prefix="tuned-test-shared-", dir="/tmp"))
+    """A folder like /tmp: world-writable and sticky; removed with all it holds.
+
+    It lives in the session's socket folder, which others may pass through (0711).
+    """
+    base = socket_path("shared").parent
     base.chmod(0o1777)
     try:
         yield base
@@ -60,6 +62,7 @@ def fit(storage: Path, name: str = "exp", **params: object) -> tune.ResultGrid:
     ).fit()
 
 
+@pytest.mark.root
 def test_a_folder_another_user_made_first_is_refused(
     daemon: RunningDaemon, shared: Path
 ) -> None:
@@ -71,6 +74,7 @@ def test_a_folder_another_user_made_first_is_refused(
     assert os.listdir(squat) == [], "something of ours was written in their folder"
 
 
+@pytest.mark.root
 def test_with_parameters_writes_nothing_in_another_users_folder(
     daemon: RunningDaemon, shared: Path
 ) -> None:
@@ -86,6 +90,7 @@ def test_with_parameters_writes_nothing_in_another_users_folder(
     assert not (squat / ".parameters").exists() or os.listdir(squat / ".parameters") == []
 
 
+@pytest.mark.root
 def test_a_link_another_user_owns_is_refused(
     daemon: RunningDaemon, shared: Path, tmp_path: Path
 ) -> None:

@@ -11,7 +11,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 
 from tuned.run.leftovers import Proc, Target, kill_leftovers, select
@@ -66,13 +65,8 @@ def test_other_users_zombies_and_the_daemon_itself_are_never_chosen() -> None:
 
 def test_the_real_scan_kills_a_trials_group_and_spares_a_bystander() -> None:
     """A 'trial' leading its own session with a child, and an unrelated process beside it."""
-    trial = subprocess.Popen(
-        [sys.executable, "-c", "import subprocess, sys, time; "
-         "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
-         "time.sleep(600)"],
-        start_new_session=True,
-    )  # fmt: skip
-    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    trial = subprocess.Popen(["sh", "-c", "sleep 600 & sleep 600"], start_new_session=True)
+    bystander = subprocess.Popen(["sleep", "600"])
     try:
         started = time.time()
         killed = kill_leftovers([Target("zzzzz_00000", trial.pid, started)])

@@ -14,12 +14,12 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import RunningDaemon
+from conftest import RunningDaemon, tuned_bg, tuned_ok
+from gates import GATE_WAIT, Gate
 from webpage import WebProcess, start_web
 
 PY = sys.executable
-WAIT = "import os, sys, time\nprint('hello from the trial', flush=True)\n"
-WAIT += "while not os.path.exists(sys.argv[1]): time.sleep(0.02)\n"
+WAIT = "print('hello from the trial', flush=True)\n" + GATE_WAIT  # until its gate opens
 
 
 @pytest.fixture
@@ -30,21 +30,13 @@ def web(daemon: RunningDaemon) -> Iterator[WebProcess]:
 
 
 def submit(d: RunningDaemon, *args: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [PY, "-m", "tuned", "submit", "--socket", str(d.socket), "--json", *args],
-        env=d.env(), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    result: dict[str, Any] = json.loads(out.stdout.splitlines()[0])
+    result: dict[str, Any] = json.loads(tuned_ok(d, "submit", "--json", *args).splitlines()[0])
     return result
 
 
 def wait_event(d: RunningDaemon, experiment: str, kind: str) -> dict[str, Any]:
     """Follow the experiment's events (from its start) to the first of ``kind``."""
-    tail = subprocess.Popen(
-        [PY, "-m", "tuned", "tail", "--socket", str(d.socket), "--json", experiment],
-        env=d.env(), stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    tail = tuned_bg(d, "tail", "--json", experiment)
     assert tail.stdout is not None
     try:
         for line in tail.stdout:
@@ -93,7 +85,8 @@ def test_another_host_name_is_refused_even_with_the_token(web: WebProcess) -> No
 def test_cancel_needs_the_page_origin_and_the_token_header(
     daemon: RunningDaemon, web: WebProcess, tmp_path: Path
 ) -> None:
-    exp = submit(daemon, "--", PY, "-c", WAIT, str(tmp_path / "never"))
+    never = Gate(tmp_path / "never")  # the trial runs until cancelled
+    exp = submit(daemon, "--", PY, "-c", WAIT, str(never))
     trial = exp["trial_ids"][0]
     wait_event(daemon, exp["experiment_id"], "trial_started")
     # A form or script on another site can send neither the token header nor our Origin.
@@ -116,7 +109,7 @@ def test_logs_only_of_a_trial_and_never_through_a_link(
 ) -> None:
     secret = tmp_path / "secret"
     secret.write_text("not for the page")
-    gate = tmp_path / "go"
+    gate = Gate(tmp_path / "go")
     exp = submit(daemon, "--", PY, "-c", WAIT, str(gate))
     trial = exp["trial_ids"][0]
     started = wait_event(daemon, exp["experiment_id"], "trial_started")
@@ -137,13 +130,13 @@ def test_logs_only_of_a_trial_and_never_through_a_link(
     os.symlink(secret, stderr)  # planted in the trial's folder
     status, _, body = web.request("GET", f"/api/trial/{trial}/stderr")
     assert status == 200 and body == b""
-    gate.touch()
+    gate.open()
 
 
 def test_the_stream_starts_with_every_experiment(
     daemon: RunningDaemon, web: WebProcess, tmp_path: Path
 ) -> None:
-    gate = tmp_path / "go"
+    gate = Gate(tmp_path / "go")
     exp = submit(daemon, "--name", "streamed", "--grid", "i=1,2", "--", PY, "-c", WAIT, str(gate))
     wait_event(daemon, exp["experiment_id"], "trial_started")
     status, headers, body = web.request("GET", "/api/stream")
@@ -152,7 +145,7 @@ def test_the_stream_starts_with_every_experiment(
     assert first["kind"] == "overview"
     [row] = first["experiments"]
     assert row["id"] == exp["experiment_id"] and row["name"] == "streamed" and row["total"] == 2
-    gate.touch()
+    gate.open()
 
 
 def test_the_daemon_opens_no_port_and_the_page_listens_on_loopback_only(
