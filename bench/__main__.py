@@ -32,6 +32,8 @@ from . import (
     seed,
     subscribers,
     throughput,
+    trackers,
+    web,
 )
 from .figures import Figure
 
@@ -53,6 +55,8 @@ def benches(quick: bool) -> dict[str, Callable[[], list[Figure]]]:
         "queued": lambda: queued.measure(20_000 if quick else 100_000),
         "flat_memory": lambda: flat_memory.measure(2_000 if quick else 25_000),
         "disk": lambda: disk.measure(2.0 if quick else 6.0),
+        "web": lambda: web.measure(n=500 if quick else 1_000),
+        "trackers": lambda: trackers.measure(2 if quick else 5),
         # Ours and Ray Tune's on each mix (Ray installed into bench/.ray-venv on first use).
         "packing": lambda: packing.measure(0.25 if quick else 1.0, (4,) if quick else (4, 8)),
         "ray": lambda: ray_side.measure(1 if quick else 3),  # only when asked for

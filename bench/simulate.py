@@ -19,9 +19,9 @@ from pathlib import Path
 import msgspec
 from tuned_client.protocol import ExperimentSpec
 
-from tuned.ledger import Allocation, Capacity, Ledger, parse_request, to_units
-from tuned.scheduler import Scheduler
-from tuned.trials import Experiment, Trial, transition
+from tuned.core.ledger import Allocation, Capacity, Ledger, parse_request, to_units
+from tuned.core.model import Experiment, Trial, transition
+from tuned.core.scheduler import Scheduler
 
 from .mixes import Mix, Outcome, Ran, TrialPlan, mixes, outcome
 

@@ -16,42 +16,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import RunningDaemon, start_daemon
-
-PROBE = """
-from tuned_client.connection import Connection, DaemonError
-from tuned_client import protocol as p
-try:
-    with Connection.open({sock!r}, autostart=False) as c:
-        c.request(p.GetStatus())
-    print("served")
-except DaemonError as e:
-    print("refused:", e.message)
-except OSError as e:
-    print("unreachable:", type(e).__name__)
-"""
+from conftest import RunningDaemon, as_other_user, socket_path, start_daemon
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
-
-
-def as_user(uid: int, gid: int, sock: Path) -> str:
-    need_root()
-    out = subprocess.run(
-        ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
-         sys.executable, "-c", PROBE.format(sock=str(sock))],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
-
-
-def need_root() -> None:
-    if os.getuid() != 0:
-        pytest.skip("switching to another uid needs root (setpriv); this suite runs unprivileged")
-    if subprocess.run(["which", "setpriv"], capture_output=True).returncode != 0:
-        pytest.skip("setpriv (util-linux) is not installed")
 
 
 def test_by_default_only_the_owner_can_reach_the_socket(daemon: RunningDaemon) -> None:
@@ -59,22 +28,25 @@ def test_by_default_only_the_owner_can_reach_the_socket(daemon: RunningDaemon) -
     assert mode(daemon.socket) == 0o600
 
 
+@pytest.mark.root
 def test_allow_group_opens_the_socket_to_that_group_only(daemon_factory: object) -> None:
     nogroup = grp.getgrgid(65534).gr_name
     d: RunningDaemon = daemon_factory("--num-cpus", "1", "--allow-group", nogroup)  # type: ignore[operator]
     assert (mode(d.socket.parent), mode(d.socket)) == (0o750, 0o660)
     assert os.lstat(d.socket.parent).st_gid == os.lstat(d.socket).st_gid == 65534
-    assert as_user(65534, 65534, d.socket) == "served"  # a member, without chmod by hand
-    assert as_user(65533, 65533, d.socket) == "unreachable: PermissionError"
+    assert as_other_user(d.socket, 65534, 65534) == "served"  # a member, without chmod by hand
+    assert as_other_user(d.socket, 65533, 65533) == "unreachable: PermissionError"
 
 
+@pytest.mark.root
 def test_allow_uid_lets_everyone_reach_the_socket_and_the_uid_check_decides(
     daemon_factory: object,
 ) -> None:
     d: RunningDaemon = daemon_factory("--num-cpus", "1", "--allow-uid", "65534")  # type: ignore[operator]
     assert (mode(d.socket.parent), mode(d.socket)) == (0o711, 0o666)
-    assert as_user(65534, 65534, d.socket) == "served"
-    assert as_user(65533, 65533, d.socket).startswith("refused: this daemon only serves its own")
+    assert as_other_user(d.socket, 65534, 65534) == "served"
+    refused = as_other_user(d.socket, 65533, 65533)
+    assert refused.startswith("refused: this daemon only serves its own")
 
 
 def test_a_private_directory_left_open_is_closed_again(daemon_factory: object) -> None:
@@ -92,7 +64,7 @@ def test_a_private_directory_left_open_is_closed_again(daemon_factory: object) -
 def test_a_link_planted_where_the_socket_directory_goes_is_refused(tmp_path: Path) -> None:
     target = tmp_path / "attacker"
     target.mkdir()
-    planted = Path(f"/tmp/tuned-test-planted-{os.getpid()}")
+    planted = socket_path("planted").parent / "here"  # in the session's socket folder
     planted.symlink_to(target)
     try:
         out = subprocess.run(

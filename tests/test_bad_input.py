@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
-from conftest import RunningDaemon
+from conftest import RunningDaemon, as_other_user
 from tuned_client import protocol as p
 from tuned_client import tune
 
@@ -89,27 +88,10 @@ def test_config_values_never_place_a_trial_outside_its_experiment(daemon: Runnin
 
 
 def test_another_users_process_is_refused(daemon: RunningDaemon) -> None:
-    if os.getuid() != 0:
-        pytest.skip("switching to another uid needs root (setpriv); this suite runs unprivileged")
-    if subprocess.run(["which", "setpriv"], capture_output=True).returncode != 0:
-        pytest.skip("setpriv (util-linux) is not installed")
     # Open the directory and socket so only the daemon's own peer check stands in the way.
     os.chmod(daemon.socket.parent, 0o755)
     os.chmod(daemon.socket, 0o666)
-    probe = (
-        "import sys; from tuned_client.connection import Connection, DaemonError\n"
-        "try:\n"
-        f"    Connection.open({str(daemon.socket)!r}, autostart=False)\n"
-        "except DaemonError as e:\n"
-        "    print(e.message); sys.exit(3)\n"
-    )
-    out = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-         sys.executable, "-c", probe],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
-    assert out.returncode == 3, out.stderr
-    assert "only serves its own user" in out.stdout
+    assert "only serves its own user" in as_other_user(daemon.socket)
     with daemon.connect() as conn:  # its own user is still served
         assert isinstance(conn.request(p.GetStatus()), p.StatusReply)
 
@@ -139,3 +121,30 @@ def test_a_command_template_the_config_cannot_fill_fails_that_trial_only(
     assert "cannot fill the command template" in msg.error and "missing" in msg.error
     with daemon.connect() as conn:  # and the daemon is still there for everyone else
         assert isinstance(conn.request(p.GetStatus()), p.StatusReply)
+
+
+def test_a_storage_path_that_links_to_nowhere_is_named_as_such(
+    daemon: RunningDaemon, tmp_path: Path
+) -> None:
+    storage = tmp_path / "results"
+    storage.symlink_to(tmp_path / "unmounted-disk")
+    tuner = tune.Tuner(ok, run_config=tune.RunConfig(name="e", storage_path=str(storage)))
+    with pytest.raises(tune.TuneError) as refused:
+        tuner.fit()
+    message = str(refused.value)
+    assert f"{storage} is a symbolic link to '{tmp_path / 'unmounted-disk'}'" in message
+    assert "which does not exist" in message
+    assert "File exists" not in message
+
+
+def test_an_experiment_name_taken_by_a_file_is_named_as_such(
+    daemon: RunningDaemon, tmp_path: Path
+) -> None:
+    (tmp_path / "clash").write_text("a file, not a folder")
+    tuner = tune.Tuner(ok, run_config=tune.RunConfig(name="clash", storage_path=str(tmp_path)))
+    with pytest.raises(tune.TuneError) as refused:
+        tuner.fit()
+    message = str(refused.value)
+    assert f"{tmp_path / 'clash'} is a file, not a folder" in message
+    assert "in the way of the experiment's folder" in message
+    assert "File exists" not in message

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunningDaemon
+from conftest import RunningDaemon, first_of_each, restart_daemon, start_script
+from gates import Gate
+from tuned_client import protocol as p
 from tuned_client import tune
 from tuned_client.tune.schedulers import PopulationBasedTraining
 from tuned_client.tune.schedulers.pbt import explore
@@ -99,3 +103,91 @@ def test_explore_shifts_list_values_and_scales_numbers() -> None:
     assert scaled["x"] in (12.0, 8.0)
     with pytest.raises(ValueError, match="hyperparam_mutations"):
         PopulationBasedTraining()
+
+
+EXPLOITED = """
+import fcntl, json, os, sys, tempfile
+from pathlib import Path
+from tuned_client import tune
+
+def train(config):
+    checkpoint = tune.get_checkpoint()
+    restored = (Path(checkpoint.path) / "who").read_text() if checkpoint else "none"
+    folder = tempfile.mkdtemp(dir=config["dir"])
+    (Path(folder) / "who").write_text(f"from trial {config['i']}")
+    tune.report({"x": config["x"], "restored": restored}, checkpoint=tune.Checkpoint(folder))
+    if restored == "none":  # the first attempts wait for the test
+        with open(config["go"]) as go:
+            fcntl.flock(go, fcntl.LOCK_SH)
+    return {"x": config["x"], "restored": restored}
+
+results = tune.Tuner(
+    train,
+    param_space={"i": tune.grid_search([0, 1]), "x": 1, "dir": sys.argv[1], "go": sys.argv[2]},
+    run_config=tune.RunConfig(name="exploited", verbose=0),
+).fit()
+print(json.dumps({r.config["i"]: [r.metrics["x"], r.metrics["restored"]] for r in results}))
+"""
+
+
+@pytest.mark.daemon_args("--num-cpus", "2")
+def test_an_acknowledged_exploit_survives_a_crash_before_the_attempt_ends(
+    daemon: RunningDaemon, tmp_path: Path
+) -> None:
+    """PBT restarts a running trial from a better one's checkpoint; the daemon dies first."""
+    go = Gate(tmp_path / "go")
+    run = start_script(
+        daemon, tmp_path / "exploited.py", EXPLOITED, str(tmp_path), str(go),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    with daemon.connect() as conn:
+        conn.send(p.Subscribe(since=0))
+        saved = first_of_each(conn, p.TrialCheckpoint, 2)  # both checkpointed, at their gate
+    checkpoints = {trial_id: event.path for trial_id, event in saved.items()}
+    donor, exploited = sorted(checkpoints)
+    with daemon.connect() as conn:
+        new_config = p.pack_user({"i": 1, "x": 99, "dir": str(tmp_path), "go": str(go)})
+        reply = conn.request(
+            p.RestartTrial(trial_id=exploited, config=new_config, checkpoint=checkpoints[donor])
+        )
+        assert isinstance(reply, p.Ok)  # acknowledged: it must survive what comes next
+    daemon.stop(signal.SIGKILL)
+    again = restart_daemon(daemon)
+    try:
+        go.open()
+        out, err = run.communicate(timeout=180)
+        assert run.returncode == 0, err
+        final = json.loads(out.strip().splitlines()[-1])
+        assert final["1"] == [99, "from trial 0"]  # the new config, from the donor's checkpoint
+        assert final["0"] == [1, "from trial 0"]  # the donor resumed from its own
+    finally:
+        again.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.daemon_args("--num-cpus", "4")
+def test_pb2_explores_inside_its_bounds(
+    daemon: RunningDaemon,
+) -> None:
+    pytest.importorskip("GPy", reason="PB2 needs the pb2 extra (GPy, scikit-learn)")
+    from tuned_client.tune.schedulers import PB2
+
+    pb2 = PB2(
+        time_attr="training_iteration",
+        perturbation_interval=2,
+        hyperparam_bounds={"lr": [0.1, 0.9]},
+        quantile_fraction=0.5,
+        seed=1,
+    )
+    lrs = [0.1, 0.9]
+    results = tune.Tuner(
+        trainable,
+        param_space={"lr": tune.grid_search(lrs)},
+        tune_config=tune.TuneConfig(metric="theta", mode="max", scheduler=pb2, num_samples=2),
+        run_config=tune.RunConfig(name="pb2", verbose=0, stop={"step": STEPS}),
+    ).fit()
+    assert len(results) == 4 and results.num_errors == 0
+    assert all(0.1 <= r.config["lr"] <= 0.9 for r in results)
+    assert pb2._num_perturbations > 0 and len(pb2._rows) > 2
+    with pytest.raises(ValueError, match="hyperparam_bounds"):
+        PB2(metric="m", mode="max")

@@ -1,6 +1,6 @@
 """The scheduler's rules as a user meets them, against a real daemon.
 
-Trials record when their code started and ended; the assertions are about order
+Trials record when their code started; the assertions are about order
 (who started before whom), never about how long anything took.
 """
 
@@ -15,19 +15,21 @@ from typing import Any
 
 import pytest
 from conftest import RunningDaemon
+from gates import Gate, pass_gate, wait_until
 from tuned_client import protocol as p
 from tuned_client import tune
 from tuned_client.tune import TuneConfig
 from tuned_client.tune.schedulers import ASHAScheduler
 
 
-def spanned(config: dict[str, Any]) -> None:
-    """Sleeps $SPAN_SECONDS and records its span and devices in $SPANS."""
-    start = time.time()
-    time.sleep(float(os.environ["SPAN_SECONDS"]))
-    record = {"start": start, "end": time.time(), "config": config}
-    record["cuda"] = os.environ.get("CUDA_VISIBLE_DEVICES")
-    (Path(os.environ["SPANS"]) / f"{os.getpid()}-{start}.json").write_text(json.dumps(record))
+def gated(config: dict[str, Any]) -> None:
+    """Records that it started (in $SPANS); a trial with an ``i`` then waits at gate $GATES/i."""
+    record = {"start": time.time(), "config": config}
+    spans = Path(os.environ["SPANS"])
+    (spans / f"{os.getpid()}.part").write_text(json.dumps(record))
+    (spans / f"{os.getpid()}.part").rename(spans / f"{os.getpid()}.json")  # whole or not at all
+    if "i" in config:
+        pass_gate(Path(os.environ["GATES"]) / str(config["i"]))
 
 
 def reporting(config: dict[str, Any]) -> None:
@@ -70,28 +72,55 @@ def test_trials_of_a_steered_experiment_ask_for_their_own_resources(
 
 @pytest.mark.daemon_args("--num-cpus", "2")
 def test_a_second_experiment_does_not_wait_for_the_whole_first_one(
-    daemon: RunningDaemon, spans: Path, monkeypatch: pytest.MonkeyPatch
+    daemon: RunningDaemon, spans: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SPAN_SECONDS", "0.3")
+    """The second script's trials take the first CPUs the first experiment frees.
+
+    Each of the first experiment's eight trials waits at a gate of its own, so
+    nothing frees a CPU but the test: once the second experiment's trials are
+    queued, it lets one of the first's two running trials end. Fair share gives
+    that CPU to the second experiment's trials (each ends at once, so both run on
+    it) before the first experiment's third trial; first come, first served
+    would start the first's six queued trials before either.
+    """
+    gates_dir = tmp_path / "gates"
+    gates_dir.mkdir()
+    gates = [Gate(gates_dir / str(i)) for i in range(8)]
+    monkeypatch.setenv("GATES", str(gates_dir))
     watcher = daemon.connect()
     watcher.send(p.Subscribe())
-    first = threading.Thread(
-        target=fit,
-        args=(spanned,),
-        kwargs={"param_space": {"who": "first"}, "tune_config": TuneConfig(num_samples=8)},
-    )
-    first.start()
-    while not isinstance(watcher.recv(), p.TrialStarted):  # the first experiment runs
-        pass
-    fit(spanned, param_space={"who": "second"}, tune_config=TuneConfig(num_samples=2))
-    first.join(timeout=120)
+
+    def run(param_space: dict[str, Any], n: int) -> threading.Thread:
+        kwargs = {"param_space": param_space, "tune_config": TuneConfig(num_samples=n)}
+        thread = threading.Thread(target=fit, args=(gated,), kwargs=kwargs)
+        thread.start()
+        return thread
+
+    def wait_for(
+        what: type[p.TrialStarted] | type[p.TrialQueued], count: int, other: str = ""
+    ) -> str:
+        """The experiment of the ``count``-th such event not of experiment ``other``."""
+        seen: list[str] = []
+        while len(seen) < count:
+            msg = watcher.recv()
+            if isinstance(msg, what) and msg.experiment_id != other:
+                seen.append(msg.experiment_id)
+        return seen[-1]
+
+    try:
+        first = run({"who": "first", "i": tune.grid_search(list(range(8)))}, 1)
+        first_id = wait_for(p.TrialStarted, 2)  # both CPUs taken, their trials at their gates
+        second = run({"who": "second"}, 2)
+        wait_for(p.TrialQueued, 2, other=first_id)  # the second experiment's trials wait
+        wait_until(lambda: len(read_spans(spans)) == 2, "the two trials at their gates")
+        gates[read_spans(spans)[0]["config"]["i"]].open()  # one CPU frees
+        wait_until(lambda: len(read_spans(spans)) >= 4, "two more trials")
+    finally:
+        for gate in gates:
+            gate.open()
+    for thread in (first, second):
+        thread.join(timeout=120)
     watcher.close()
-    records = read_spans(spans)
-    starts = {
-        who: [r["start"] for r in records if r["config"]["who"] == who]
-        for who in ("first", "second")
-    }
-    assert len(starts["first"]) == 8 and len(starts["second"]) == 2
-    # Fair share: the second experiment's trials start as soon as the first's free a
-    # CPU, ahead of the first experiment's queue, not once that queue runs dry.
-    assert max(starts["second"]) < max(starts["first"])
+    order = [r["config"]["who"] for r in sorted(read_spans(spans), key=lambda r: r["start"])]
+    assert sorted(order) == ["first"] * 8 + ["second"] * 2
+    assert order[2:4] == ["second", "second"], order

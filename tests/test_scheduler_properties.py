@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_scheduler import GiB, Machine
 
-from tuned.ledger import SCALE, ImpossibleRequest
+from tuned.core.ledger import SCALE, ImpossibleRequest
 
 asks = st.fixed_dictionaries(
     {

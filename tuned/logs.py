@@ -12,6 +12,9 @@ from typing import TextIO
 import structlog
 
 from .config import Settings
+from .store.private import open_private, rotate
+
+LOG_LIMIT = 64 << 20  # tuned.log moves to tuned.log.1 (two kept) at this size
 
 
 def configure_logging(settings: Settings) -> None:
@@ -48,14 +51,15 @@ class SafeLogFile:
     lines were dropped.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, limit: int = LOG_LIMIT) -> None:
         self.path = path
+        self.limit = limit
         self.dropped = 0
         self._fd = -1
         self._stderr: TextIO = sys.stderr
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._fd = open_private(path)
         except OSError as exc:
             self._failed(exc)
 
@@ -69,6 +73,8 @@ class SafeLogFile:
             data = note.encode() + data
         try:
             end = os.fstat(self._fd).st_size
+            if end >= self.limit:
+                end = self._rotate()
             written = os.write(self._fd, data)
             if written != len(data):
                 os.ftruncate(self._fd, end)  # never half a line
@@ -79,6 +85,14 @@ class SafeLogFile:
             self.dropped += 1
             return
         self.dropped = 0
+
+    def _rotate(self) -> int:
+        """Start a new file once this one is ``limit`` bytes: a daemon lives for months."""
+        rotate(self.path, self.limit)
+        fd = open_private(self.path)
+        os.close(self._fd)
+        self._fd = fd
+        return os.fstat(fd).st_size
 
     def flush(self) -> None:
         """Writes go straight to the file: nothing is buffered."""

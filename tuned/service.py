@@ -8,6 +8,7 @@ journal is synced before the process exits.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import grp
@@ -21,15 +22,20 @@ import structlog
 from anyio.abc import SocketListener, SocketStream
 
 from .config import Settings
+from .core.ledger import SCALE
 from .daemon import Daemon
-from .inventory import GpuProbe
-from .launcher import ClusterLauncher, Launcher
-from .ledger import SCALE
-from .monitor import sample_forever
-from .recovery import recover
-from .server import handle_connection
+from .daemon.recovery import recover
+from .logs import LOG_LIMIT
+from .run.inventory import GpuProbe
+from .run.launcher import ClusterLauncher, Launcher
+from .serve.lograte import Throttle, loop_exception_handler
+from .serve.server import handle_connection
+from .store.private import private_dir, rotate, tighten, write_private
 
 log = structlog.get_logger("tuned.service")
+
+# A journal past this at a clean stop is compacted then: the next start is instant.
+STOP_COMPACT_BYTES = 1 << 20
 
 
 class AlreadyRunning(Exception):
@@ -102,17 +108,53 @@ async def open_listener(settings: Settings) -> SocketListener:
     return listener
 
 
-def take_lock(settings: Settings) -> int:
-    """An exclusive lock held for the daemon's life: one daemon per socket."""
-    fd = os.open(settings.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+def take_lock(path: Path, taken: str, *, folder: bool = False) -> int:
+    """An exclusive lock on ``path`` held for the daemon's life; ``taken`` says by whom if not.
+
+    ``folder``: lock the folder itself (nothing to create: a read-only one locks too).
+    """
+    if folder:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    else:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise AlreadyRunning(
-            f"a tuned daemon is already running on {settings.socket_path}"
-        ) from None
+        raise AlreadyRunning(taken) from None
     return fd
+
+
+def take_locks(settings: Settings) -> list[int]:
+    """One daemon per socket, and one per state folder.
+
+    Two daemons on one state folder would share its journal, each start would
+    empty the other's archive, and recovery would kill the other's trials. The
+    folder's own descriptor is locked: nothing is created, so a read-only one works.
+    """
+    running = f"a tuned daemon is already running on {settings.socket_path}"
+    fds = [take_lock(settings.lock_path, running)]
+    try:
+        holder = _pid_in(settings.pid_path)
+        fds.append(
+            take_lock(
+                settings.state_dir,
+                f"another tuned daemon{holder} uses the state folder {settings.state_dir}: "
+                "give this one its own (--state-dir or TUNED_STATE_DIR)",
+                folder=True,
+            )
+        )
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
+
+
+def _pid_in(path: Path) -> str:
+    with contextlib.suppress(OSError, ValueError):
+        return f" (pid {int(path.read_text().strip())})"
+    return ""
 
 
 def _ignore_sigpipe() -> None:
@@ -120,11 +162,12 @@ def _ignore_sigpipe() -> None:
 
 
 async def serve(daemon: Daemon) -> None:
+    """Listen, recover, serve. The socket answers ``status`` while the journal is replayed."""
     settings = daemon.settings
-    recover(daemon)  # replays the journal, then opens it for appending
+    asyncio.get_running_loop().set_exception_handler(loop_exception_handler(Throttle()))
     listener = await open_listener(settings)
     try:
-        settings.pid_path.write_text(f"{os.getpid()}\n")
+        write_private(settings.pid_path, f"{os.getpid()}\n".encode())
     except OSError as exc:  # a read-only state dir: serve what we have, refuse new work
         log.error("cannot write the pid file", path=str(settings.pid_path), error=str(exc))
     log.info(
@@ -137,30 +180,37 @@ async def serve(daemon: Daemon) -> None:
     )
     try:
         async with anyio.create_task_group() as tg:
-            daemon.tg = tg
+            daemon.started(tg)
             daemon.shutdown_scope = tg.cancel_scope
             tg.start_soon(_signals, tg)
-            tg.start_soon(daemon.admission_loop, tg)
-            for exp in list(daemon.experiments.values()):
-                daemon.watch_budget(exp)  # recovered experiments' time budgets
-            tg.start_soon(sample_forever, daemon)
-            tg.start_soon(daemon.flush_results_forever)
-            if isinstance(daemon.launcher, ClusterLauncher):
-                tg.start_soon(daemon.launcher.watch, daemon)
-            if settings.idle_timeout_s > 0:
-                tg.start_soon(_idle_watch, daemon, tg)
-            if settings.ready_fd is not None:
-                os.write(settings.ready_fd, b"1")
-                os.close(settings.ready_fd)
 
             async def accept(stream: SocketStream) -> None:
                 await handle_connection(daemon, stream)
 
             tg.start_soon(listener.serve, accept, tg)
+            if settings.ready_fd is not None:
+                os.write(settings.ready_fd, b"1")
+                os.close(settings.ready_fd)
+            if settings.recovery_gate is not None:
+                await _wait_for_word(settings.recovery_gate)
+            await recover(daemon)  # the snapshot and the journal after it
+            daemon.recovered.set()
+            daemon.maybe_compact()  # a long replay is not paid twice
+            tg.start_soon(daemon.admission_loop, tg)
+            for exp in list(daemon.experiments.values()):
+                daemon.watch_budget(exp)  # recovered experiments' time budgets
+            tg.start_soon(daemon.sample_forever)
+            tg.start_soon(daemon.flush_results_forever)
+            if isinstance(daemon.launcher, ClusterLauncher):
+                tg.start_soon(daemon.launcher.watch, daemon.resize)
+            if settings.idle_timeout_s > 0:
+                tg.start_soon(_idle_watch, daemon, tg)
     finally:
         daemon.stopping = True
         with anyio.CancelScope(shield=True):
             await listener.aclose()
+            if daemon.recovered.is_set() and daemon.journal.size > STOP_COMPACT_BYTES:
+                daemon.compact_now()  # the next start reads a snapshot, not the journal
             daemon.journal.close()
             if isinstance(daemon.launcher, ClusterLauncher):
                 daemon.launcher.close()
@@ -168,6 +218,18 @@ async def serve(daemon: Daemon) -> None:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
         log.info("tuned daemon stopped")
+
+
+async def _wait_for_word(fifo: Path) -> None:
+    """Tests: hold recovery back until the test writes to ``fifo`` (an event, not a poll)."""
+    fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # a writer of our own: no EOF to spin on
+    try:
+        while True:
+            await anyio.wait_readable(fd)
+            if os.read(fd, 1):
+                return
+    finally:
+        os.close(fd)
 
 
 async def _signals(tg: anyio.abc.TaskGroup) -> None:
@@ -197,11 +259,15 @@ def run(settings: Settings, probe: GpuProbe, launcher: Launcher) -> None:
     """Run the daemon in this process until it is stopped."""
     dir_mode, _, gid = socket_modes(settings)
     secure_dir(settings.socket_path.parent, dir_mode, gid)
-    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    lock_fd = take_lock(settings)
+    private_dir(settings.state_dir)
+    lock_fds = take_locks(settings)
+    if tighten(settings.state_dir):  # files an older version made 0644
+        log.info("made the state folder owner-only", path=str(settings.state_dir))
+    rotate(settings.state_dir / "zygotes.log", LOG_LIMIT)  # tuned.log rotates as it is written
     _ignore_sigpipe()
     try:
         daemon = Daemon(settings, probe, launcher)
         anyio.run(serve, daemon, backend="asyncio", backend_options={"use_uvloop": True})
     finally:
-        os.close(lock_fd)
+        for fd in lock_fds:
+            os.close(fd)

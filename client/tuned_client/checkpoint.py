@@ -10,6 +10,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def copy_tree(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+    """Copy a checkpoint folder with its links as links, or leave nothing behind.
+
+    Following links would copy what they point at: a link to ``/etc`` became
+    137 MB of someone else's files in the results, a link to ``/etc/shadow`` a
+    readable regular file there, and a dangling one failed the trial. A copy
+    that fails part way (a full disk) is removed, so no partial folder remains.
+    """
+    existed = os.path.lexists(dest)
+    try:
+        shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=existed)
+    except BaseException:
+        if not existed:
+            shutil.rmtree(dest, ignore_errors=True)
+        raise
+
+
 class Checkpoint:
     """A directory of files a trial saved; ``from_directory`` / ``as_directory`` like Ray."""
 
@@ -29,7 +46,7 @@ class Checkpoint:
 
     def to_directory(self, path: str | os.PathLike[str] | None = None) -> str:
         dest = str(path) if path is not None else tempfile.mkdtemp(prefix="checkpoint_")
-        shutil.copytree(self.path, dest, dirs_exist_ok=True)
+        copy_tree(self.path, dest)
         return dest
 
     def __fspath__(self) -> str:

@@ -16,43 +16,51 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, trust
+from .errors import DaemonError, DaemonUnavailable, TunedError
 from .framing import ConnectionClosed, recv_message, send_message
 from .paths import default_socket_path, default_state_dir
-from .protocol import PROTOCOL_VERSION, Error, Hello, Message, Welcome
+from .protocol import (
+    PROTOCOL_VERSION,
+    Error,
+    ExperimentReply,
+    GetExperiment,
+    Hello,
+    Message,
+    Welcome,
+)
 
 DEFAULT_IDLE_TIMEOUT_S = 600.0
-
-
-class TunedError(Exception):
-    """Base of the errors the client raises."""
-
-
-class DaemonUnavailable(TunedError):
-    """No daemon listens on the socket and none could be started."""
-
-
-class DaemonError(TunedError):
-    """The daemon refused a request; ``code`` says why in one word."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+PAGE_BYTES = 4 << 20  # a GetExperiment page: well under the frame cap, few round trips
 
 
 def daemon_command() -> list[str]:
-    """How to run the ``tuned`` command: it may live in another environment."""
+    """How to run the ``tuned`` command: it may live in another environment.
+
+    A ``tuned`` found on PATH is used only if it is ours (its script runs
+    ``tuned.cli.main``): on Fedora and RHEL, ``/usr/sbin/tuned`` is Red Hat's
+    system tuning daemon, which must never be started in its place.
+    """
     override = os.environ.get("TUNED_DAEMON")
     if override:
         return override.split()
     beside = Path(sys.executable).parent / "tuned"
-    if beside.exists():
+    if is_our_command(beside):
         return [str(beside)]
     found = shutil.which("tuned")
-    if found:
+    if found and is_our_command(Path(found)):
         return [found]
     return [sys.executable, "-m", "tuned"]
+
+
+def is_our_command(path: Path) -> bool:
+    """The console script pip or pipx wrote for our ``tuned`` (not Red Hat's)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return b"tuned.cli.main" in head
 
 
 def start_daemon(socket_path: Path, state_dir: Path, idle_timeout: float) -> None:
@@ -77,13 +85,7 @@ def start_daemon(socket_path: Path, state_dir: Path, idle_timeout: float) -> Non
 
 
 def _connect_raw(path: Path) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(str(path))
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    return trust.connect(path)
 
 
 class Connection:
@@ -147,12 +149,44 @@ class Connection:
         return recv_message(self.sock)
 
     def request(self, request: Any) -> Message:
-        """Send one request and return its reply; a refusal raises ``DaemonError``."""
+        """Send one request and return its reply; a refusal raises ``DaemonError``.
+
+        An experiment's snapshot (``GetExperiment``) is asked for in pages and
+        returned whole: it grows with trials and results past the frame cap.
+        """
+        if isinstance(request, GetExperiment) and not request.page_bytes:
+            return self.get_experiment(request.experiment_id)
         self.send(request)
         reply = self.recv()
         if isinstance(reply, Error):
             raise DaemonError(reply.code, reply.message)
         return reply
+
+    def get_experiment(self, experiment_id: str, page_bytes: int = PAGE_BYTES) -> ExperimentReply:
+        """An experiment with all its trials, asked for a page at a time.
+
+        An experiment's trials with their last results can be larger than one
+        frame (1,500 trials reporting 3,000 metrics each: 93 MB); pages keep each
+        reply well under the cap. ``seq`` is the first page's: events after it
+        bring the later pages' trials up to date.
+        """
+        reply: ExperimentReply | None = None
+        start = 0
+        while True:
+            page = self.request(
+                GetExperiment(experiment_id=experiment_id, start=start, page_bytes=page_bytes)
+            )
+            if not isinstance(page, ExperimentReply):
+                raise TunedError(f"unexpected reply {type(page).__name__} to GetExperiment")
+            if reply is None:
+                reply = page
+            else:
+                reply.trials.extend(page.trials)
+                reply.finished = page.finished
+            if page.next_start <= start:  # the last page (or a daemon that does not page)
+                reply.next_start = 0
+                return reply
+            start = page.next_start
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

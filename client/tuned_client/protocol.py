@@ -80,6 +80,16 @@ class ExperimentSpec(msgspec.Struct, omit_defaults=True):
     num_to_keep: int = 0
     checkpoint_score_attribute: str = ""  # "": the most recent are the best
     checkpoint_score_order: str = "max"
+    # TuneConfig.metric/mode: which trial is best so far, for `tuned tail/status` and the page.
+    metric: str = ""
+    mode: str = ""  # "min", "max" or "" (none given)
+    # The name was made up (a trainable's name and the time, as Ray does), not chosen:
+    # if a live experiment has that folder, the daemon adds a suffix instead of refusing.
+    name_generated: bool = False
+    # Ray's rule: a trial does not run past a result until the client (its scheduler,
+    # searcher, stopper) has decided on it. Set only when something decides; plain
+    # FIFO sweeps stay pipelined.
+    decide_results: bool = False
 
 
 # ---------------------------------------------------------------- requests
@@ -107,6 +117,9 @@ class CloseExperiment(_Req, tag="close_experiment"):
 class Subscribe(_Req, tag="subscribe"):
     experiment_id: str = ""  # "": every experiment
     since: int = -1  # -1: from now; N: every event with seq > N still held
+    # This connection decides on the experiment's results (``Decide``): while it is
+    # open, a trial waits after each report; when it closes, waiting trials go on.
+    decide: bool = False
 
 
 class Cancel(_Req, tag="cancel"):
@@ -118,7 +131,15 @@ class GetStatus(_Req, tag="status"):
 
 
 class GetExperiment(_Req, tag="get_experiment"):
+    """Ask for an experiment and its trials, a page at a time (``Connection.get_experiment``).
+
+    A reply holds the trials from ``start`` that fit in ``page_bytes`` (0: as many
+    as a frame holds); its ``next_start`` says where the next page begins.
+    """
+
     experiment_id: str
+    start: int = 0
+    page_bytes: int = 0
 
 
 class Shutdown(_Req, tag="shutdown"):
@@ -156,6 +177,7 @@ class Report(_Req, tag="report"):
     seq: int
     metrics: msgspec.Raw  # msgpack dict (user values)
     checkpoint: str = ""  # folder already copied into the trial dir, "" if none
+    wait: bool = False  # the trial waits for this report's ack (its experiment decides)
 
 
 class TrialExit(_Req, tag="trial_exit"):
@@ -182,6 +204,18 @@ class StopTrial(_Req, tag="stop_trial"):
     trial_id: str
 
 
+class Decide(_Req, tag="decide"):
+    """The client's decision on a result the trial waits on (``TrialResult.decide``).
+
+    ``seq`` is that event's sequence number; the daemon acks the trial's report
+    with ``stop``. No reply: a decision for a trial that no longer waits is dropped.
+    """
+
+    trial_id: str
+    seq: int
+    stop: bool = False
+
+
 class ResumeExperiment(_Req, tag="resume_experiment"):
     """``Tuner.restore``: run the given trials of a finished experiment again.
 
@@ -204,6 +238,8 @@ class RestartTrial(_Req, tag="restart_trial"):
     trial_id: str
     config: msgspec.Raw
     checkpoint: str = ""  # "": restart from scratch with the new config
+    # ResourceChangingScheduler: the bundles of its next attempt; []: keep the trial's own
+    resources: list[dict[str, float]] = []
 
 
 Request = (
@@ -224,6 +260,7 @@ Request = (
     | StopTrial
     | ResumeExperiment
     | RestartTrial
+    | Decide
 )
 
 # ---------------------------------------------------------------- replies
@@ -280,6 +317,7 @@ class Assignment(_Msg, tag="assignment"):
     stdout: str = ""  # files to append the trial's output to
     stderr: str = ""
     checkpoint_index: int = -1  # the next checkpoint folder's number, -1: look in trial_dir
+    decide: bool = False  # wait for the daemon's ack after each report (decide_results)
 
 
 class ReportAck(_Msg, tag="report_ack"):
@@ -293,6 +331,7 @@ class GpuShare(msgspec.Struct, omit_defaults=True):
     used: float = 0.0  # share of the device handed out, 0..1
     memory_used: int = 0
     memory_total: int = 0
+    utilization: float = 0.0  # percent of time a kernel ran over the last sample (NVML)
 
 
 class ResourceUse(msgspec.Struct):
@@ -317,7 +356,7 @@ class TrialRow(msgspec.Struct, omit_defaults=True):
     cpu_percent: float = 0.0
     rss: int = 0
     attempt: int = 0
-    gpu_memory: int = 0  # bytes its processes hold on its devices, where NVML says
+    gpu_memory: int = 0  # device memory held by the trial's processes
 
 
 class ExperimentRow(msgspec.Struct, omit_defaults=True):
@@ -326,6 +365,9 @@ class ExperimentRow(msgspec.Struct, omit_defaults=True):
     path: str
     counts: dict[str, int]
     finished: bool = False
+    started_at: float = 0.0  # when it was accepted (its ETA counts from here)
+    metric: str = ""
+    mode: str = ""
 
 
 class StatusReply(_Msg, tag="status"):
@@ -340,6 +382,9 @@ class StatusReply(_Msg, tag="status"):
     running: list[TrialRow]
     # Trials the daemon holds in memory: the unfinished ones (finished ones are on disk).
     trials_in_memory: int = 0
+    # Still reading its journal after a start: the state shown is partial, and requests
+    # other than status wait until it is done.
+    recovering: bool = False
 
 
 class TrialInfo(msgspec.Struct, omit_defaults=True):
@@ -366,6 +411,10 @@ class ExperimentReply(_Msg, tag="experiment"):
     trials: list[TrialInfo]
     seq: int = 0  # the daemon's last event seq when this was taken: subscribe since it
     cancelled: bool = False
+    started_at: float = 0.0
+    metric: str = ""
+    mode: str = ""
+    next_start: int = 0  # more trials from this index on (GetExperiment.start); 0: no more
 
 
 class TrialReply(_Msg, tag="trial"):
@@ -396,6 +445,8 @@ class ExperimentAccepted(_Event, tag="experiment_accepted"):
     name: str
     path: str
     num_trials: int
+    metric: str = ""
+    mode: str = ""
 
 
 class TrialQueued(_Event, tag="trial_queued"):
@@ -405,6 +456,8 @@ class TrialQueued(_Event, tag="trial_queued"):
     attempt: int = 0
     tag: str = ""
     resources: list[dict[str, float]] = []  # the trial's own bundles (journal replay)
+    # Queued at the front of its experiment (it ran before: a crash, an exploit), not the back.
+    front: bool = False
 
 
 class TrialStarted(_Event, tag="trial_started"):
@@ -419,6 +472,7 @@ class TrialStarted(_Event, tag="trial_started"):
 class TrialResult(_Event, tag="trial_result"):
     trial_id: str
     metrics: msgspec.Raw
+    decide: bool = False  # the trial waits for a ``Decide`` on this result
 
 
 class TrialCheckpoint(_Event, tag="trial_checkpoint"):
@@ -437,6 +491,9 @@ class TrialRetrying(_Event, tag="trial_retrying"):
     trial_id: str
     attempt: int
     error: str
+    # False when the attempt was lost through no fault of the trial (the process that
+    # forked it died): it runs again without using up one of its max_failures.
+    counted: bool = True
 
 
 class TrialFinished(_Event, tag="trial_finished"):
@@ -455,6 +512,7 @@ class ExperimentFinished(_Event, tag="experiment_finished"):
 class ResourceSnapshot(_Event, tag="resource_snapshot"):
     resources: list[ResourceUse]
     gpus: list[GpuShare]
+    running: list[TrialRow] = []  # each running trial's CPU, RSS and GPU memory, sampled now
 
 
 class Lagged(_Msg, tag="lagged"):
@@ -536,6 +594,41 @@ def _enc_user(obj: Any) -> Any:
     return msgspec.msgpack.Ext(EXT_PICKLED, payload)
 
 
+def as_number(obj: Any) -> int | float | bool | None:
+    """A number of another type (numpy, torch, Decimal, Fraction) as Python's, else None.
+
+    Ray Tune compares, logs and plots such metrics as numbers (its JSON logger
+    calls ``float()``/``.item()`` on them); so do we, on the wire and on disk.
+    """
+    import numbers
+
+    if isinstance(obj, bool):
+        return bool(obj)
+    shape = getattr(obj, "shape", None)
+    item = getattr(obj, "item", None)
+    if shape is not None and callable(item):  # numpy scalars and arrays, torch tensors
+        if len(shape) != 0:
+            return None  # an array is not a number: stored as Ray stores it
+        try:
+            value = item()
+        except (TypeError, ValueError, RuntimeError):
+            return None
+        return value if type(value) in (bool, int, float) else None
+    if isinstance(obj, numbers.Integral):
+        return int(obj)
+    if isinstance(obj, numbers.Real) or type(obj).__name__ == "Decimal":
+        try:
+            return float(obj)
+        except (TypeError, ValueError, OverflowError):
+            return None
+    return None
+
+
+def _enc_metric(obj: Any) -> Any:
+    number = as_number(obj)
+    return _enc_user(obj) if number is None else number
+
+
 def _enc_passthrough(obj: Any) -> Any:
     if isinstance(obj, PickledValue):
         payload = msgspec.msgpack.encode([obj.text, obj.data])
@@ -560,6 +653,7 @@ def _dec_opaque(code: int, data: memoryview) -> Any:
 
 
 _user_encoder = msgspec.msgpack.Encoder(enc_hook=_enc_user)
+_metrics_encoder = msgspec.msgpack.Encoder(enc_hook=_enc_metric, decimal_format="number")
 _opaque_encoder = msgspec.msgpack.Encoder(enc_hook=_enc_passthrough)
 _user_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(ext_hook=_dec_unpickle)
 _opaque_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(ext_hook=_dec_opaque)
@@ -568,6 +662,11 @@ _opaque_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(ext_hook
 def pack_user(value: Any) -> msgspec.Raw:
     """Encode a user value (config, metrics) for the wire; any picklable object goes."""
     return msgspec.Raw(_user_encoder.encode(value))
+
+
+def pack_metrics(value: Any) -> msgspec.Raw:
+    """Encode a trial's metrics: numbers of any numeric type become Python numbers."""
+    return msgspec.Raw(_metrics_encoder.encode(value))
 
 
 def unpack_user(raw: msgspec.Raw | bytes) -> Any:

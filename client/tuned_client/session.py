@@ -9,7 +9,10 @@ Reports are pipelined: ``report`` returns as soon as the frame is sent. The
 daemon acknowledges only the reports whose answer matters (a checkpoint, which
 ``report`` waits for, or a request to stop), and the end of the trial waits for
 the daemon's answer to ``TrialExit``, which comes after every report before it,
-so nothing a trial reported is lost when it exits.
+so nothing a trial reported is lost when it exits. When the experiment's client
+decides on each result (a scheduler, a searcher, a stop function: the
+assignment says ``decide``), ``report`` waits for that decision, as a Ray
+trial does.
 """
 
 from __future__ import annotations
@@ -21,9 +24,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import Checkpoint
-from .framing import ConnectionClosed, decode_message, read_frame, send_message
+from . import trust
+from .checkpoint import Checkpoint, copy_tree
+from .framing import (
+    HEADER,
+    ConnectionClosed,
+    decode_message,
+    encode_frame,
+    read_frame,
+    send_message,
+)
 from .protocol import (
+    MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
     Assignment,
     Error,
@@ -32,12 +44,15 @@ from .protocol import (
     ReportAck,
     TrialExit,
     WorkerHello,
-    pack_user,
+    as_number,
+    pack_metrics,
     unpack_user,
 )
 
 # Keys Ray Tune fills in on every result; users' scripts read them.
 TRAINING_ITERATION = "training_iteration"
+# Where Ray records a bare value a trainable reports, returns or yields.
+DEFAULT_METRIC = "_metric"
 
 
 class StopTrial(BaseException):
@@ -141,10 +156,20 @@ class Session:
             iterations_since_restore=self.iteration - self.assignment.iteration,
             experiment_tag=self.tag,
         )
+        wait = self.assignment.decide and not done
+        report = Report(seq=self.sent + 1, metrics=pack_metrics(row), checkpoint=cp_path, wait=wait)
+        frame = encode_frame(report)
+        if len(frame) - HEADER.size > MAX_FRAME_BYTES:
+            self.iteration -= 1  # not sent: the trial may catch this and report again
+            raise ValueError(
+                f"tune.report: this result is {len(frame):,} bytes once encoded, over the "
+                f"{MAX_FRAME_BYTES:,}-byte limit of one message to the daemon; keep large "
+                "objects (arrays, models, images) in a checkpoint, not in the metrics"
+            )
         self.last_report = now
         self.sent += 1
-        send_message(self.sock, Report(seq=self.sent, metrics=pack_user(row), checkpoint=cp_path))
-        if cp_path:
+        self.sock.sendall(frame)
+        if cp_path or wait:
             self._wait_acks(self.sent)
         else:
             self._drain_acks()
@@ -153,8 +178,8 @@ class Session:
 
     def _stop_rule_met(self, row: dict[str, Any]) -> bool:
         for key, bound in self.assignment.stop.items():
-            value = row.get(key)
-            if isinstance(value, int | float) and value >= bound:
+            value = as_number(row.get(key))  # a numpy or torch scalar counts too
+            if value is not None and value >= bound:
                 return True
         return False
 
@@ -164,8 +189,12 @@ class Session:
         final = trial_dir / f"checkpoint_{self.checkpoint_index:06d}"
         tmp = trial_dir / f".tmp_{final.name}"
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(checkpoint.path, tmp)
-        os.replace(tmp, final)
+        copy_tree(checkpoint.path, tmp)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         self.checkpoint_index += 1
         return str(final)
 
@@ -246,12 +275,9 @@ def connect_patiently(path: str, attempts: int = 50) -> socket.socket:
     """
     delay = 0.001
     for attempt in range(attempts):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.connect(path)
-            return sock
+            return trust.connect(path)  # the daemon's own socket, or nobody's: never a squatter
         except (BlockingIOError, InterruptedError, ConnectionRefusedError):
-            sock.close()
             if attempt == attempts - 1:
                 raise
             time.sleep(delay)

@@ -9,6 +9,7 @@ error text and traceback of a failing trainable are sent before exiting.
 from __future__ import annotations
 
 import ctypes
+import inspect
 import os
 import signal
 import sys
@@ -17,7 +18,7 @@ from typing import Any
 
 from .framing import ConnectionClosed, decode_message, read_frame, send_message
 from .protocol import PROTOCOL_VERSION, Assignment, Error, SpareHello
-from .session import Session, StopTrial, connect_patiently, set_session
+from .session import DEFAULT_METRIC, Session, StopTrial, connect_patiently, set_session
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -67,25 +68,43 @@ def preload_trainable(path: str) -> None:
     _preloaded = (path, load_trainable(path))
 
 
+def enter_trial_dir(trial_dir: str) -> None:
+    """Run in the trial's own folder, as Ray Tune does (``RAY_CHDIR_TO_TRIAL_DIR=0``: not).
+
+    ``TUNE_ORIG_WORKING_DIR`` names the folder the script ran in, either way.
+    """
+    os.environ["TUNE_ORIG_WORKING_DIR"] = os.getcwd()
+    if os.environ.get("RAY_CHDIR_TO_TRIAL_DIR", "1") != "0" and os.path.isdir(trial_dir):
+        os.chdir(trial_dir)
+
+
+def report_output(session: Session, value: Any, done: bool) -> None:
+    """What a trainable returned or yielded, reported as Ray does: a dict, or ``_metric``."""
+    if value is None:
+        return
+    metrics = value if isinstance(value, dict) else {DEFAULT_METRIC: value}
+    session.report(metrics, done=done)
+
+
 def run(session: Session) -> int:
-    """Run the trainable; report its return value like Ray does; say how it ended."""
+    """Run the trainable; report what it returns or yields like Ray does; say how it ended."""
     set_session(session)
     try:
         sys.path[:] = list(dict.fromkeys([*session.assignment.sys_path, *sys.path]))
         trainable = load_trainable(session.assignment.trainable_path)
         config = session.config()
+        enter_trial_dir(session.assignment.trial_dir)
         returned = trainable(config)
-        if isinstance(returned, dict):
-            session.report(returned, done=True)
-        elif returned is not None:
-            raise TypeError(
-                "a function trainable must return None or a dict of metrics, "
-                f"not {type(returned).__name__}"
-            )
+        if inspect.isgenerator(returned):
+            for value in returned:
+                report_output(session, value, done=False)
+        else:
+            report_output(session, returned, done=True)
     except StopTrial:
         session.finish(ok=True, stopped=True)
         return EXIT_OK
     except BaseException as exc:
+        save_error(session.assignment.trial_dir, exc)
         session.finish(
             ok=False,
             error=f"{type(exc).__name__}: {exc}",
@@ -94,6 +113,28 @@ def run(session: Session) -> int:
         return EXIT_ERROR
     session.finish(ok=True)
     return EXIT_OK
+
+
+def save_error(trial_dir: str, exc: BaseException) -> None:
+    """Pickle the exception to ``error.pkl`` so ``Result.error`` is of its class (as Ray)."""
+    if not trial_dir:
+        return
+    path = os.path.join(trial_dir, "error.pkl")
+    try:
+        import cloudpickle
+
+        blob = cloudpickle.dumps(exc)
+    except Exception:  # an exception holding what cannot be pickled: error.txt says it all
+        blob = b""
+    try:
+        if not blob:
+            os.unlink(path)  # not one left from an earlier attempt
+            return
+        with open(f"{path}.tmp", "wb") as f:
+            f.write(blob)
+        os.replace(f"{path}.tmp", path)
+    except OSError:
+        pass
 
 
 def run_and_exit(session: Session) -> None:

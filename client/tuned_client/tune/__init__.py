@@ -6,15 +6,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ..checkpoint import Checkpoint
-from ..session import TrialContext, require_session
+from ..session import DEFAULT_METRIC, TrialContext, require_session
 from .config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 from .resources import PlacementGroupFactory, with_resources
 
 if TYPE_CHECKING:
-    from . import schedulers, search, utils
+    from . import analysis, schedulers, search, stopper, utils
+    from .analysis import ExperimentAnalysis
     from .callback import Callback
+    from .parameters import with_parameters
+    from .progress_reporter import CLIReporter, JupyterNotebookReporter, ProgressReporter
     from .result import Result, ResultGrid, TrialError, TuneError
-    from .run import ExperimentAnalysis, run
     from .search.sample import (
         choice,
         grid_search,
@@ -30,25 +32,33 @@ if TYPE_CHECKING:
         sample_from,
         uniform,
     )
-    from .trainable import Trainable, with_parameters
+    from .stopper import Stopper
+    from .trainable import Trainable
+    from .tune import run
     from .tuner import Tuner
 
 # Imported on first use (PEP 562): a trial's zygote unpickles a trainable that
 # references this package, and must not pay for the Tuner, the searchers and
 # the schedulers it never runs.
 _LAZY = {
+    "analysis": ".analysis",
     "schedulers": ".schedulers",
+    "stopper": ".stopper",
     "search": ".search",
     "utils": ".utils",
     "Callback": ".callback",
+    "CLIReporter": ".progress_reporter",
+    "JupyterNotebookReporter": ".progress_reporter",
+    "ProgressReporter": ".progress_reporter",
     "Result": ".result",
     "ResultGrid": ".result",
     "TrialError": ".result",
     "TuneError": ".result",
-    "ExperimentAnalysis": ".run",
-    "run": ".run",
+    "ExperimentAnalysis": ".analysis",
+    "Stopper": ".stopper",
+    "run": ".tune",
     "Trainable": ".trainable",
-    "with_parameters": ".trainable",
+    "with_parameters": ".parameters",
     "Tuner": ".tuner",
     **dict.fromkeys(
         [
@@ -69,7 +79,7 @@ _LAZY = {
         ".search.sample",
     ),
 }
-_SUBMODULES = {"schedulers", "search", "utils"}
+_SUBMODULES = {"analysis", "schedulers", "search", "stopper", "utils"}
 
 
 def __getattr__(name: str) -> Any:
@@ -87,18 +97,20 @@ def __dir__() -> list[str]:
 
 
 def report(
-    metrics: dict[str, Any] | None = None,
+    metrics: Any = None,
     *,
     checkpoint: Checkpoint | None = None,
     **kwargs: Any,
 ) -> None:
     """Report metrics (and optionally a checkpoint) from inside a trial.
 
-    ``tune.report({"loss": x})`` as Ray 2 writes it; ``tune.report(loss=x)`` as
-    older scripts do.
+    ``tune.report({"loss": x})`` as Ray 2 writes it; ``tune.report(loss=x)`` and
+    ``tune.report(x)`` (recorded as ``_metric``) as Ray 1 scripts do.
     """
     if metrics is None:
         metrics = kwargs
+    elif not isinstance(metrics, dict):
+        metrics = {DEFAULT_METRIC: metrics, **kwargs}
     elif kwargs:
         raise TypeError("tune.report takes a metrics dict or keyword metrics, not both")
     require_session("report").report(metrics, checkpoint)
@@ -115,20 +127,25 @@ def get_context() -> TrialContext:
 
 
 __all__ = [
+    "CLIReporter",
     "Callback",
     "Checkpoint",
     "CheckpointConfig",
     "ExperimentAnalysis",
     "FailureConfig",
+    "JupyterNotebookReporter",
     "PlacementGroupFactory",
+    "ProgressReporter",
     "Result",
     "ResultGrid",
     "RunConfig",
+    "Stopper",
     "Trainable",
     "TrialError",
     "TuneConfig",
     "TuneError",
     "Tuner",
+    "analysis",
     "choice",
     "get_checkpoint",
     "get_context",
@@ -147,6 +164,7 @@ __all__ = [
     "sample_from",
     "schedulers",
     "search",
+    "stopper",
     "uniform",
     "utils",
     "with_parameters",

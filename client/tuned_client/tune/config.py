@@ -6,6 +6,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+_DEPRECATED = "DEPRECATED"
+
 
 @dataclass
 class TuneConfig:
@@ -26,8 +28,15 @@ class TuneConfig:
     seed: int | None = None
     trial_timeout_s: float | None = None
     priority: int = 0
+    chdir_to_trial_dir: Any = _DEPRECATED
 
     def __post_init__(self) -> None:
+        if self.chdir_to_trial_dir is not _DEPRECATED:
+            raise DeprecationWarning(  # as Ray Tune 2.x does
+                "`chdir_to_trial_dir` is deprecated. Use the RAY_CHDIR_TO_TRIAL_DIR "
+                "environment variable instead. Set it to 0 to disable the default behavior "
+                "of changing the working directory."
+            )
         if self.mode not in (None, "min", "max"):
             raise ValueError(f"TuneConfig(mode=...) must be 'min' or 'max', got {self.mode!r}")
         if self.num_samples == -1:

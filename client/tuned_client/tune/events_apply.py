@@ -1,16 +1,19 @@
-"""Folding the daemon's events into the client's view of each trial."""
+"""Folding the daemon's events into the client's view of each trial.
+
+``fold`` updates the views and says which ``tune.Callback`` hooks the event
+calls (the follower calls them after the scheduler and searcher have seen the
+event, as Ray's controller does).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import protocol as p
 from ..checkpoint import Checkpoint
-from .callback import dispatch
-from .progress import TrialView
+from .trial import TrialView
 
-if TYPE_CHECKING:
-    from .tuner import _Run
+Hooks = list[tuple[str, dict[str, Any]]]
 
 
 def view_from_info(info: p.TrialInfo) -> TrialView:
@@ -31,14 +34,8 @@ def view_from_info(info: p.TrialInfo) -> TrialView:
     return view
 
 
-def apply_event(run: _Run, event: Any) -> bool:
-    """Update ``run.trials`` from one event and drive callbacks; True when finished."""
-    trials = run.trials
-    # Callbacks get every trial's view with each event: built only when there are
-    # callbacks, or following 10,000 trials costs O(trials) per event.
-    common: dict[str, Any] = (
-        {"iteration": run.iteration, "trials": list(trials.values())} if run.callbacks else {}
-    )
+def fold(trials: dict[str, TrialView], event: Any) -> Hooks:
+    """Update ``trials`` from one event; the callback hooks it calls, with their arguments."""
     if isinstance(event, p.TrialQueued):
         view = trials.get(event.trial_id)
         if view is None:
@@ -50,30 +47,33 @@ def apply_event(run: _Run, event: Any) -> bool:
             )
         else:
             view.status = "PENDING"
-    elif isinstance(event, p.TrialStarted):
-        view = trials[event.trial_id]
+        return []
+    view = trials.get(getattr(event, "trial_id", ""))
+    if view is None:
+        return []
+    if isinstance(event, p.TrialStarted):
         view.status, view.pid, view.path = "RUNNING", event.pid, event.trial_dir
         view.resources = dict(event.resources)
-        dispatch(run.callbacks, "on_trial_start", trial=view, **common)
-    elif isinstance(event, p.TrialResult):
-        view = trials[event.trial_id]
+        view.attempt = event.attempt
+        hooks: Hooks = [("on_trial_start", {"trial": view})]
+        if view.checkpoint:  # it resumes from a checkpoint: Ray restores it
+            hooks.append(("on_trial_restore", {"trial": view}))
+        return hooks
+    if isinstance(event, p.TrialResult):
         view.set_packed_result(bytes(event.metrics))  # a copy: not a view of the whole frame
-        dispatch(run.callbacks, "on_trial_result", trial=view, result=view.last_result, **common)
-    elif isinstance(event, p.TrialCheckpoint):
-        view = trials[event.trial_id]
+        return [("on_trial_result", {"trial": view, "result": view.last_result})]
+    if isinstance(event, p.TrialCheckpoint):
         view.checkpoint = event.path
-        dispatch(
-            run.callbacks, "on_checkpoint", trial=view, checkpoint=Checkpoint(event.path), **common
-        )
-    elif isinstance(event, p.TrialRetrying):
-        view = trials[event.trial_id]
+        return [
+            ("on_trial_save", {"trial": view}),
+            ("on_checkpoint", {"trial": view, "checkpoint": Checkpoint(event.path)}),
+        ]
+    if isinstance(event, p.TrialRetrying):
         view.status = "PENDING"
-        dispatch(run.callbacks, "on_trial_recover", trial=view, **common)
-    elif isinstance(event, p.TrialFinished):
-        view = trials[event.trial_id]
+        view.error = event.error
+        return [("on_trial_recover", {"trial": view})]
+    if isinstance(event, p.TrialFinished):
         view.finish(event.status, event.error, event.traceback)
         hook = "on_trial_complete" if event.status == "TERMINATED" else "on_trial_error"
-        dispatch(run.callbacks, hook, trial=view, **common)
-    elif isinstance(event, p.ExperimentFinished):
-        return True
-    return False
+        return [(hook, {"trial": view})]
+    return []

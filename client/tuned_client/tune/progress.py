@@ -1,121 +1,20 @@
-"""The ``== Status ==`` block Ray Tune users know, printed while ``fit()`` runs.
+"""The ``== Status ==`` block of Ray Tune's ``CLIReporter`` (its older console).
 
-It is redrawn at most every ``interval`` seconds and only when something
-changed, then once at the end, so a long experiment never floods the terminal.
+``fit()`` prints it when given a ``progress_reporter`` (``progress_reporter``
+module); ``tuned tail`` draws its live view with it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any
 
-from ..protocol import unpack_user
-from .result import TrialFolder, unpack_metrics
+from .trial import TrialView
+
+__all__ = ["MAX_ROWS", "TrialView", "render", "varying_keys"]
 
 MAX_ROWS = 20
-
-
-class TrialView(TrialFolder):
-    """What the client knows about one trial, built from the event stream.
-
-    ``fit()`` keeps one per trial until it returns, so a finished trial keeps
-    only what its Result, the status table and callbacks read, compactly: its
-    last result as the packed bytes the daemon sent (exact, decoded on each
-    read; about a third of a decoded dict), its folder as a leaf name under a
-    parent string every trial shares, and no resources (only running trials
-    count towards the "Resources requested" line).
-    """
-
-    __slots__ = (
-        "_packed",
-        "_resources",
-        "_result",
-        "checkpoint",
-        "config",
-        "error",
-        "name",
-        "pid",
-        "status",
-        "tag",
-        "traceback",
-        "trial_id",
-    )
-    _packed: bytes | None  # the last result as the daemon packed it
-    _result: dict[str, Any] | None  # ... and decoded, while the trial is live
-    _resources: dict[str, float] | None  # what it holds while it runs
-
-    def __init__(
-        self,
-        trial_id: str,
-        name: str,
-        tag: str,
-        config: dict[str, Any],
-        status: str = "PENDING",
-        pid: int = 0,
-        path: str = "",
-        last_result: dict[str, Any] | None = None,
-        error: str = "",
-        traceback: str = "",
-        checkpoint: str = "",
-        resources: dict[str, float] | None = None,
-    ) -> None:
-        self.trial_id = trial_id
-        self.name = name
-        self.tag = tag
-        self.config = config
-        self.status = status
-        self.pid = pid
-        self.path = path
-        self.last_result = last_result
-        self.error = error
-        self.traceback = traceback
-        self.checkpoint = checkpoint
-        self.resources = resources
-
-    @property
-    def resources(self) -> dict[str, float]:
-        return self._resources if self._resources is not None else {}
-
-    @resources.setter
-    def resources(self, value: dict[str, float] | None) -> None:
-        self._resources = value or None
-
-    @property
-    def last_result(self) -> dict[str, Any] | None:
-        """The last reported metrics (``done`` is True once the trial has terminated)."""
-        if self._result is not None or self._packed is None:
-            return self._result
-        return unpack_metrics(self._packed, self.status)
-
-    @last_result.setter
-    def last_result(self, value: dict[str, Any] | None) -> None:
-        self._result, self._packed = value, None
-
-    def set_packed_result(self, packed: bytes) -> None:
-        """A new result as the daemon packed it; decoded now if the trial still runs."""
-        self._packed = packed
-        self._result = None if self.finished else unpack_user(packed)
-
-    def packed_result(self) -> bytes | None:
-        """The last result, still packed, when that is all the view keeps (it has finished)."""
-        return self._packed if self._result is None else None
-
-    @property
-    def finished(self) -> bool:
-        return self.status in ("TERMINATED", "ERROR")
-
-    def finish(self, status: str, error: str, traceback: str) -> None:
-        """The trial ended: keep its last result packed, drop what only a live trial needs."""
-        self.status, self.error, self.traceback = status, error, traceback
-        self._resources = None
-        if self._packed is not None:
-            self._result = None
-        elif self._result is not None and status == "TERMINATED":  # set by hand, not by events
-            self._result["done"] = True
-
-    def __repr__(self) -> str:
-        return self.name  # as Ray's Trial prints
 
 
 def _memory_line() -> str:
@@ -177,7 +76,14 @@ def render(
     capacity: dict[str, float],
     scheduler: str = "FIFO",
     metric: str | None = None,
+    parameter_columns: dict[str, str] | None = None,
+    metric_columns: dict[str, str] | None = None,
+    max_rows: int = MAX_ROWS,
+    best_line: str = "",
+    scheduler_line: str = "",
+    total_samples: int = 0,
 ) -> str:
+    """The block; the keyword options are ``CLIReporter``'s (columns, rows, best trial)."""
     counts: dict[str, int] = {}
     for t in trials:
         counts[t.status] = counts.get(t.status, 0) + 1
@@ -190,26 +96,40 @@ def render(
         f"Current time: {time.strftime('%Y-%m-%d %H:%M:%S')} "
         f"(running for {_elapsed(now - started)})",
         _memory_line(),
-        f"Using {scheduler} scheduling algorithm.",
-        f"Resources requested: {used_cpu:g}/{capacity.get('cpu', 0):g} CPUs, "
+        scheduler_line or f"Using {scheduler} scheduling algorithm.",
+        f"Logical resource usage: {used_cpu:g}/{capacity.get('cpu', 0):g} CPUs, "
         f"{used_gpu:g}/{capacity.get('gpu', 0):g} GPUs",
+        *([best_line] if best_line else []),
         f"Result logdir: {logdir}",
-        f"Number of trials: {len(trials)}/{len(trials)} ({state})",
+        f"Number of trials: {len(trials)}/{max(total_samples, len(trials))} ({state})",
     ]
-    keys = varying_keys(trials)
-    extra = [metric] if metric else []
-    headers = ["Trial name", "status", "loc", *keys, *extra, "iter", "total time (s)"]
+    params = parameter_columns or {k: k for k in varying_keys(trials)}
+    keys = list(params)
+    if metric_columns is not None:
+        extra = [m for m in metric_columns if m not in ("training_iteration", "time_total_s")]
+    else:
+        extra = [metric] if metric else []
+    names = {**(metric_columns or {})}
+    headers = [
+        "Trial name",
+        "status",
+        "loc",
+        *(params[k] for k in keys),
+        *(names.get(m, m) for m in extra),
+        "iter",
+        "total time (s)",
+    ]
     shown = list(trials)
     hidden = 0
-    if len(shown) > MAX_ROWS:
-        hidden = len(shown) - MAX_ROWS
-        shown = shown[: MAX_ROWS // 2] + shown[-MAX_ROWS // 2 :]
+    if len(shown) > max_rows:
+        hidden = len(shown) - max_rows
+        shown = shown[: max_rows // 2] + shown[-(max_rows - max_rows // 2) :]
     rows = []
     for t in shown:
         r = t.last_result or {}
         rows.append(
             [
-                t.name,
+                str(t),
                 t.status,
                 f"127.0.0.1:{t.pid}" if t.pid else "",
                 *(_fmt(t.config.get(k, "")) for k in keys),
@@ -222,27 +142,3 @@ def render(
     if hidden:
         lines.append(f"... {hidden} more trials not shown")
     return "\n".join(lines) + "\n"
-
-
-class Reporter:
-    """Decides when to redraw; writes to the given stream."""
-
-    def __init__(self, out: TextIO, verbose: int, interval: float = 5.0) -> None:
-        self.out = out
-        self.verbose = verbose
-        self.interval = interval
-        self.last = 0.0
-        self.dirty = False
-
-    def changed(self) -> None:
-        self.dirty = True
-
-    def maybe_print(self, text_fn: Any, *, final: bool = False) -> None:
-        if self.verbose <= 0:
-            return
-        now = time.monotonic()
-        if final or (self.dirty and now - self.last >= self.interval):
-            self.out.write(text_fn() + "\n")
-            self.out.flush()
-            self.last = now
-            self.dirty = False

@@ -47,6 +47,8 @@ def to_bundles(resources: Any) -> list[dict[str, float]]:
     """Normalize a resources value to bundles; the daemon validates amounts."""
     if resources is None:
         return [dict(b) for b in DEFAULT_RESOURCES]
+    if hasattr(resources, "as_placement_group_factory"):  # train.ScalingConfig, as Ray takes it
+        resources = resources.as_placement_group_factory()
     if isinstance(resources, PlacementGroupFactory):
         return [dict(b) for b in resources.bundles]
     if isinstance(resources, Mapping):

@@ -1,15 +1,11 @@
-"""Picking an experiment up again: after a lost connection, and with ``Tuner.restore``.
+"""``Tuner.restore``: picking an experiment up again from its folder.
 
-``fit()`` survives a daemon restart: it reconnects (starting the daemon again
-if it had started it), resubscribes from the last event it saw, and when the
-daemon no longer holds those events, rebuilds its trial views from a snapshot.
-
-``Tuner.restore(path, ...)`` reads ``experiment_state.msgpack``, which the
-daemon keeps in the experiment's folder. If the daemon still has the
-experiment and it is running, restore just follows it; if it has finished
-(or was stopped with Ctrl-C), the trials still to run are queued again in it
-(``ResumeExperiment``: same ids, folders and checkpoints); if the daemon lost
-it, they are submitted as a new experiment in the same folder.
+It reads ``experiment_state.msgpack``, which the daemon keeps in the
+experiment's folder. If the daemon still has the experiment and it is running,
+restore just follows it; if it has finished (or was stopped with Ctrl-C), the
+trials still to run are queued again in it (``ResumeExperiment``: same ids,
+folders and checkpoints); if the daemon lost it, they are submitted as a new
+experiment in the same folder.
 """
 
 from __future__ import annotations
@@ -17,71 +13,19 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cloudpickle
 import msgspec
 
 from .. import protocol as p
-from ..connection import Connection, DaemonError, DaemonUnavailable, TunedError
-from ..framing import FrameError
+from ..connection import Connection, DaemonError
 from .events_apply import view_from_info
+from .fit_settings import FitSettings
+from .follower import Follower
+from .link import open_connection
 from .result import ResultGrid, TuneError
-
-if TYPE_CHECKING:
-    from .tuner import Tuner, _Run
-
-# How long fit() waits for a daemon that went away to come back.
-RECONNECT_TIMEOUT_S = float(os.environ.get("TUNED_RECONNECT_TIMEOUT", "120"))
-
-
-def open_connection(socket_path: str | None) -> tuple[Connection, bool]:
-    """Connect, starting a daemon if none listens; says whether we started it."""
-    try:
-        return Connection.open(socket_path, autostart=False), False
-    except DaemonUnavailable:
-        return Connection.open(socket_path, autostart=True), True
-
-
-def reconnect(run: _Run) -> Connection:
-    """A new connection after the daemon went away, subscribed from the last seen event."""
-    run.conn.close()
-    deadline = time.monotonic() + RECONNECT_TIMEOUT_S
-    delay = 0.02
-    while True:
-        try:
-            conn = Connection.open(run.tuner._socket, autostart=run.autostarted)
-            break
-        except (TunedError, FrameError, OSError) as exc:
-            if time.monotonic() > deadline:
-                raise TuneError(
-                    f"lost the tuned daemon and it did not come back ({exc}); the experiment "
-                    f"goes on when it restarts: Tuner.restore({run.accepted.path!r}, ...)"
-                ) from exc
-            time.sleep(delay)  # waiting for another process to listen: nothing to await
-            delay = min(delay * 2, 0.5)
-    conn.send(p.Subscribe(experiment_id=run.accepted.experiment_id, since=run.last_seq))
-    return conn
-
-
-def resync(run: _Run) -> bool:
-    """Rebuild the trial views from a snapshot after ``Lagged``; True if already finished."""
-    run.conn.close()
-    run.conn = Connection.open(run.tuner._socket, autostart=run.autostarted)
-    reply = run.conn.request(p.GetExperiment(experiment_id=run.accepted.experiment_id))
-    assert isinstance(reply, p.ExperimentReply)
-    absorb(run, reply)
-    if reply.finished:
-        return True
-    run.conn.send(p.Subscribe(experiment_id=reply.experiment_id, since=reply.seq))
-    return False
-
-
-def absorb(run: _Run, reply: p.ExperimentReply) -> None:
-    for info in reply.trials:
-        run.trials[info.trial_id] = view_from_info(info)
-    run.last_seq = max(run.last_seq, reply.seq)
-
+from .spec import needs_decisions
 
 # ------------------------------------------------------------------ Tuner.restore
 
@@ -129,20 +73,16 @@ def choose(
     return resume, restart
 
 
-def fit_restored(tuner: Tuner, path: str, flags: dict[str, bool]) -> ResultGrid:
-    from .tuner import _Run
-
+def fit_restored(fit: FitSettings, path: str, flags: dict[str, bool]) -> ResultGrid:
     state = load_state(path)
-    socket = tuner._socket or os.environ.get("TUNED_SOCKET") or state.socket
-    tuner._socket = socket
+    socket = fit.socket or os.environ.get("TUNED_SOCKET") or state.socket
+    fit.socket = socket
     started = time.time()
     conn, autostarted = open_connection(socket)
     try:
         reply: p.ExperimentReply | None = None
         try:
-            got = conn.request(p.GetExperiment(experiment_id=state.experiment_id))
-            assert isinstance(got, p.ExperimentReply)
-            reply = got
+            reply = conn.get_experiment(state.experiment_id)
         except DaemonError as exc:
             if exc.code != "not_found":
                 raise TuneError(exc.message) from None
@@ -163,9 +103,10 @@ def fit_restored(tuner: Tuner, path: str, flags: dict[str, bool]) -> ResultGrid:
                 assert isinstance(got_acc, p.Accepted)
                 accepted = got_acc
             elif reply is None and (resume or restart):
-                accepted = _submit_again(conn, tuner, state, set(resume + restart))
-        run = _Run(tuner, conn, accepted, started)
-        run.autostarted = autostarted
+                accepted = _submit_again(conn, fit, state, set(resume + restart))
+        run = Follower(
+            fit, conn, accepted, started, autostarted=autostarted, decides=needs_decisions(fit)
+        )
         for info in infos:
             run.trials[info.trial_id] = view_from_info(info)
         if not (resume or restart) and (reply is None or reply.finished):
@@ -182,7 +123,7 @@ def _accepted(exp_id: str, path: str, infos: list[p.TrialInfo]) -> p.Accepted:
 
 
 def _submit_again(
-    conn: Connection, tuner: Tuner, state: p.ExperimentState, again: set[str]
+    conn: Connection, fit: FitSettings, state: p.ExperimentState, again: set[str]
 ) -> p.Accepted:
     """The daemon lost the experiment: the trials still to run go in a new one, same folder."""
     trials = [
@@ -191,7 +132,10 @@ def _submit_again(
         if info.trial_id in again
     ]
     spec = msgspec.structs.replace(
-        state.spec, trials=trials, trainable=cloudpickle.dumps(tuner.trainable)
+        state.spec,
+        trials=trials,
+        trainable=cloudpickle.dumps(fit.trainable),
+        env=dict(os.environ),  # the state file keeps no environment (it holds secrets)
     )
     try:
         accepted = conn.request(p.Submit(experiment=spec))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +12,9 @@ from typing import Any
 
 from ..checkpoint import Checkpoint
 from ..protocol import unpack_user
+from .analysis.dataframes import results_dataframe
+from .analysis.metrics import best_index, check_scope, metric_analysis
+from .analysis.trial_folder import read_trial_folder
 
 # Keys Ray fills in on every result and leaves out of ``Result``'s repr.
 AUTO_KEYS = frozenset(
@@ -49,6 +52,54 @@ class TrialError(TuneError):
         if self.traceback and self.traceback.strip() != text:
             return f"{text}\n\nTrial {self.trial_id} traceback:\n{self.traceback}"
         return str(text)
+
+
+ERROR_PICKLE = "error.pkl"  # the trial's exception, pickled by the worker when it fails
+
+
+def trial_error(message: str, traceback: str, trial_id: str, trial_dir: str) -> TrialError:
+    """The error of a failed trial, an instance of the exception class it raised too.
+
+    As Ray's ``RayTaskError(ValueError)``: ``isinstance(result.error, ValueError)``
+    holds for a trial that raised ValueError, and ``str()`` shows its traceback.
+    The exception comes from ``error.pkl`` in the trial's folder; without one (a
+    command trial, an exception that does not pickle, a trial killed by a
+    signal) it is a plain ``TrialError``.
+    """
+    cause = _pickled_cause(trial_dir, message)
+    if cause is None or isinstance(cause, TrialError):
+        return cause or TrialError(message, traceback, trial_id)
+    cls = type(cause)
+    try:
+        derived = type(
+            f"TrialError({cls.__name__})", (TrialError, cls), {"__module__": cls.__module__}
+        )
+        err: TrialError = derived.__new__(derived, *cause.args)
+    except TypeError:  # a class that cannot be combined (layout, final): the plain error
+        return TrialError(message, traceback, trial_id)
+    with contextlib.suppress(AttributeError, TypeError):
+        err.__dict__.update(getattr(cause, "__dict__", {}))
+    err.args = (message,)
+    err.traceback = traceback
+    err.trial_id = trial_id
+    err.cause = cause  # type: ignore[attr-defined]
+    return err
+
+
+def _pickled_cause(trial_dir: str, message: str) -> BaseException | None:
+    path = Path(trial_dir) / ERROR_PICKLE if trial_dir else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        import cloudpickle
+
+        with open(path, "rb") as f:
+            cause = cloudpickle.load(f)
+    except Exception:  # a class that no longer imports, a damaged file: the text is enough
+        return None
+    if not isinstance(cause, BaseException) or not message.startswith(type(cause).__name__):
+        return None  # left over from an earlier attempt that failed differently
+    return cause
 
 
 def unpack_metrics(packed: bytes, status: str) -> dict[str, Any]:
@@ -160,6 +211,33 @@ class Result(TrialFolder):
         progress = Path(self.path) / "progress.csv"
         return pd.read_csv(progress) if progress.exists() else pd.DataFrame()
 
+    def metric_analysis(self, metric: str, scope: str = "all") -> dict[str, float] | None:
+        """Ray's per-metric scores; the last result alone is enough for ``scope="last"``."""
+        if scope == "last":
+            metrics = self.peek_metrics()
+            return metric_analysis([metrics], metric) if metrics else None
+        rows, last = self.history(), self.peek_metrics() or {}
+        if rows and last:  # exact: result.json holds no NaN or inf
+            rows[-1] = {**rows[-1], **last}
+        return metric_analysis(rows or [last], metric)
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str]) -> Result:
+        """The Result of the trial whose folder is ``path`` (``ray.tune.Result.from_path``)."""
+        found = read_trial_folder(Path(path))
+        error = None
+        if found.error_text is not None:
+            error = trial_error(found.error_line, found.error_text, found.trial_id, str(path))
+        return cls(
+            found.last,
+            found.config,
+            str(found.path),
+            error=error,
+            checkpoint=found.checkpoint,
+            trial_id=found.trial_id,
+            status="ERROR" if error is not None else "TERMINATED",
+        )
+
     def history(self) -> list[dict[str, Any]]:
         """Every reported row, from the trial's ``result.json``."""
         rows = []
@@ -200,29 +278,6 @@ def kept_checkpoints(trial_dir: str) -> list[tuple[Checkpoint, dict[str, Any]]]:
                     if isinstance(row, dict) and row.get("checkpoint_dir_name"):
                         metrics[row["checkpoint_dir_name"]] = row
     return [(Checkpoint(str(d)), metrics.get(d.name, {})) for d in found]
-
-
-def _score(result: Result, metric: str, mode: str, scope: str) -> float | None:
-    if scope == "last":
-        metrics = result.peek_metrics()
-        values = [metrics.get(metric)] if metrics else []
-    else:
-        rows = result.history()
-        if scope.startswith("last-") and scope.endswith("-avg"):
-            rows = rows[-int(scope[5:-4]) :]
-        values = [r.get(metric) for r in rows]
-    nums = [
-        float(v)
-        for v in values
-        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-    ]
-    if not nums:
-        return None
-    if scope == "all":
-        return max(nums) if mode == "max" else min(nums)
-    if scope == "last":
-        return nums[-1]
-    return sum(nums) / len(nums)
 
 
 class ResultGrid:
@@ -268,49 +323,50 @@ class ResultGrid:
         scope: str = "last",
         filter_nan_and_inf: bool = True,
     ) -> Result:
+        """The best trial's Result (Ray's rules: see ``analysis/metrics.py``).
+
+        With a single trial that trial is the best, with or without a metric.
+        """
+        if len(self._results) == 1:
+            return self._results[0]
         metric = metric or self._metric
         mode = mode or self._mode
-        if not metric or not mode:
+        if not metric:
             raise ValueError(
-                "No metric/mode given: pass get_best_result(metric=..., mode=...) or set them "
-                "in TuneConfig(metric=..., mode=...)"
+                "No metric is provided. Either pass in a `metric` arg to `get_best_result` or "
+                "specify a metric in the `TuneConfig` of your `Tuner`."
+            )
+        if not mode:
+            raise ValueError(
+                "No mode is provided. Either pass in a `mode` arg to `get_best_result` or "
+                "specify a mode in the `TuneConfig` of your `Tuner`."
             )
         if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-        if scope not in ("last", "all", "avg") and not (
-            scope.startswith("last-") and scope.endswith("-avg") and scope[5:-4].isdigit()
-        ):
-            raise ValueError(f"scope must be 'last', 'avg', 'last-N-avg' or 'all', got {scope!r}")
-        scored = [
-            (s, r) for r in self._results if (s := _score(r, metric, mode, scope)) is not None
-        ]
-        if not scored:
-            raise RuntimeError(
-                f"No trial reported the metric {metric!r}: cannot pick the best result"
+            raise ValueError("If set, `mode` has to be one of [min, max]")
+        check_scope(scope)
+        analyses = [r.metric_analysis(metric, scope) for r in self._results]
+        best = best_index(analyses, mode, scope, filter_nan_and_inf)
+        if best is None:
+            message = (
+                f"No best trial found for the given metric: {metric}. This means that no trial "
+                "has reported this metric"
             )
-        pick = max if mode == "max" else min
-        return pick(scored, key=lambda pair: pair[0])[1]
+            message += (
+                ", or all values reported for this metric are NaN. To not ignore NaN values, "
+                "you can set the `filter_nan_and_inf` arg to False."
+                if filter_nan_and_inf
+                else "."
+            )
+            raise RuntimeError(message)
+        return self._results[best]
 
     def get_dataframe(
         self, filter_metric: str | None = None, filter_mode: str | None = None
     ) -> Any:
-        import pandas as pd
-
-        rows = []
-        for r in self._results:
-            if filter_metric and filter_mode:
-                best = _score(r, filter_metric, filter_mode, "all")
-                row = next(
-                    (h for h in r.history() if h.get(filter_metric) == best),
-                    dict(r.peek_metrics() or {}),
-                )
-            else:
-                row = dict(r.peek_metrics() or {})
-            for k, v in (r.config or {}).items():
-                row[f"config/{k}"] = v
-            row["logdir"] = r.path
-            rows.append(row)
-        return pd.DataFrame(rows)
+        """One row per trial: its last result, or with ``filter_metric`` and ``filter_mode``
+        the result where the metric was best; nested metrics and config flattened with
+        ``/`` (``config/nested/param``), and the trial's ``logdir``."""
+        return results_dataframe(self._results, filter_metric, filter_mode)
 
     def __repr__(self) -> str:
         inner = ",\n".join(f"  {r!r}" for r in self._results)

@@ -5,14 +5,14 @@ from __future__ import annotations
 from .. import protocol as p
 from ..checkpoint import Checkpoint
 from .progress import TrialView
-from .result import Result, ResultGrid, TrialError
+from .result import Result, ResultGrid, trial_error
 
 
 def to_result(view: TrialView) -> Result:
     """The trial's Result; its metrics stay packed, and its checkpoints unlisted, until read."""
     error = None
     if view.status == "ERROR":
-        error = TrialError(view.error or "trial failed", view.traceback, view.trial_id)
+        error = trial_error(view.error or "trial failed", view.traceback, view.trial_id, view.path)
     packed = view.packed_result()
     return Result(
         None if packed is not None else view.last_result,

@@ -8,8 +8,9 @@ TERMINATED at its next report and its resources go to the next trial at once),
 PBT's exploit -> ``RestartTrial``. When the searcher is done it sends
 ``CloseExperiment``, and the daemon finishes the experiment as usual.
 
-It follows the event stream with the Tuner's own ``_Run`` (status block,
-callbacks, reconnects, stop rules) and hooks its decisions onto each event.
+It follows the event stream with the plain ``Follower`` (status block,
+callbacks, reconnects, stop rules) and hooks its decisions onto each event;
+a trial waiting on a result goes on once they are made (``Follower.decide``).
 Requests go over a second connection, so their replies never mix with events.
 """
 
@@ -17,12 +18,14 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import protocol as p
 from ..connection import Connection, DaemonError
 from .config import TuneConfig
-from .progress import TrialView
+from .fit_settings import FitSettings, trainable_name
+from .follower import Follower
+from .link import open_connection
 from .resources import resources_of, trial_bundles
 from .result import ResultGrid, TuneError
 from .schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
@@ -30,10 +33,8 @@ from .search.basic_variant import BasicVariantGenerator, _merge
 from .search.sample import Domain
 from .search.searcher import Searcher, save_searcher
 from .search.variant_generator import format_vars, generate_variants, make_spec
-from .tuner import _Run, _trainable_name
-
-if TYPE_CHECKING:
-    from .tuner import Tuner
+from .spec import experiment_spec
+from .trial import TrialView
 
 # Adaptive searchers get one queued trial at a time: each suggestion is made as
 # late as possible, so it learns from every result that came before it.
@@ -70,9 +71,9 @@ def _unresolved(config: Any) -> bool:
 class Steering:
     """Searcher and scheduler, and the requests their decisions become."""
 
-    def __init__(self, tuner: Tuner, run: SteeredRun, control: Connection) -> None:
-        tc = tuner.tune_config
-        self.tuner = tuner
+    def __init__(self, fit: FitSettings, run: SteeredFollower, control: Connection) -> None:
+        tc = fit.tune_config
+        self.fit = fit
         self.run = run
         self.control = control
         self.experiment_id = run.accepted.experiment_id
@@ -81,14 +82,18 @@ class Steering:
         basic = tc.search_alg is None
         self.searcher: Searcher = tc.search_alg or BasicVariantGenerator(random_state=tc.seed)
         if isinstance(self.searcher, BasicVariantGenerator):
-            self.searcher.setup(tuner.param_space, tc.num_samples, tc.seed)
+            self.searcher.setup(fit.param_space, tc.num_samples, tc.seed)
         self.max_pending = 10**9 if basic else MAX_PENDING_ADAPTIVE
         self.limit = 10**9 if isinstance(self.searcher, BasicVariantGenerator) else tc.num_samples
-        space = {} if isinstance(self.searcher, BasicVariantGenerator) else tuner.param_space
-        if not self.searcher.set_search_properties(tc.metric, tc.mode, space):
-            raise TuneError(
-                f"the searcher's metric/mode ({self.searcher.metric}, {self.searcher.mode}) "
-                f"differ from TuneConfig's ({tc.metric}, {tc.mode})"
+        space = {} if isinstance(self.searcher, BasicVariantGenerator) else fit.param_space
+        if not self.searcher.set_search_properties(tc.metric, tc.mode, space) and _unresolved(
+            space
+        ):  # as Ray: a searcher with a space of its own says False; domains left are an error
+            raise ValueError(
+                "You passed a `config` parameter to `tune.run()` with unresolved parameters, "
+                "but the search algorithm was already instantiated with a search space. Make "
+                "sure that `config` does not contain any more parameter definitions - include "
+                "them in the search algorithm's search space if necessary."
             )
         if not self.scheduler.set_search_properties(tc.metric, tc.mode):
             raise TuneError(
@@ -111,13 +116,32 @@ class Steering:
         self.pending[trial.trial_id] = "stop"
         self._request(p.StopTrial(trial_id=trial.trial_id))
 
-    def restart_trial(self, trial: TrialView, config: dict[str, Any], checkpoint: str) -> None:
+    def restart_trial(
+        self,
+        trial: TrialView,
+        config: dict[str, Any],
+        checkpoint: str,
+        resources: list[dict[str, float]] | None = None,
+    ) -> None:
+        """PBT's exploit; with ``resources``, ResourceChangingScheduler's new bundles."""
         if trial.trial_id in self.pending:
             return
         self.pending[trial.trial_id] = "restart"
         packed = p.pack_user(config)
-        self._request(p.RestartTrial(trial_id=trial.trial_id, config=packed, checkpoint=checkpoint))
+        self._request(
+            p.RestartTrial(
+                trial_id=trial.trial_id,
+                config=packed,
+                checkpoint=checkpoint,
+                resources=list(resources or []),
+            )
+        )
         trial.config = config
+
+    @property
+    def capacity(self) -> dict[str, float]:
+        """The daemon's totals ("cpu", "gpu", ...), for schedulers that share them out."""
+        return dict(self.run.accepted.capacity)
 
     def _request(self, request: Any) -> p.Message:
         try:
@@ -137,9 +161,9 @@ class Steering:
     def _resolve(self, suggestion: dict[str, Any]) -> dict[str, Any]:
         if isinstance(self.searcher, BasicVariantGenerator):
             return suggestion
-        merged = _merge(self.tuner.param_space, suggestion)
+        merged = _merge(self.fit.param_space, suggestion)
         if _unresolved(merged) or "grid_search" in str(merged):
-            merged = next(iter(generate_variants(merged, 1, seed=self.tuner.tune_config.seed)))[1]
+            merged = next(iter(generate_variants(merged, 1, seed=self.fit.tune_config.seed)))[1]
         return merged
 
     def fill(self) -> None:
@@ -170,9 +194,9 @@ class Steering:
                 break
             config = self._resolve(suggestion)
             tag = self._tag(index, config, suggestion)
-            bundles = trial_bundles(resources_of(self.tuner.trainable), make_spec(config))
+            bundles = trial_bundles(resources_of(self.fit.trainable), make_spec(config))
             specs.append(p.TrialSpec(tag=tag, config=p.pack_user(config), resources=bundles))
-            name = f"{_trainable_name(self.tuner.trainable)}_{trial_id}"
+            name = f"{trainable_name(self.fit.trainable)}_{trial_id}"
             views.append(TrialView(trial_id=trial_id, name=name, tag=tag, config=config))
         if specs:
             reply = self._request(p.AddTrials(experiment_id=self.experiment_id, trials=specs))
@@ -227,15 +251,17 @@ class Steering:
     def _on_result(self, view: TrialView, result: dict[str, Any]) -> None:
         if view.trial_id in self.pending:
             return  # the old attempt's last steps, reported after our decision
-        self.searcher.on_trial_result(view.trial_id, result)
         if result.get("done") or self._stop_rule_met(result):
+            self.searcher.on_trial_result(view.trial_id, result)
             return
         decision = self.scheduler.on_trial_result(self, view, result)
+        # after the scheduler, as Ray: HyperBandForBOHB marks the budget TuneBOHB reads
+        self.searcher.on_trial_result(view.trial_id, result)
         if decision in (TrialScheduler.STOP, TrialScheduler.PAUSE):
             self.stop_trial(view)  # PAUSE: a scheduler that restarted it is already pending
 
     def _stop_rule_met(self, result: dict[str, Any]) -> bool:
-        stop = self.tuner.run_config.stop
+        stop = self.fit.run_config.stop
         if not isinstance(stop, dict):
             return False
         return any(
@@ -243,26 +269,23 @@ class Steering:
         )
 
 
-class SteeredRun(_Run):
-    """The Tuner's event follower, with the steering loop hooked onto each event."""
+class SteeredFollower(Follower):
+    """The event follower, with the steering loop's decisions made on each event."""
 
     steering: Steering
 
-    def _apply(self, msg: p.Message) -> bool:
-        done = super()._apply(msg)
-        self.steering.on_event(msg)
-        return done
+    def on_event(self, event: Any) -> None:
+        self.steering.on_event(event)
+
+    def wants_stop(self, trial_id: str) -> bool:
+        return trial_id in self.stopped or trial_id in self.steering.pending
 
 
-def fit_steered(tuner: Tuner) -> ResultGrid:
+def fit_steered(fit: FitSettings) -> ResultGrid:
     """``Tuner.fit()`` with a searcher or a scheduler."""
-    from .restore import open_connection
-    from .tuner import _apply_checkpoint_config
-
-    spec = tuner._experiment_spec(steered=True)
-    _apply_checkpoint_config(spec, tuner.run_config)
+    spec = experiment_spec(fit, steered=True)
     started = time.time()
-    conn, autostarted = open_connection(tuner._socket)
+    conn, autostarted = open_connection(fit.socket)
     control: Connection | None = None
     try:
         try:
@@ -271,9 +294,10 @@ def fit_steered(tuner: Tuner) -> ResultGrid:
             raise TuneError(exc.message) from None
         assert isinstance(accepted, p.Accepted)
         control = Connection.open(conn.socket_path, autostart=False)
-        run = SteeredRun(tuner, conn, accepted, started)
-        run.autostarted = autostarted
-        run.steering = Steering(tuner, run, control)
+        run = SteeredFollower(
+            fit, conn, accepted, started, autostarted=autostarted, decides=spec.decide_results
+        )
+        run.steering = Steering(fit, run, control)
         run.steering.fill()
         return run.follow()
     finally:

@@ -1,4 +1,4 @@
-"""Class trainables (``tune.Trainable``) and ``tune.with_parameters``, as in Ray Tune.
+"""Class trainables (``tune.Trainable``), as in Ray Tune (``with_parameters``: parameters.py).
 
 A class trainable is run by a plain function trainable made here: it calls
 ``setup``, then ``step`` until the result says ``done`` or a stop rule is met,
@@ -9,12 +9,12 @@ only ever run functions, and retries, stop rules and schedulers work alike.
 
 from __future__ import annotations
 
-import functools
 import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..checkpoint import Checkpoint
+from ..protocol import as_number
 from ..session import require_session
 from .resources import resources_of, with_resources
 
@@ -71,9 +71,8 @@ class Trainable:
 
 
 def _stop_met(stop: Mapping[str, float], row: Mapping[str, Any]) -> bool:
-    return any(
-        isinstance(row.get(key), int | float) and row[key] >= bound for key, bound in stop.items()
-    )
+    values = {key: as_number(row.get(key)) for key in stop}
+    return any(v is not None and v >= stop[k] for k, v in values.items())
 
 
 def class_runner(
@@ -119,25 +118,6 @@ def class_runner(
     return run
 
 
-def with_parameters(trainable: Any, **kwargs: Any) -> Any:
-    """Pass large objects to every trial once, as ``ray.tune.with_parameters`` does.
-
-    The objects travel inside the pickled trainable (written once per experiment),
-    not in each trial's config.
-    """
-    if isinstance(trainable, type) and issubclass(trainable, Trainable):
-        bound = type(trainable.__name__, (trainable,), {"__tuned_parameters__": kwargs})
-        bound.__module__ = trainable.__module__
-        return bound
-    resources = resources_of(trainable)
-
-    @functools.wraps(trainable)
-    def inner(config: dict[str, Any]) -> Any:
-        return trainable(config, **kwargs)
-
-    return with_resources(inner, resources) if resources is not None else inner
-
-
 def to_function(trainable: Any, checkpoint_config: Any, stop: Any) -> Any:
     """The function the daemon runs for ``trainable`` (itself, unless it is a class)."""
     if not (isinstance(trainable, type) and issubclass(trainable, Trainable)):
@@ -153,4 +133,4 @@ def to_function(trainable: Any, checkpoint_config: Any, stop: Any) -> Any:
     return with_resources(fn, resources) if resources is not None else fn
 
 
-__all__ = ["Trainable", "class_runner", "to_function", "with_parameters"]
+__all__ = ["Trainable", "class_runner", "to_function"]

@@ -163,7 +163,12 @@ class PopulationBasedTraining(FIFOScheduler):
             self._custom_explore_fn,
             self._rng,
         )
-        tune_controller.restart_trial(trial, new_config, donor.checkpoint)
+        from ..result import TuneError
+
+        try:
+            tune_controller.restart_trial(trial, new_config, donor.checkpoint)
+        except TuneError:  # the trial ended before its result reached us: nothing to exploit
+            return self.CONTINUE
         donor_state = self._state[donor_id]
         state.last_score = donor_state.last_score
         state.last_perturbation_time = donor_state.last_perturbation_time

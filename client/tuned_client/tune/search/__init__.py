@@ -2,6 +2,7 @@
 
 from tuned_client.tune.search.basic_variant import BasicVariantGenerator
 from tuned_client.tune.search.concurrency_limiter import ConcurrencyLimiter
+from tuned_client.tune.search.repeater import Repeater
 from tuned_client.tune.search.sample import (
     Categorical,
     Domain,
@@ -40,6 +41,7 @@ __all__ = [
     "Float",
     "Function",
     "Integer",
+    "Repeater",
     "Searcher",
     "choice",
     "count_variants",

@@ -26,6 +26,8 @@ class ConcurrencyLimiter(Searcher):
         self.num_unfinished_live_trials = 0
         self.cached_results: dict[str, tuple[dict[str, Any] | None, bool]] = {}
         self._limit_reached = False
+        # A searcher that limits its own concurrency (HEBO's batches) is left to it (as Ray).
+        self._limit_concurrency = not searcher.set_max_concurrency(max_concurrent)
 
     def set_search_properties(
         self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any
@@ -34,7 +36,13 @@ class ConcurrencyLimiter(Searcher):
         self._metric, self._mode = self.searcher.metric, self.searcher.mode
         return ok
 
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        self.max_concurrent = max_concurrent
+        return True
+
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if not self._limit_concurrency:
+            return self.searcher.suggest(trial_id)
         if self._limit_reached or len(self.live_trials) >= self.max_concurrent:
             return None
         suggestion = self.searcher.suggest(trial_id)
@@ -45,12 +53,15 @@ class ConcurrencyLimiter(Searcher):
         return suggestion
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if trial_id in self.live_trials:
+        if not self._limit_concurrency or trial_id in self.live_trials:
             self.searcher.on_trial_result(trial_id, result)
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
+        if not self._limit_concurrency:
+            self.searcher.on_trial_complete(trial_id, result=result, error=error)
+            return
         if trial_id not in self.live_trials:
             return
         if not self.batch:

@@ -124,6 +124,20 @@ class Quantized(Sampler):
         return domain.cast(round(value / self.q) * self.q)
 
 
+def _rng_from(random_state: Any) -> random.Random:
+    """A ``random.Random`` from what Ray's ``random_state`` takes: a seed, a numpy
+    ``Generator`` or ``RandomState`` (a seed drawn from it, so it advances), or None."""
+    if isinstance(random_state, random.Random):
+        return random_state
+    if random_state is None or isinstance(random_state, int):
+        return random.Random(random_state)
+    if hasattr(random_state, "integers"):  # numpy.random.Generator
+        return random.Random(int(random_state.integers(2**62)))
+    if hasattr(random_state, "randint"):  # numpy.random.RandomState
+        return random.Random(int(random_state.randint(2**31 - 1)))
+    raise TypeError(f"random_state must be a seed or a numpy generator, got {random_state!r}")
+
+
 class Domain:
     """A parameter's type and valid range, plus the sampler that draws from it."""
 
@@ -158,7 +172,7 @@ class Domain:
         ``spec`` is what ``sample_from`` functions receive; a ``random_state`` seed is
         accepted for scripts that call Ray's keyword.
         """
-        rng = rng or random.Random(random_state)
+        rng = rng or _rng_from(random_state)
         sampler = self.get_sampler()
         items = [self.cast(sampler.sample(self, rng, spec)) for _ in range(size)]
         return items if size > 1 else items[0]

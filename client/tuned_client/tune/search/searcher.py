@@ -28,19 +28,28 @@ class Searcher:
     FINISHED = "FINISHED"
     CKPT_FILE_TMPL = "searcher-state-{}.pkl"
 
-    def __init__(self, metric: str | None = None, mode: str | None = None) -> None:
-        if mode not in (None, "min", "max"):
+    def __init__(self, metric: Any = None, mode: Any = None) -> None:
+        """``metric`` and ``mode``: one each, or lists of the same length (multi-objective)."""
+        modes = mode if isinstance(mode, list) else [mode]
+        if any(m not in (None, "min", "max") for m in modes):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if isinstance(mode, list) and (not isinstance(metric, list) or len(metric) != len(mode)):
+            raise ValueError("Metric and mode lists must have same length!")
         self._metric = metric
         self._mode = mode
 
     @property
-    def metric(self) -> str | None:
+    def metric(self) -> Any:
         return self._metric
 
     @property
-    def mode(self) -> str | None:
+    def mode(self) -> Any:
         return self._mode
+
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        """True if this searcher limits its own concurrency (then ConcurrencyLimiter
+        leaves the limiting to it); False, the default, lets the limiter do it."""
+        return False
 
     def set_search_properties(
         self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any

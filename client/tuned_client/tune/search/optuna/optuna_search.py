@@ -93,8 +93,8 @@ class OptunaSearch(Searcher):
     def __init__(
         self,
         space: dict[str, Any] | Callable[[Any], dict[str, Any] | None] | None = None,
-        metric: str | None = None,
-        mode: str | None = None,
+        metric: str | list[str] | None = None,
+        mode: str | list[str] | None = None,
         points_to_evaluate: list[dict[str, Any]] | None = None,
         sampler: Any = None,
         seed: int | None = None,
@@ -122,26 +122,24 @@ class OptunaSearch(Searcher):
         self._space = space
         self._dists, self._constants = convert_search_space(space)
 
+    @staticmethod
+    def convert_search_space(spec: dict[str, Any]) -> dict[str, Any]:
+        """A tune space as Optuna distributions by flat name (``"a/b"``), as Ray's."""
+        return convert_search_space(spec)[0]
+
     def set_search_properties(
-        self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any
+        self, metric: Any, mode: Any, config: dict[str, Any], **spec: Any
     ) -> bool:
-        if (
-            self._space is not None
-            and config
-            and any(isinstance(v, Domain) for v in _flatten(config).values())
-        ):
-            raise ValueError(
-                "OptunaSearch got a space twice: in OptunaSearch(space=...) and in the "
-                "Tuner's param_space; give it in one place"
-            )
-        if not super().set_search_properties(metric, mode, config):
+        """False once it has a space of its own (as Ray's searchers): the Tuner then refuses
+        a param_space that still holds search domains."""
+        if self._space is not None:
             return False
-        if self._space is None and config:
-            self._set_space(config)
-        elif config and not callable(self._space):
-            self._constants.update(convert_search_space(config)[1])
-        if self._study is None and self._space is not None:
-            self._setup_study()
+        self._set_space(config)
+        if metric:
+            self._metric = metric
+        if mode:
+            self._mode = mode
+        self._setup_study()
         return True
 
     def _setup_study(self) -> None:
@@ -150,8 +148,9 @@ class OptunaSearch(Searcher):
             raise ValueError("OptunaSearch needs a metric and a mode")
         ot.logging.set_verbosity(ot.logging.WARNING)
         sampler = self._sampler or ot.samplers.TPESampler(seed=self._seed)
-        direction = "minimize" if self._mode == "min" else "maximize"
-        self._study = ot.create_study(sampler=sampler, direction=direction)
+        modes = self._mode if isinstance(self._mode, list) else [self._mode]
+        directions = ["minimize" if m == "min" else "maximize" for m in modes]
+        self._study = ot.create_study(sampler=sampler, directions=directions)
         for i, point in enumerate(self._points):
             flat = _flatten(point)
             if i < len(self._rewards):
@@ -182,6 +181,8 @@ class OptunaSearch(Searcher):
         return _unflatten(flat)
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if isinstance(self._metric, list):
+            return  # Optuna takes no intermediate values for several objectives
         ot_trial = self._ot_trials.get(trial_id)
         value = result.get(self._metric or "")
         step = result.get("training_iteration")
@@ -195,9 +196,11 @@ class OptunaSearch(Searcher):
         ot_trial = self._ot_trials.pop(trial_id, None)
         if ot_trial is None:
             return
-        value = (result or {}).get(self._metric or "")
-        if isinstance(value, int | float) and not error:
-            self._study.tell(ot_trial, float(value))
+        metrics = self._metric if isinstance(self._metric, list) else [self._metric or ""]
+        values = [(result or {}).get(m) for m in metrics]
+        if all(isinstance(v, int | float) for v in values) and not error:
+            told = [float(v) for v in values]  # type: ignore[arg-type]
+            self._study.tell(ot_trial, told if len(told) > 1 else told[0])
         else:
             state = ot.trial.TrialState.FAIL if error else ot.trial.TrialState.PRUNED
             self._study.tell(ot_trial, None, state=state)

@@ -1,0 +1,77 @@
+"""Reading an experiment, or one trial, back from its folder.
+
+The daemon keeps ``experiment_state.msgpack`` in the experiment folder (every
+trial's id, name, config, status, error and last result); a folder without
+it (copied from elsewhere, or a single trial's) is read from the trial
+folders' own files: ``params.json``, ``result.json``, ``error.txt``,
+``checkpoint_*``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ... import protocol as p
+from ...checkpoint import Checkpoint
+from ..result import Result, trial_error
+
+
+def load_state(path: Path) -> p.ExperimentState | None:
+    file = path / p.EXPERIMENT_STATE_FILE
+    if not file.is_file():
+        return None
+    try:
+        return msgspec.msgpack.decode(file.read_bytes(), type=p.ExperimentState)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"{file} is damaged: {exc}") from exc
+
+
+def result_from_info(info: p.TrialInfo, experiment_dir: Path) -> Result:
+    path = info.path or str(experiment_dir / info.name)
+    error = None
+    if info.status == "ERROR":
+        error = trial_error(info.error or "trial failed", info.traceback, info.trial_id, path)
+    metrics: dict[str, Any] | None = p.unpack_user(info.last_result) if info.last_result else None
+    if metrics is not None and info.status == "TERMINATED":
+        metrics["done"] = True
+    return Result(
+        metrics,
+        p.unpack_user(info.config),
+        path,
+        error=error,
+        checkpoint=Checkpoint(info.checkpoint) if info.checkpoint else None,
+        trial_id=info.trial_id,
+        status=info.status,
+    )
+
+
+def result_from_folder(trial_dir: Path) -> Result:
+    """A trial's Result from its folder alone (``Result.from_path``)."""
+    return Result.from_path(trial_dir)
+
+
+def load_results(path: str | os.PathLike[str]) -> list[Result]:
+    """Every trial of the experiment in ``path``, in trial order."""
+    folder = Path(path).expanduser()
+    if folder.is_file():  # Ray takes the state file itself too
+        folder = folder.parent
+    state = load_state(folder)
+    if state is not None:
+        return [result_from_info(info, folder) for info in state.trials]
+    trials = (
+        sorted(d for d in folder.iterdir() if d.is_dir() and (d / "params.json").is_file())
+        if folder.is_dir()
+        else []
+    )
+    if not trials:
+        raise ValueError(
+            f"No experiment found in {path}: it holds neither {p.EXPERIMENT_STATE_FILE} nor "
+            "trial folders (with a params.json); pass the folder fit() printed as its logdir"
+        )
+    return [result_from_folder(d) for d in trials]
+
+

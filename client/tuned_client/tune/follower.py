@@ -1,0 +1,243 @@
+"""Following one experiment's events until it finishes: the driver loop of ``fit()``.
+
+For each event, in Ray's order: the trial views are updated, the stop rules
+and then the scheduler and searcher (``on_event``, the steering loop's hook)
+see it, then the ``tune.Callback`` hooks run, and last, when the trial waits
+on this result (``TrialResult.decide``), the decision goes back to the daemon,
+which only then lets the trial run on. Everything else (status block,
+reconnecting after a lost daemon, catching up after falling behind) is here
+too, so a plain sweep, a steered one and a restored one follow alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+from typing import Any
+
+from .. import protocol as p
+from ..connection import Connection
+from ..framing import FrameError
+from .callback import CallbackList
+from .events_apply import fold, view_from_info
+from .fit_settings import FitSettings
+from .link import RECONNECT_TIMEOUT_S, STOPPED_WAIT_S, daemon_stopped, reconnect
+from .logger.defaults import with_default_loggers
+from .output import Console
+from .result import ResultGrid, TuneError
+from .result_checks import check_result
+from .results_builder import build_results
+from .stopper.state import StopperKeeper
+from .trial import TrialView
+
+
+class Follower:
+    """Follows one experiment's events until it finishes."""
+
+    def __init__(
+        self,
+        fit: FitSettings,
+        conn: Connection,
+        accepted: p.Accepted,
+        started: float,
+        *,
+        autostarted: bool = False,
+        decides: bool = False,
+    ) -> None:
+        self.fit = fit
+        self.conn = conn
+        self.accepted = accepted
+        self.started = started
+        self.autostarted = autostarted  # we started the daemon: start it again if it crashes
+        self.decides = decides  # trials wait on our decision after each result
+        self.trials: dict[str, TrialView] = {}
+        self.callbacks = CallbackList(
+            with_default_loggers(fit.run_config.callbacks, conn.socket_path, accepted)
+        )
+        self.console = Console(fit, accepted, started)
+        self.iteration = 0
+        self.last_seq = 0  # the last event seen: a reconnect resubscribes after it
+        stop = fit.run_config.stop
+        self.stopper = stop if callable(stop) else None
+        self.stopped: set[str] = set()  # trials a stop rule or scheduler asked to stop
+        # A stopper's state is saved with the experiment, for Tuner.restore (as Ray's).
+        self.stopper_keeper = (
+            StopperKeeper(self.stopper, accepted.path) if self.stopper is not None else None
+        )
+        self.name_creator = fit.tune_config.trial_name_creator
+
+    # ------------------------------------------------------------ hooks for the steering loop
+
+    def on_event(self, event: Any) -> None:
+        """The scheduler's and searcher's turn on an event (the steering loop overrides)."""
+
+    def wants_stop(self, trial_id: str) -> bool:
+        """Whether this client has asked the trial to stop (its decision on a result)."""
+        return trial_id in self.stopped
+
+    def search_ended(self) -> None:
+        """Called once the experiment has finished (the steering loop saves its searcher)."""
+
+    # ------------------------------------------------------------ the loop
+
+    def subscribe_request(self, since: int) -> p.Subscribe:
+        return p.Subscribe(
+            experiment_id=self.accepted.experiment_id, since=since, decide=self.decides
+        )
+
+    def setup_callbacks(self) -> None:
+        """``Callback.setup`` with Ray's arguments, once, before the first event."""
+        tc, rc = self.fit.tune_config, self.fit.run_config
+        total = len(self.accepted.trial_ids) or tc.num_samples
+        self.callbacks.setup(
+            stop=rc.stop,
+            num_samples=tc.num_samples,
+            total_num_samples=total,
+            time_budget_s=tc.time_budget_s,
+        )
+
+    def follow(self, since: int = 0) -> ResultGrid:
+        self.setup_callbacks()
+        self.conn.send(self.subscribe_request(since))
+        interrupted = False
+        try:
+            while True:
+                try:
+                    finished = self._pump()
+                except KeyboardInterrupt:
+                    if interrupted:
+                        raise
+                    interrupted = True
+                    self.console.interrupted()
+                    self._send(p.Cancel(target=self.accepted.experiment_id))
+                    continue
+                if finished:
+                    break
+        except BaseException:
+            if not interrupted:  # a callback or a stopper raised: end the experiment, as Ray
+                self._send(p.Cancel(target=self.accepted.experiment_id))
+            raise
+        return self.results()
+
+    def results(self) -> ResultGrid:
+        self.search_ended()
+        self.console.final(self.trials)
+        self.callbacks.on_experiment_end(trials=list(self.trials.values()))
+        if self.stopper_keeper is not None:
+            self.stopper_keeper.save()
+        tc = self.fit.tune_config
+        return build_results(self.accepted, self.trials, tc.metric, tc.mode)
+
+    def _pump(self) -> bool:
+        """Handle what has arrived; True once the experiment has finished."""
+        try:
+            readable, _, _ = select.select([self.conn.sock], [], [], self.console.interval)
+            if not readable:
+                self.console.tick(self.trials)
+                return False
+            msg = self.conn.recv()
+        except (FrameError, OSError) as exc:  # the daemon went away (crash, restart, upgrade)
+            self._reconnect(exc)
+            return False
+        done = self.apply(msg)
+        self.console.tick(self.trials)
+        return done
+
+    def _reconnect(self, exc: BaseException) -> None:
+        """The daemon went away: say so at once, then wait for it (a crash or a restart).
+
+        A daemon stopped on purpose (``tuned stop``, the service stopped: its
+        socket is gone) is not started again by us and is waited for briefly;
+        one that crashed is waited for as long as ``TUNED_RECONNECT_TIMEOUT``.
+        """
+        self.conn.close()
+        stopped = daemon_stopped(self.fit.socket)
+        wait_s = min(STOPPED_WAIT_S, RECONNECT_TIMEOUT_S) if stopped else RECONNECT_TIMEOUT_S
+        self.console.daemon_lost(exc, stopped, wait_s)
+        self.conn = reconnect(
+            self.fit.socket,
+            self.autostarted and not stopped,
+            self.subscribe_request(self.last_seq),
+            self.accepted.path,
+            wait_s,
+        )
+        self.console.daemon_back()
+
+    def apply(self, msg: p.Message) -> bool:
+        """One message from the daemon; True once the experiment has finished."""
+        if isinstance(msg, p.Lagged):
+            return self._resync()
+        if isinstance(msg, p.Error):
+            raise TuneError(msg.message)
+        if isinstance(msg, p.Ok) or not isinstance(msg, p.Event):
+            return False
+        if msg.seq <= self.last_seq:
+            return False  # already applied before a reconnect
+        self.last_seq = msg.seq
+        trials = list(self.trials.values()) if self.callbacks else []
+        self.callbacks.on_step_begin(iteration=self.iteration, trials=trials)
+        hooks = fold(self.trials, msg)
+        if isinstance(msg, p.TrialQueued) and self.name_creator is not None:
+            view = self.trials[msg.trial_id]
+            view.name = str(self.name_creator(view))  # Ray's trial_name_creator(trial)
+        self.console.on_event(msg, self.trials)
+        if isinstance(msg, p.TrialResult):
+            check_result(self.fit, self.trials[msg.trial_id].last_result or {})
+            if self.stopper is not None:
+                self._stop_rules(msg.trial_id)
+        self.on_event(msg)
+        if self.callbacks:
+            trials = list(self.trials.values())
+            for hook, kwargs in hooks:
+                getattr(self.callbacks, hook)(iteration=self.iteration, trials=trials, **kwargs)
+        if isinstance(msg, p.TrialResult) and msg.decide:
+            self.decide(msg)
+        self.iteration += 1
+        self.callbacks.on_step_end(iteration=self.iteration, trials=trials)
+        return isinstance(msg, p.ExperimentFinished)
+
+    def decide(self, result: p.TrialResult) -> None:
+        """Let the trial waiting on this result go on, or stop it."""
+        stop = self.wants_stop(result.trial_id)
+        self._send(p.Decide(trial_id=result.trial_id, seq=result.seq, stop=stop))
+
+    def _send(self, request: Any) -> None:
+        with contextlib.suppress(OSError):  # the daemon went away; the next read reconnects
+            self.conn.send(request)
+
+    def _stop_rules(self, trial_id: str) -> None:
+        """RunConfig(stop=callable or Stopper): stop the trials it picks."""
+        view = self.trials[trial_id]
+        assert self.stopper is not None
+        if trial_id not in self.stopped and self.stopper(trial_id, view.last_result or {}):
+            self.stop(trial_id)
+        stop_all = getattr(self.stopper, "stop_all", None)
+        if callable(stop_all) and stop_all():
+            for tid, other in self.trials.items():
+                if other.status in ("PENDING", "RUNNING"):
+                    self.stop(tid)
+        if self.stopper_keeper is not None:
+            self.stopper_keeper.touched()
+
+    def stop(self, trial_id: str) -> None:
+        if trial_id not in self.stopped:
+            self.stopped.add(trial_id)
+            self._send(p.StopTrial(trial_id=trial_id))
+
+    # ------------------------------------------------------------ falling behind
+
+    def _resync(self) -> bool:
+        """Rebuild the trial views from a snapshot after ``Lagged``; True if finished."""
+        self.conn.close()
+        self.conn = Connection.open(self.fit.socket, autostart=self.autostarted)
+        reply = self.conn.get_experiment(self.accepted.experiment_id)
+        self.absorb(reply)
+        if reply.finished:
+            return True
+        self.conn.send(self.subscribe_request(reply.seq))
+        return False
+
+    def absorb(self, reply: p.ExperimentReply) -> None:
+        for info in reply.trials:
+            self.trials[info.trial_id] = view_from_info(info)
+        self.last_seq = max(self.last_seq, reply.seq)

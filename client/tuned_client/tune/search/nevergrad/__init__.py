@@ -1,0 +1,5 @@
+"""Nevergrad's optimisers as a searcher (``pip install tuned[nevergrad]``)."""
+
+from .nevergrad_search import NevergradSearch
+
+__all__ = ["NevergradSearch"]

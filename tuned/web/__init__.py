@@ -1,0 +1,13 @@
+"""``tuned web``: a live page of every experiment, served by a process of its own.
+
+The daemon opens no port. This process is one more client on the daemon's
+Unix socket (one subscription to every event, requests for the rest) and
+serves the page on 127.0.0.1 only, to whoever holds the token it prints:
+
+- ``feed``: the daemon connection, folding events into the ``model``;
+- ``model``: experiments, trials, learning curves and usage samples, and the
+  deltas pushed to pages;
+- ``guard``: the token, cookie, Host and Origin checks every request passes;
+- ``app``: the starlette routes (page, server-sent events, logs, cancel);
+- ``serve``: the command, on uvicorn.
+"""
