@@ -252,20 +252,22 @@ def measure(
         from .ray_side import ensure_ray
 
         python = ensure_ray()
-    out: list[Figure] = []
+    chosen = [m for count in gpus for m in mixes(count, unit) if not only or m.name == only]
+    ours: list[Outcome] = []
+    theirs: list[Outcome | None] = []
     with tempfile.TemporaryDirectory(prefix="tuned-bench-packing-") as tmp:
-        for count in gpus:
-            for mix in mixes(count, unit):
-                if only and mix.name != only:
-                    continue
-                ours = run_ours(mix, Path(tmp))
-                print(f"  tuned    {mix.gpus} GPUs, {mix.name}: {describe(ours)}", flush=True)
-                ray = None
-                if python is not None:
-                    ray = run_ray(mix, python, Path(tmp))
-                    print(f"  Ray Tune {mix.gpus} GPUs, {mix.name}: {describe(ray)}", flush=True)
-                out += figures(mix, ours, ray)
-    return out
+        # Every mix on tuned first, then every mix on Ray Tune: ours are measured back
+        # to back, and what else the machine runs during the (much longer) Ray side
+        # does not fall on them.
+        for mix in chosen:
+            ours.append(run_ours(mix, Path(tmp)))
+            print(f"  tuned    {mix.gpus} GPUs, {mix.name}: {describe(ours[-1])}", flush=True)
+        for mix in chosen:
+            ray = None if python is None else run_ray(mix, python, Path(tmp))
+            if ray is not None:
+                print(f"  Ray Tune {mix.gpus} GPUs, {mix.name}: {describe(ray)}", flush=True)
+            theirs.append(ray)
+    return [fig for m, o, r in zip(chosen, ours, theirs, strict=True) for fig in figures(m, o, r)]
 
 
 def main() -> None:
