@@ -7,13 +7,14 @@ defined beside the part) that ``Daemon`` satisfies.
 
 from __future__ import annotations
 
+from .drivers import Drivers
 from .intake import Intake
 from .outcomes import Outcomes
 from .reports import Reports
 from .resume import Resume
 
 
-class Daemon(Intake, Outcomes, Reports, Resume):
+class Daemon(Intake, Drivers, Outcomes, Reports, Resume):
     """Every verb of the daemon on one object (see each mixin's module)."""
 
 

@@ -298,6 +298,7 @@ class DaemonBase:
             experiment_id=exp.id,
             counts=exp.counts(),
             cancelled=exp.cancelled,
+            interrupted=exp.interrupted,
         )
         self.scheduler.remove(exp)
         self.launcher.experiment_done(exp.id)  # its warm workers and spares go

@@ -95,6 +95,28 @@ def folder_for(spec: p.ExperimentSpec, live: Mapping[Path, Experiment]) -> Path:
     return path
 
 
+def check_resumes(path: Path, trials: list[p.TrialSpec]) -> None:
+    """A trial that goes on where it was (``TrialResume``) stays in the experiment's folder.
+
+    Its folder must be one of the experiment folder's, and its checkpoint one of
+    that folder's: the daemon cuts files there back and hands the checkpoint on.
+    """
+    root = path.resolve()
+    for t in trials:
+        at = t.resume
+        if at is None:
+            continue
+        folder = Path(at.dir).resolve()
+        if folder.parent != root:
+            raise Refused(
+                "bad_request", f"trial {t.tag}: {at.dir!r} is not a trial folder of {path}"
+            )
+        if at.checkpoint and folder not in Path(at.checkpoint).resolve().parents:
+            raise Refused(
+                "bad_request", f"trial {t.tag}: checkpoint {at.checkpoint!r} is not in {at.dir}"
+            )
+
+
 def new_experiment_id(taken: Collection[str], path: Path) -> str:
     """An id no experiment of this daemon has, nor any trainable file in ``path``."""
     while True:
@@ -113,6 +135,7 @@ class Intake(DaemonBase):
             raise self.journal_refusal()
         check_trials(self.ledger, self.launcher, spec.resources, spec.trials)
         path = folder_for(spec, {e.path: e for e in self.state.unfinished()})
+        check_resumes(path, spec.trials)
         exp_id = new_experiment_id(self.experiments, path)
         if spec.trainable:
             try:

@@ -111,6 +111,9 @@ def _resume_running(daemon: Daemon, exp: Experiment, trial: Trial) -> None:
     if exp.cancelled or trial.error == "cancelled":
         trial.error = "cancelled"
         daemon.finish(trial, "ERROR")
+    elif exp.interrupted:  # its script had gone: it was stopping, unfinished
+        trial.error = p.INTERRUPTED
+        daemon.finish(trial, "ERROR")
     elif trial.stop_requested:
         daemon.finish(trial, "TERMINATED")
     else:

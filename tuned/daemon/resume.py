@@ -13,8 +13,13 @@ from .base import DaemonBase
 
 
 class Resume(DaemonBase):
-    def resume(self, exp_id: str, resume: list[str], restart: list[str]) -> p.Accepted:
-        """Queue again the given trials: ``resume`` from their checkpoints, ``restart`` anew."""
+    def resume(
+        self, exp_id: str, resume: list[str], restart: list[str], reopen: bool = False
+    ) -> p.Accepted:
+        """Queue again the given trials: ``resume`` from their checkpoints, ``restart`` anew.
+
+        ``reopen``: it takes new trials again (its searcher goes on, ``AddTrials``).
+        """
         exp = self.experiment(exp_id)
         wanted = [*resume, *restart]
         found = [self.state.locate(tid) for tid in wanted]  # in memory or on disk
@@ -23,7 +28,7 @@ class Resume(DaemonBase):
             raise Refused("bad_request", f"trials {bad} are not in experiment {exp_id}")
         # Finished trials come back from the archive to run again.
         chosen = [self.archive.revive(exp, at[1]) for at in found if at is not None]
-        self.control("resume", exp_id, restart=list(restart))
+        self.control("resume", exp_id, restart=list(restart), reopen=reopen)
         for trial in chosen:
             if trial.status in FINAL:
                 self.emit_queued(trial)
