@@ -1,0 +1,272 @@
+"""A script that steers its experiment and dies: nothing hangs, nothing runs on, restore goes on.
+
+Issue 16, through real daemons and real scripts killed with SIGKILL. An
+experiment whose searcher and scheduler live in the script waits a grace
+period for the script to come back; then it is interrupted: queued trials
+never start, running ones stop at their next report, its zygote and trials
+are gone, and ``Tuner.restore`` finishes it with the searcher and scheduler
+the script had saved. A script that comes back within the grace drives on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from conftest import RunningDaemon, restart_daemon
+from tuned_client import protocol as p
+from tuned_client import tune
+from tuned_client.connection import Connection
+
+from tuned.serve.decisions import Decisions, Held
+
+STEPS = 30
+SAMPLES = 6
+
+
+def steps(config: dict[str, Any]) -> None:
+    """Counts to STEPS with a checkpoint at each step; says where it started, and who runs it."""
+    start = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        start = json.loads((Path(checkpoint.path) / "state.json").read_text())["step"]
+    with open("starts.log", "a") as f:  # in the trial's own folder (its working directory)
+        f.write(f"{start}\n")
+    for step in range(start + 1, STEPS + 1):
+        time.sleep(0.02)
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "state.json").write_text(json.dumps({"step": step}))
+            tune.report(
+                {
+                    "loss": config["x"] / step,
+                    "step": step,
+                    "pid": os.getpid(),
+                    "ppid": os.getppid(),
+                },
+                checkpoint=tune.Checkpoint.from_directory(d),
+            )
+
+
+STEERED = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    from test_dying_driver import SAMPLES, steps
+    from tuned_client import tune
+    from tuned_client.tune.schedulers import ASHAScheduler
+    from tuned_client.tune.search.optuna import OptunaSearch
+
+    results = tune.Tuner(
+        steps,
+        param_space={{"x": tune.uniform(0.1, 1.0)}},
+        tune_config=tune.TuneConfig(
+            metric="loss", mode="min", num_samples=SAMPLES,
+            search_alg=OptunaSearch(seed=7), scheduler=ASHAScheduler(max_t=30, grace_period=10),
+        ),
+        run_config=tune.RunConfig(name="steered", verbose=0),
+    ).fit()
+    print("RESULTS", len(results), results.num_terminated, results.num_errors)
+    """
+)
+
+
+def _script(tmp_path: Path, daemon: RunningDaemon) -> subprocess.Popen[str]:
+    script = tmp_path / "steered.py"
+    script.write_text(STEERED.format(tests=str(Path(__file__).parent)))
+    return subprocess.Popen(
+        [sys.executable, str(script)],
+        env=daemon.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _until(conn: Connection, done: Any) -> p.Event:
+    """Read events until ``done(event)``; returns that event."""
+    while True:
+        msg = conn.recv()
+        assert not isinstance(msg, p.Error | p.Lagged), msg
+        if isinstance(msg, p.Event) and done(msg):
+            return msg
+
+
+def _processes_of(experiment_id: str) -> list[psutil.Process]:
+    """Every process running one of the experiment's trials (by its TUNED_TRIAL_ID)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("TUNED_TRIAL_ID", "").startswith(experiment_id + "_"):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def _gone(pids: set[int]) -> list[int]:
+    """Those of ``pids`` still alive after a bounded wait for them to exit."""
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    _, alive = psutil.wait_procs(procs, timeout=20)
+    return [p.pid for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+
+def _rows(trial_dir: Path) -> list[int]:
+    text = (trial_dir / "result.json").read_text()
+    return [json.loads(line)["step"] for line in text.splitlines()]
+
+
+@pytest.mark.daemon_args("--num-cpus", "3", "--driver-grace", "1")
+def test_a_killed_steering_script_leaves_an_interrupted_experiment_that_restore_finishes(
+    daemon: RunningDaemon, tmp_path: Path
+) -> None:
+    script = _script(tmp_path, daemon)
+    pids: set[int] = set()  # trial processes and the zygotes that forked them
+
+    def seen(e: p.Event) -> p.Event:
+        if isinstance(e, p.TrialResult):
+            metrics = p.unpack_user(e.metrics)
+            pids.update((metrics["pid"], metrics["ppid"]))
+        return e
+
+    try:
+        with daemon.connect() as conn:
+            conn.send(p.Subscribe(since=0))
+            # A trial is under way, its checkpoints on disk; the search is not over.
+            first = _until(
+                conn, lambda e: isinstance(seen(e), p.TrialCheckpoint) and e.iteration >= 3
+            )
+            os.kill(script.pid, signal.SIGKILL)
+            script.wait()
+            end = _until(conn, lambda e: isinstance(seen(e), p.ExperimentFinished))
+    finally:
+        if script.poll() is None:
+            script.kill()
+            script.wait()
+    exp_id = first.experiment_id
+    assert isinstance(end, p.ExperimentFinished) and end.interrupted and not end.cancelled
+    with daemon.connect() as conn:
+        reply = conn.get_experiment(exp_id)
+        status = conn.request(p.GetStatus())
+    assert reply.interrupted and reply.finished
+    assert 0 < len(reply.trials) < SAMPLES  # the script had not suggested them all
+    assert {(t.status, t.error) for t in reply.trials} == {("ERROR", p.INTERRUPTED)}
+    assert isinstance(status, p.StatusReply) and status.running == []
+    assert [e.interrupted for e in status.experiments] == [True]
+    listing = subprocess.run(
+        [sys.executable, "-m", "tuned", "ls"], env=daemon.env(), capture_output=True, text=True
+    )
+    assert f"{exp_id}  steered  interrupted" in listing.stdout
+    # Nothing of it runs on: no trial process, no zygote, no spare.
+    assert _gone(pids) == []
+    assert _processes_of(exp_id) == []
+
+    path = daemon.storage / "steered"
+    stopped = {Path(t.path).name: ([0, *_rows(Path(t.path))])[-1] for t in reply.trials if t.path}
+    results = tune.Tuner.restore(str(path), steps).fit()  # searcher and scheduler as saved
+
+    assert len(results) == SAMPLES, [r.path for r in results]
+    assert results.num_terminated == SAMPLES and results.num_errors == 0
+    for r in results:
+        trial_dir = Path(r.path)
+        rows = _rows(trial_dir)
+        assert rows == list(range(1, rows[-1] + 1))  # nothing reported twice
+        starts = [int(x) for x in (trial_dir / "starts.log").read_text().split()]
+        assert starts[0] == 0
+        if trial_dir.name in stopped:  # it went on from the checkpoint it had
+            assert starts[-1] == stopped[trial_dir.name], (trial_dir.name, starts)
+    assert "interrupted" in daemon.log
+
+
+@pytest.mark.daemon_args("--num-cpus", "2", "--driver-grace", "60")
+def test_a_script_that_reconnects_after_a_daemon_restart_drives_on(
+    daemon: RunningDaemon, tmp_path: Path
+) -> None:
+    script = _script(tmp_path, daemon)
+    again: RunningDaemon | None = None
+    try:
+        with daemon.connect() as conn:
+            conn.send(p.Subscribe(since=0))
+            _until(conn, lambda e: isinstance(e, p.TrialCheckpoint) and e.iteration >= 3)
+        daemon.stop(signal.SIGKILL)
+        again = restart_daemon(daemon)  # the script reconnects and resubscribes as its driver
+        out, err = script.communicate(timeout=300)
+        assert script.returncode == 0, err
+        assert f"RESULTS {SAMPLES} {SAMPLES} 0" in out, err
+        with again.connect() as conn:
+            status = conn.request(p.GetStatus())
+        assert isinstance(status, p.StatusReply)
+        assert [(e.finished, e.interrupted) for e in status.experiments] == [(True, False)]
+    finally:
+        if script.poll() is None:
+            script.kill()
+            script.communicate()
+        if again is not None:
+            again.stop()
+
+
+def stop_rule(trial_id: str, result: dict[str, Any]) -> bool:
+    return False
+
+
+@pytest.mark.daemon_args("--num-cpus", "2", "--driver-grace", "60")
+def test_a_driver_back_within_the_grace_decides_on_the_held_result(
+    daemon: RunningDaemon,
+) -> None:
+    """Its first connection closes while a trial waits on a decision; a second one takes over."""
+    tuner = tune.Tuner(
+        steps,
+        param_space={"x": 1.0},
+        run_config=tune.RunConfig(name="held", stop=stop_rule, verbose=0),
+    )
+    spec = tuner._experiment_spec()
+    assert spec.decide_results  # a stop function decides on each result, in the script
+    first = daemon.connect()
+    accepted = first.request(p.Submit(experiment=spec))
+    assert isinstance(accepted, p.Accepted)
+    first.send(p.Subscribe(experiment_id=accepted.experiment_id, since=0, decide=True))
+    held = _until(first, lambda e: isinstance(e, p.TrialResult) and e.decide)
+    first.close()  # no decision: the trial waits for one
+    with daemon.connect() as second:
+        second.send(
+            p.Subscribe(experiment_id=accepted.experiment_id, since=held.seq - 1, decide=True)
+        )
+        result = _until(second, lambda e: isinstance(e, p.TrialResult))
+        assert result.seq == held.seq and isinstance(result, p.TrialResult) and result.decide
+        second.send(p.Decide(trial_id=result.trial_id, seq=result.seq, stop=True))
+        finished = _until(second, lambda e: isinstance(e, p.TrialFinished))
+        end = _until(second, lambda e: isinstance(e, p.ExperimentFinished))
+    assert isinstance(finished, p.TrialFinished) and finished.status == "TERMINATED"
+    assert isinstance(end, p.ExperimentFinished) and not end.interrupted
+    [trial_dir] = (daemon.storage / "held").glob("steps_*")
+    assert _rows(trial_dir) == [1]  # it went no further than the result decided on
+
+
+def test_an_orphaned_experiment_holds_reports_until_a_driver_is_back_or_it_is_given_up() -> None:
+    decisions = Decisions()
+    first, second = object(), object()
+    decisions.add_decider("e", first)
+    decisions.hold(Held("e_00000", "e", worker=None, report_seq=1, event_seq=10))
+    decisions.hold(Held("e_00001", "e", worker=None, report_seq=1, event_seq=12))
+    assert decisions.decider_gone(first) == ["e"]
+    wait = decisions.orphan("e")
+    assert decisions.deciding("e") and decisions.orphaned("e", wait)  # reports still wait
+    decisions.add_decider("e", second)  # back within the grace: the wait is over
+    assert not decisions.orphaned("e", wait)
+    # It subscribed after event 11: the report of event 10 will not come to it again.
+    assert [h.trial_id for h in decisions.seen("e", 11)] == ["e_00000"]
+    assert decisions.decider_gone(second) == ["e"]
+    again = decisions.orphan("e")
+    assert [h.trial_id for h in decisions.abandon("e")] == ["e_00001"]
+    assert not decisions.deciding("e") and not decisions.orphaned("e", again)
