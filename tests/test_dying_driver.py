@@ -10,6 +10,7 @@ the script had saved. A script that comes back within the grace drives on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -99,11 +100,16 @@ def _until(conn: Connection, done: Any) -> p.Event:
 
 
 def _processes_of(experiment_id: str) -> list[psutil.Process]:
-    """Every process running one of the experiment's trials (by its TUNED_TRIAL_ID)."""
+    """Every live process of the experiment: its trials (by their TUNED_TRIAL_ID), and its
+    zygote and spares (their command line names its trainable file, as forks keep it)."""
     found = []
+    trainable = f"trainable-{experiment_id}.pkl"
     for proc in psutil.process_iter():
         try:
-            if proc.environ().get("TUNED_TRIAL_ID", "").startswith(experiment_id + "_"):
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            ours = any(trainable in part for part in proc.cmdline())
+            if ours or proc.environ().get("TUNED_TRIAL_ID", "").startswith(experiment_id + "_"):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
@@ -119,7 +125,12 @@ def _gone(pids: set[int]) -> list[int]:
         except psutil.NoSuchProcess:
             continue
     _, alive = psutil.wait_procs(procs, timeout=20)
-    return [p.pid for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    still = []
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if proc.status() != psutil.STATUS_ZOMBIE:  # exited, not reaped yet by its parent
+                still.append(proc.pid)
+    return still
 
 
 def _rows(trial_dir: Path) -> list[int]:
@@ -142,6 +153,7 @@ def test_a_killed_steering_script_leaves_an_interrupted_experiment_that_restore_
 
     try:
         with daemon.connect() as conn:
+            conn.sock.settimeout(300)  # a daemon that never ends it fails the test, not hangs
             conn.send(p.Subscribe(since=0))
             # A trial is under way, its checkpoints on disk; the search is not over.
             first = _until(
@@ -170,7 +182,7 @@ def test_a_killed_steering_script_leaves_an_interrupted_experiment_that_restore_
     assert f"{exp_id}  steered  interrupted" in listing.stdout
     # Nothing of it runs on: no trial process, no zygote, no spare.
     assert _gone(pids) == []
-    assert _processes_of(exp_id) == []
+    assert _gone({proc.pid for proc in _processes_of(exp_id)}) == []  # spares die with it
 
     path = daemon.storage / "steered"
     stopped = {Path(t.path).name: ([0, *_rows(Path(t.path))])[-1] for t in reply.trials if t.path}
