@@ -7,7 +7,7 @@ import time
 import anyio
 from tuned_client import protocol as p
 
-from tuned import events
+from tuned.serve import events
 from tuned.serve.events import EventBus, Subscriber
 
 

@@ -7,16 +7,21 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import RunningDaemon, ledger_in_use, restart_daemon, use_daemon
+from conftest import (
+    RunningDaemon,
+    ledger_in_use,
+    next_event,
+    restart_daemon,
+    start_script,
+    use_daemon,
+)
+from gates import Gate, pass_gate, wait_until
 from tuned_client import protocol as p
 from tuned_client import tune
 
@@ -31,10 +36,14 @@ def train_counting(config: dict) -> None:
     with open(config["log"], "a") as f:
         f.write(f"start {config['x']} {start}\n")
     for step in range(start + 1, STEPS + 1):
-        time.sleep(0.1)
         with tempfile.TemporaryDirectory() as d:
             (Path(d) / "state.json").write_text(json.dumps({"step": step}))
-            tune.report({"step": step}, checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report(
+                {"step": step, "ppid": os.getppid()},
+                checkpoint=tune.Checkpoint.from_directory(d),
+            )
+        if config["x"] == 1:
+            pass_gate(config["gate"])  # trial 1 is mid-run until the test has interrupted it
     with open(config["log"], "a") as f:
         f.write(f"done {config['x']}\n")
 
@@ -46,25 +55,25 @@ from test_restore import train_counting
 from tuned_client import tune
 tune.Tuner(
     train_counting,
-    param_space={{"x": tune.grid_search([0, 1, 2, 3]), "log": {log!r}}},
+    param_space={{"x": tune.grid_search([0, 1, 2, 3]), "log": {log!r}, "gate": {gate!r}}},
     tune_config=tune.TuneConfig(max_concurrent_trials=1),
     run_config=tune.RunConfig(name="restorable", verbose=0),
 ).fit()
 """
 
 
-def _start_client(daemon: RunningDaemon, tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
+def _start_client(
+    daemon: RunningDaemon, tmp_path: Path
+) -> tuple[subprocess.Popen[bytes], Path, Gate]:
+    """The experiment's client, once trial 1 has reported and waits at the returned gate."""
     log = tmp_path / "starts.log"
-    script = tmp_path / "client.py"
-    script.write_text(CLIENT.format(tests=str(Path(__file__).parent), log=str(log)))
-    client = subprocess.Popen(
-        [sys.executable, str(script)], env=daemon.env(), stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 20
-    while "start 1" not in (log.read_text() if log.exists() else ""):
-        assert time.monotonic() < deadline, "the experiment made no progress"
-        time.sleep(0.02)  # watching another process's output
-    return client, log
+    gate = Gate(tmp_path / "gate")
+    source = CLIENT.format(tests=str(Path(__file__).parent), log=str(log), gate=str(gate))
+    client = start_script(daemon, tmp_path / "client.py", source, stderr=subprocess.DEVNULL)
+    with daemon.connect() as conn:
+        conn.send(p.Subscribe(since=0))
+        next_event(conn, p.TrialResult, lambda e: e.trial_id.endswith("_00001"))
+    return client, log, gate
 
 
 def _check_finished(results: tune.ResultGrid, log: Path) -> None:
@@ -79,11 +88,12 @@ def _check_finished(results: tune.ResultGrid, log: Path) -> None:
 
 
 def test_restore_after_client_and_daemon_were_killed(daemon: RunningDaemon, tmp_path: Path) -> None:
-    client, log = _start_client(daemon, tmp_path)
+    client, log, gate = _start_client(daemon, tmp_path)
     client.kill()
     client.wait()
     daemon.stop(signal.SIGKILL)
     again = restart_daemon(daemon)
+    gate.open()
     try:
         path = daemon.storage / "restorable"
         assert tune.Tuner.can_restore(str(path))
@@ -100,14 +110,14 @@ def test_restore_after_client_and_daemon_were_killed(daemon: RunningDaemon, tmp_
 def test_ctrl_c_stops_the_experiment_and_restore_resumes_it(
     daemon: RunningDaemon, tmp_path: Path
 ) -> None:
-    client, log = _start_client(daemon, tmp_path)
+    client, log, gate = _start_client(daemon, tmp_path)
     client.send_signal(signal.SIGINT)
-    assert client.wait(timeout=20) == 0
-    with daemon.connect() as conn:
-        status = conn.request(p.GetStatus())
-    assert isinstance(status, p.StatusReply) and status.running == []
+    assert client.wait(timeout=60) == 0
+    status = daemon.status()
+    assert status.running == []
     assert status.experiments[0].finished
-    assert "done 3" not in log.read_text()
+    assert "done 1" not in log.read_text() and "start 2" not in log.read_text()
+    gate.open()
     restored = tune.Tuner.restore(
         str(daemon.storage / "restorable"), train_counting, run_config=tune.RunConfig(verbose=0)
     )
@@ -118,72 +128,41 @@ def test_ctrl_c_stops_the_experiment_and_restore_resumes_it(
     assert ledger_in_use(daemon) == {"cpu": 0, "gpu": 0, "memory": 0}
 
 
-def train_stalling(config: dict) -> None:
-    """``train_counting``'s steps; x=1's first attempt stalls after two (killed there)."""
-    checkpoint = tune.get_checkpoint()
-    start = 0
-    if checkpoint is not None:
-        start = json.loads((Path(checkpoint.path) / "state.json").read_text())["step"]
-    with open(config["log"], "a") as f:
-        f.write(f"start {config['x']} {start}\n")
-    for step in range(start + 1, STEPS + 1):
-        if config["x"] == 1 and checkpoint is None and step == 3:
-            threading.Event().wait()  # until the test kills its daemon
-        with tempfile.TemporaryDirectory() as d:
-            (Path(d) / "state.json").write_text(json.dumps({"step": step}))
-            tune.report(
-                {"step": step, "ppid": os.getppid()}, checkpoint=tune.Checkpoint.from_directory(d)
-            )
-    with open(config["log"], "a") as f:
-        f.write(f"done {config['x']}\n")
-
-
-STALLING = CLIENT.replace("train_counting", "train_stalling")
-
-
 def test_restore_after_the_daemon_lost_the_experiment_resumes_from_checkpoints(
     daemon: RunningDaemon,
     daemon_factory: Callable[..., RunningDaemon],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Its journal gone (a daemon that never saw it): trials go on from their checkpoints."""
-    log = tmp_path / "starts.log"
-    script = tmp_path / "client.py"
-    script.write_text(STALLING.format(tests=str(Path(__file__).parent), log=str(log)))
-    client = subprocess.Popen([sys.executable, str(script)], env=daemon.env())
-    pids: set[int] = set()  # the trials' processes and the zygote that forked them
-    try:
-        with daemon.connect() as conn:
-            conn.send(p.Subscribe(since=0))
-            while True:  # until x=1 has checkpointed twice (and stalls)
-                event = conn.recv()
-                assert not isinstance(event, p.Error | p.Lagged), event
-                if isinstance(event, p.TrialResult):
-                    row = p.unpack_user(event.metrics)
-                    pids.update((row["pid"], row["ppid"]))
-                second = isinstance(event, p.TrialCheckpoint) and event.iteration == 2
-                if second and event.trial_id.endswith("_00001"):
-                    break  # it stalls before its third
-    finally:
-        client.kill()
-        client.wait()
+    """Its journal gone (a daemon that never saw it): trials go on from their checkpoints.
+
+    Ray's restore reads ``experiment_state`` and the trial folders; so does this
+    one: trial 1 had checkpointed its first step when everything died, and goes
+    on from it, its result files holding each step once.
+    """
+    client, log, gate = _start_client(daemon, tmp_path)  # trial 1 reported step 1, waits
+    client.kill()
+    client.wait()
+    [trial_dir] = (daemon.storage / "restorable").glob("train_counting_*_00001_*")
+    rows = trial_dir / "result.json"
+    # The daemon writes result rows behind: the checkpoint's row is on disk before it dies.
+    wait_until(lambda: rows.exists() and rows.read_text().endswith("\n"), "trial 1's first row")
+    first = json.loads(rows.read_text().splitlines()[0])
     daemon.stop(signal.SIGKILL)
     procs = []
-    for pid in pids:
+    for pid in (first["pid"], first["ppid"]):
         with contextlib.suppress(psutil.NoSuchProcess):
             procs.append(psutil.Process(pid))
     _, alive = psutil.wait_procs(procs, timeout=30)
-    assert alive == []  # its trials died with it: none writes to its folder any more
+    assert alive == []  # its trial and zygote died with it: none writes to its folder any more
     fresh = daemon_factory(*daemon.args, name="fresh")  # another journal: it never saw it
     use_daemon(fresh, monkeypatch)
-    with fresh.connect() as conn:
-        status = conn.request(p.GetStatus())
-    assert isinstance(status, p.StatusReply) and status.experiments == []
+    assert fresh.status().experiments == []
+    gate.open()
 
     path = daemon.storage / "restorable"
-    results = tune.Tuner.restore(str(path), train_stalling, run_config=tune.RunConfig(verbose=0))
+    results = tune.Tuner.restore(str(path), train_counting, run_config=tune.RunConfig(verbose=0))
     _check_finished(results.fit(), log)  # trial 0 not rerun; no row twice in result.json
     starts = log.read_text().splitlines()
-    assert [s for s in starts if s.startswith("start 1")] == ["start 1 0", "start 1 2"]
+    assert [s for s in starts if s.startswith("start 1")] == ["start 1 0", "start 1 1"]
     assert ledger_in_use(fresh) == {"cpu": 0, "gpu": 0, "memory": 0}

@@ -7,6 +7,7 @@ defined beside the part) that ``Daemon`` satisfies.
 
 from __future__ import annotations
 
+from .compaction import Compaction
 from .drivers import Drivers
 from .intake import Intake
 from .outcomes import Outcomes
@@ -14,7 +15,7 @@ from .reports import Reports
 from .resume import Resume
 
 
-class Daemon(Intake, Drivers, Outcomes, Reports, Resume):
+class Daemon(Intake, Drivers, Outcomes, Reports, Resume, Compaction):
     """Every verb of the daemon on one object (see each mixin's module)."""
 
 
