@@ -24,7 +24,8 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import RunningDaemon, restart_daemon
+from conftest import RunningDaemon, ledger_in_use, restart_daemon
+from gates import Gate, pass_gate
 from tuned_client import protocol as p
 from tuned_client import tune
 from tuned_client.connection import Connection
@@ -36,7 +37,11 @@ SAMPLES = 6
 
 
 def steps(config: dict[str, Any]) -> None:
-    """Counts to STEPS with a checkpoint at each step; says where it started, and who runs it."""
+    """Counts to STEPS with a checkpoint at each step; says where it started, and who runs it.
+
+    With ``DYING_GATE`` set (the script's environment, which its trials inherit), a
+    trial waits at that gate after its third report: none ends before the test says so.
+    """
     start = 0
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -56,6 +61,8 @@ def steps(config: dict[str, Any]) -> None:
                 },
                 checkpoint=tune.Checkpoint.from_directory(d),
             )
+        if step == 3 and os.environ.get("DYING_GATE"):
+            pass_gate(os.environ["DYING_GATE"])
 
 
 STEERED = textwrap.dedent(
@@ -81,12 +88,31 @@ STEERED = textwrap.dedent(
 )
 
 
-def _script(tmp_path: Path, daemon: RunningDaemon) -> subprocess.Popen[str]:
-    script = tmp_path / "steered.py"
-    script.write_text(STEERED.format(tests=str(Path(__file__).parent)))
+DETACHED = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    from test_dying_driver import steps
+    from tuned_client import tune
+
+    tune.Tuner(
+        steps,
+        param_space={{"x": tune.grid_search([0.25, 0.5, 1.0])}},
+        run_config=tune.RunConfig(name="detached", stop={{"training_iteration": 1000}}, verbose=0),
+    ).fit()
+    """
+)
+
+
+def _script(
+    tmp_path: Path, daemon: RunningDaemon, source: str = STEERED, gate: Gate | None = None
+) -> subprocess.Popen[str]:
+    script = tmp_path / "script.py"
+    script.write_text(source.format(tests=str(Path(__file__).parent)))
+    env = {**daemon.env(), **({"DYING_GATE": str(gate)} if gate is not None else {})}
     return subprocess.Popen(
         [sys.executable, str(script)],
-        env=daemon.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
 
@@ -142,7 +168,8 @@ def _rows(trial_dir: Path) -> list[int]:
 def test_a_killed_steering_script_leaves_an_interrupted_experiment_that_restore_finishes(
     daemon: RunningDaemon, tmp_path: Path
 ) -> None:
-    script = _script(tmp_path, daemon)
+    gate = Gate(tmp_path / "gate")  # trials wait after step 3: none ends, no more are suggested
+    script = _script(tmp_path, daemon, gate=gate)
     pids: set[int] = set()  # trial processes and the zygotes that forked them
 
     def seen(e: p.Event) -> p.Event:
@@ -161,6 +188,7 @@ def test_a_killed_steering_script_leaves_an_interrupted_experiment_that_restore_
             )
             os.kill(script.pid, signal.SIGKILL)
             script.wait()
+            gate.open()  # the trials report again: nobody decides, and they stop there
             end = _until(conn, lambda e: isinstance(seen(e), p.ExperimentFinished))
     finally:
         if script.poll() is None:
@@ -176,6 +204,7 @@ def test_a_killed_steering_script_leaves_an_interrupted_experiment_that_restore_
     assert {(t.status, t.error) for t in reply.trials} == {("ERROR", p.INTERRUPTED)}
     assert isinstance(status, p.StatusReply) and status.running == []
     assert [e.interrupted for e in status.experiments] == [True]
+    assert set(ledger_in_use(daemon).values()) == {0}  # its resources are free
     listing = subprocess.run(
         [sys.executable, "-m", "tuned", "ls"], env=daemon.env(), capture_output=True, text=True
     )
@@ -199,6 +228,40 @@ def test_a_killed_steering_script_leaves_an_interrupted_experiment_that_restore_
         if trial_dir.name in stopped:  # it went on from the checkpoint it had
             assert starts[-1] == stopped[trial_dir.name], (trial_dir.name, starts)
     assert "interrupted" in daemon.log
+
+
+@pytest.mark.daemon_args("--num-cpus", "3", "--driver-grace", "0")
+def test_a_killed_script_of_a_plain_grid_leaves_an_experiment_that_runs_to_its_end(
+    daemon: RunningDaemon, tmp_path: Path
+) -> None:
+    """Grid search, FIFO, a stop dict (checked in the trials): the daemon needs no script.
+
+    No grace at all: were it waiting for a driver, it would interrupt the trials at
+    the reports they make once the gate opens.
+    """
+    gate = Gate(tmp_path / "gate")  # the trials wait after step 3, until the script is dead
+    script = _script(tmp_path, daemon, DETACHED, gate)
+    try:
+        with daemon.connect() as conn:
+            conn.send(p.Subscribe(since=0))
+            first = _until(conn, lambda e: isinstance(e, p.TrialCheckpoint) and e.iteration >= 3)
+        os.kill(script.pid, signal.SIGKILL)
+        script.wait()
+    finally:
+        if script.poll() is None:
+            script.kill()
+            script.wait()
+    gate.open()
+    results = tune.Tuner.restore(str(daemon.storage / "detached"), steps).fit()  # follows it
+
+    assert len(results) == 3 and results.num_terminated == 3 and results.num_errors == 0
+    for r in results:
+        assert _rows(Path(r.path)) == list(range(1, STEPS + 1))  # to its end, in one go
+        assert (Path(r.path) / "starts.log").read_text().split() == ["0"]
+    with daemon.connect() as conn:
+        reply = conn.get_experiment(first.experiment_id)
+    assert reply.finished and not reply.interrupted and not reply.cancelled
+    assert "went away" not in daemon.log
 
 
 @pytest.mark.daemon_args("--num-cpus", "2", "--driver-grace", "60")
