@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import psutil
 import pytest
 from conftest import RunningDaemon, ledger_in_use, restart_daemon
@@ -30,6 +31,11 @@ from tuned_client import protocol as p
 from tuned_client import tune
 from tuned_client.connection import Connection
 
+from tuned.config import Settings
+from tuned.daemon import Daemon
+from tuned.daemon.recovery import recover
+from tuned.run.inventory import NoGpus
+from tuned.run.launcher import SpawnLauncher
 from tuned.serve.decisions import Decisions, Held
 
 STEPS = 30
@@ -164,13 +170,14 @@ def _rows(trial_dir: Path) -> list[int]:
     return [json.loads(line)["step"] for line in text.splitlines()]
 
 
-@pytest.mark.daemon_args("--num-cpus", "3", "--driver-grace", "1")
-def test_a_killed_steering_script_leaves_an_interrupted_experiment_that_restore_finishes(
-    daemon: RunningDaemon, tmp_path: Path
-) -> None:
+def _kill_the_steering_script(daemon: RunningDaemon, tmp_path: Path) -> tuple[str, set[int]]:
+    """Start the steered script, SIGKILL it mid-search; return once its experiment ended.
+
+    Returns the experiment's id and the processes of its trials and their zygotes.
+    """
     gate = Gate(tmp_path / "gate")  # trials wait after step 3: none ends, no more are suggested
     script = _script(tmp_path, daemon, gate=gate)
-    pids: set[int] = set()  # trial processes and the zygotes that forked them
+    pids: set[int] = set()
 
     def seen(e: p.Event) -> p.Event:
         if isinstance(e, p.TrialResult):
@@ -194,8 +201,15 @@ def test_a_killed_steering_script_leaves_an_interrupted_experiment_that_restore_
         if script.poll() is None:
             script.kill()
             script.wait()
-    exp_id = first.experiment_id
     assert isinstance(end, p.ExperimentFinished) and end.interrupted and not end.cancelled
+    return first.experiment_id, pids
+
+
+@pytest.mark.daemon_args("--num-cpus", "3", "--driver-grace", "1")
+def test_a_killed_steering_script_leaves_an_interrupted_experiment_that_restore_finishes(
+    daemon: RunningDaemon, tmp_path: Path
+) -> None:
+    exp_id, pids = _kill_the_steering_script(daemon, tmp_path)
     with daemon.connect() as conn:
         reply = conn.get_experiment(exp_id)
         status = conn.request(p.GetStatus())
@@ -228,6 +242,33 @@ def test_a_killed_steering_script_leaves_an_interrupted_experiment_that_restore_
         if trial_dir.name in stopped:  # it went on from the checkpoint it had
             assert starts[-1] == stopped[trial_dir.name], (trial_dir.name, starts)
     assert "interrupted" in daemon.log
+
+
+@pytest.mark.daemon_args("--num-cpus", "3", "--driver-grace", "1")
+def test_an_interrupted_experiment_stays_interrupted_through_a_snapshot_and_a_restart(
+    daemon: RunningDaemon, tmp_path: Path
+) -> None:
+    """Compacted away from the journal, it is still interrupted, and restore still finishes it."""
+    exp_id, _ = _kill_the_steering_script(daemon, tmp_path)
+    daemon.stop(signal.SIGKILL)
+    settings = Settings(
+        socket_path=tmp_path / "unused.sock", state_dir=daemon.state_dir, num_cpus=3, num_gpus=0
+    )
+    compacting = Daemon(settings, NoGpus(), SpawnLauncher())
+    anyio.run(recover, compacting)
+    compacting.compact_now()  # the snapshot holds it; the new journal holds nothing of it
+    compacting.journal.close()
+    assert (daemon.state_dir / "snapshot.bin").exists()
+    again = restart_daemon(daemon)
+    try:
+        status = again.status()
+        assert [(e.experiment_id, e.finished, e.interrupted) for e in status.experiments] == [
+            (exp_id, True, True)
+        ]
+        results = tune.Tuner.restore(str(daemon.storage / "steered"), steps).fit()
+        assert results.num_terminated == SAMPLES and results.num_errors == 0
+    finally:
+        again.stop()
 
 
 @pytest.mark.daemon_args("--num-cpus", "3", "--driver-grace", "0")
