@@ -19,13 +19,14 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import psutil
 import pytest
-from conftest import RunningDaemon, ledger_in_use, restart_daemon
+from conftest import RunningDaemon, ledger_in_use, restart_daemon, use_daemon
 from gates import Gate, pass_gate
 from tuned_client import protocol as p
 from tuned_client import tune
@@ -227,10 +228,19 @@ def test_a_killed_steering_script_leaves_an_interrupted_experiment_that_restore_
     assert _gone(pids) == []
     assert _gone({proc.pid for proc in _processes_of(exp_id)}) == []  # spares die with it
 
-    path = daemon.storage / "steered"
-    stopped = {Path(t.path).name: ([0, *_rows(Path(t.path))])[-1] for t in reply.trials if t.path}
-    results = tune.Tuner.restore(str(path), steps).fit()  # searcher and scheduler as saved
+    stopped = _stopped_at(reply)
+    results = tune.Tuner.restore(str(daemon.storage / "steered"), steps).fit()
+    _check_resumed(results, stopped)  # searcher and scheduler as saved
+    assert "interrupted" in daemon.log
 
+
+def _stopped_at(reply: p.ExperimentReply) -> dict[str, int]:
+    """Each trial folder's last step on disk, when the experiment ended."""
+    return {Path(t.path).name: ([0, *_rows(Path(t.path))])[-1] for t in reply.trials if t.path}
+
+
+def _check_resumed(results: tune.ResultGrid, stopped: dict[str, int]) -> None:
+    """The search went on to SAMPLES; each interrupted trial from the checkpoint it had."""
     assert len(results) == SAMPLES, [r.path for r in results]
     assert results.num_terminated == SAMPLES and results.num_errors == 0
     for r in results:
@@ -241,7 +251,27 @@ def test_a_killed_steering_script_leaves_an_interrupted_experiment_that_restore_
         assert starts[0] == 0
         if trial_dir.name in stopped:  # it went on from the checkpoint it had
             assert starts[-1] == stopped[trial_dir.name], (trial_dir.name, starts)
-    assert "interrupted" in daemon.log
+    assert stopped.keys() <= {Path(r.path).name for r in results}  # in the folders they had
+
+
+@pytest.mark.daemon_args("--num-cpus", "3", "--driver-grace", "1")
+def test_restore_of_a_steered_experiment_the_daemon_lost_goes_on_from_its_checkpoints(
+    daemon: RunningDaemon,
+    daemon_factory: Callable[..., RunningDaemon],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Interrupted, then its daemon's journal is gone: the folder alone is enough, as in Ray."""
+    exp_id, _ = _kill_the_steering_script(daemon, tmp_path)
+    with daemon.connect() as conn:
+        stopped = _stopped_at(conn.get_experiment(exp_id))
+    daemon.stop(signal.SIGKILL)
+    fresh = daemon_factory(*daemon.args, name="fresh")  # another journal: it never saw it
+    use_daemon(fresh, monkeypatch)
+    assert fresh.status().experiments == []
+    results = tune.Tuner.restore(str(daemon.storage / "steered"), steps).fit()
+    _check_resumed(results, stopped)
+    assert set(ledger_in_use(fresh).values()) == {0}
 
 
 @pytest.mark.daemon_args("--num-cpus", "3", "--driver-grace", "1")
