@@ -29,6 +29,9 @@ class Settings:
     handshake_timeout_s: float = 10.0
     spare_idle_s: float = 30.0  # a zygote's spare nobody took by then is retired (it may idle out)
     kill_grace_s: float = 5.0
+    # How long an experiment whose searcher/scheduler runs in a script waits for that
+    # script to reconnect before it is interrupted (``daemon.drivers``).
+    driver_grace_s: float = 30.0
     gpu_release_timeout_s: float = 10.0  # longest a device waits for a dead trial's memory
     fake_gpu_state: Path | None = None  # tests: a JSON file the fake GPU probe reads
     # The memory watchdog acts when less than this share of memory is available.

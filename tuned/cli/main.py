@@ -97,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     # Tests: how long a zygote's spare may wait for a trial before it is retired.
     start.add_argument("--spare-idle-timeout", type=float, default=30.0, help=argparse.SUPPRESS)
     start.add_argument(
+        "--driver-grace",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long an experiment steered from a script (a searcher, scheduler or stop "
+        "function) waits for that script to reconnect before it is interrupted",
+    )
+    start.add_argument(
         "--low-memory-fraction",
         type=float,
         default=0.05,
@@ -217,6 +225,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         compact_bytes=args.compact_bytes,
         recovery_gate=args.recovery_gate,
         spare_idle_s=args.spare_idle_timeout,
+        driver_grace_s=args.driver_grace,
         executor=args.executor,
         ray_address=_ray_address(args),
     )

@@ -307,6 +307,7 @@ class DaemonBase:
             experiment_id=exp.id,
             counts=exp.counts(),
             cancelled=exp.cancelled,
+            interrupted=exp.interrupted,
         )
         self.scheduler.remove(exp)
         self.locks.release(exp.id)  # its folder may take another experiment now

@@ -9,22 +9,23 @@ from __future__ import annotations
 import contextlib
 import operator
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
 from tuned_client import protocol as p
 
 from ..errors import Refused
+from ..store.journal import Journal
 from . import views
 from .decisions import Held
 from .events import Subscriber
-from .host import Conn, Host
+from .host import Conn
 
 
 async def on_submit(conn: Conn, req: p.Submit, tg: TaskGroup) -> None:
     accepted = conn.daemon.submit(req.experiment)
-    if req.experiment.decide_results:
+    if req.experiment.decide_results or req.experiment.open_ended:  # the script drives it
         conn.daemon.decisions.add_decider(accepted.experiment_id, conn)
     await conn.daemon.journal.sync()
     await conn.send(accepted)
@@ -81,7 +82,11 @@ async def on_decide(conn: Conn, req: p.Decide, tg: TaskGroup) -> None:
         await release(daemon, held, stop=req.stop or (trial is not None and trial.stop_requested))
 
 
-async def release(daemon: Host, held: Held, *, stop: bool) -> None:
+class Journalled(Protocol):
+    journal: Journal
+
+
+async def release(daemon: Journalled, held: Held, *, stop: bool) -> None:
     """Let a trial waiting on a decision go on (or stop), its checkpoint on disk first."""
     if held.checkpoint:
         await daemon.journal.sync()
@@ -97,7 +102,9 @@ async def on_restart_trial(conn: Conn, req: p.RestartTrial, tg: TaskGroup) -> No
 
 
 async def on_resume(conn: Conn, req: p.ResumeExperiment, tg: TaskGroup) -> None:
-    accepted = conn.daemon.resume(req.experiment_id, req.resume, req.restart)
+    accepted = conn.daemon.resume(req.experiment_id, req.resume, req.restart, req.reopen)
+    if conn.daemon.experiment(req.experiment_id).needs_driver:  # the restoring script drives it
+        conn.daemon.decisions.add_decider(req.experiment_id, conn)
     await conn.daemon.journal.sync()
     await conn.send(accepted)
 
@@ -111,8 +118,10 @@ async def on_subscribe(conn: Conn, req: p.Subscribe, tg: TaskGroup) -> None:
     daemon = conn.daemon
     if req.experiment_id:
         daemon.experiment(req.experiment_id)  # refuse unknown ids
-        if req.decide:
+        if req.decide:  # its script (back after a reconnect) drives it
             daemon.decisions.add_decider(req.experiment_id, conn)
+            for held in daemon.decisions.seen(req.experiment_id, req.since):
+                await release(daemon, held, stop=False)
     sub = daemon.bus.subscribe(req.experiment_id)
     backlog = daemon.bus.history_after(req.since, req.experiment_id) if req.since >= 0 else None
     if req.since >= 0 and backlog is None:
