@@ -10,11 +10,12 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from conftest import RunningDaemon
 from tuned_client import protocol as p
 from tuned_client import tune
 from tuned_client.connection import Connection
-from tuned_client.framing import read_frame, send_message
+from tuned_client.framing import read_frame, recv_message, send_message
 
 PAD = "x" * 4096  # a few hundred of these overflow a Unix socket's buffer
 
@@ -70,6 +71,75 @@ def test_a_subscriber_that_reads_nothing_slows_no_one(daemon: RunningDaemon) -> 
     assert sum(len(bytes(m.metrics)) for m in results_seen) > 4 * 200_000
     with daemon.connect() as conn:  # and the daemon still answers everyone
         assert isinstance(conn.request(p.GetStatus()), p.StatusReply)
+    stuck.close()
+
+
+def big_rows(config: dict[str, Any]) -> None:
+    pad = "x" * 20_000
+    for i in range(config["rows"]):
+        tune.report({"i": i, "pad": pad})
+
+
+HISTORY, BUFFER = 1_000_000, 300_000
+
+
+@pytest.mark.daemon_args(
+    "--num-cpus", "2", "--event-history-bytes", str(HISTORY),
+    "--subscriber-buffer-bytes", str(BUFFER),
+)  # fmt: skip
+def test_a_subscriber_that_never_reads_costs_a_bounded_amount_then_is_told_it_lagged(
+    daemon: RunningDaemon,
+) -> None:
+    stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stuck.connect(str(daemon.socket))
+    send_message(stuck, p.Hello(protocol=p.PROTOCOL_VERSION, client="stuck"))
+    read_frame(stuck)  # the welcome; from here on it reads nothing until the end
+    send_message(stuck, p.Subscribe(since=0))  # the whole history, then every event
+
+    held: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:  # what the daemon says it holds for events, while they flood
+        with daemon.connect() as conn:
+            while not done.is_set():
+                reply = conn.request(p.GetStatus())
+                assert isinstance(reply, p.StatusReply)
+                held.append(reply.event_bytes)
+                done.wait(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    rows = 400  # 8 MB of results: eight times the history
+    try:
+        grid = tune.Tuner(
+            tune.with_resources(big_rows, {"cpu": 1}),
+            param_space={"rows": rows},
+            run_config=tune.RunConfig(verbose=0),
+        ).fit()
+    finally:
+        done.set()
+        watcher.join()
+    assert grid[0].metrics["i"] == rows - 1
+    with daemon.connect() as conn:  # the flood is over and the stuck one still reads nothing
+        reply = conn.request(p.GetStatus())
+        assert isinstance(reply, p.StatusReply)
+    # The history, the stuck one's buffer (dropped once it is behind) and the one write
+    # it is blocked on, with a frame of slack each: never the 8 MB sent its way.
+    bound = HISTORY + BUFFER + 2 * (1 << 20) + 4 * 25_000
+    assert held and max([*held, reply.event_bytes]) <= bound, (max(held), bound)
+    print(f"events held: at most {max(held):,} B of {bound:,}")
+
+    stuck.settimeout(30)
+    seqs: list[int] = []
+    while True:  # what was under way when it stopped reading, then the word that it lagged
+        msg = recv_message(stuck)
+        if isinstance(msg, p.Lagged):
+            break
+        assert isinstance(msg, p.Event)
+        seqs.append(msg.seq)
+    assert seqs == list(range(1, len(seqs) + 1))  # in order and nothing skipped
+    assert msg.last_seq == seqs[-1]
+    assert len(seqs) < rows  # it was cut off: it never got most of the results
     stuck.close()
 
 

@@ -99,6 +99,7 @@ def status(daemon: Sources) -> p.StatusReply:
         experiments=experiments,
         running=running,
         trials_in_memory=daemon.state.trials_in_memory(),
+        event_bytes=daemon.bus.held_bytes,
     )
 
 
