@@ -235,7 +235,8 @@ def _variants(spec: Spec, rng: random.Random) -> Iterator[tuple[dict[Path, Any],
     domain_vars = [(p, d) for p, d in unresolved.items() if not d.is_grid()]
     # Values that cannot hold a grid or a domain need no second look: most grids.
     flat = not domain_vars and all(
-        all(type(v) in _ATOMS for v in d.categories) for _, d in grid_vars
+        isinstance(d, Categorical) and all(type(v) in _ATOMS for v in d.categories)
+        for _, d in grid_vars
     )
     for grid_spec in _grid_specs(spec, grid_vars):
         sampled = _resolve_domains(grid_spec, domain_vars, rng)
