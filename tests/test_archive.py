@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from conftest import RunningDaemon, restart_daemon
-from test_daemon import wait_for
+from conftest import RunningDaemon, ask, next_event, restart_daemon, start_script, tuned_ok
 from tuned_client import protocol as p
 from tuned_client import tune
 from tuned_client.connection import Connection, DaemonError
@@ -43,30 +40,15 @@ def flaky(config: dict[str, Any]) -> None:
 
 
 def status(conn: Connection) -> p.StatusReply:
-    reply = conn.request(p.GetStatus())
-    assert isinstance(reply, p.StatusReply)
-    return reply
+    return ask(conn, p.GetStatus(), p.StatusReply)
 
 
 def experiment(conn: Connection, exp_id: str) -> p.ExperimentReply:
-    reply = conn.request(p.GetExperiment(experiment_id=exp_id))
-    assert isinstance(reply, p.ExperimentReply)
-    return reply
+    return ask(conn, p.GetExperiment(experiment_id=exp_id), p.ExperimentReply)
 
 
 def trial(conn: Connection, trial_id: str) -> p.TrialReply:
-    reply = conn.request(p.GetTrial(trial_id=trial_id))
-    assert isinstance(reply, p.TrialReply)
-    return reply
-
-
-def cli(d: RunningDaemon, *args: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "tuned", *args, "--socket", str(d.socket)],
-        env=d.env(), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+    return ask(conn, p.GetTrial(trial_id=trial_id), p.TrialReply)
 
 
 def sweep(tmp_path: Path) -> tune.Tuner:
@@ -119,8 +101,8 @@ def test_a_finished_experiment_leaves_memory_and_reads_back_the_same(
         assert isinstance(conn.request(p.StopTrial(trial_id=first)), p.Ok)
         with pytest.raises(DaemonError, match="no trial"):
             conn.request(p.GetTrial(trial_id=f"{row.experiment_id}_00004"))
-    assert f"{row.experiment_id}  archived  finished  4/4" in cli(daemon, "ls")
-    assert cli(daemon, "logs", reply.trials[1].trial_id) == "hello from 1\n"
+    assert f"{row.experiment_id}  archived  finished  4/4" in tuned_ok(daemon, "ls")
+    assert tuned_ok(daemon, "logs", reply.trials[1].trial_id) == "hello from 1\n"
 
     # Tuner.restore runs the failed trial again: it comes back from disk, then goes again.
     (tmp_path / "fixed").touch()
@@ -158,15 +140,11 @@ def test_a_running_experiment_keeps_only_its_unfinished_trials_in_memory(
 ) -> None:
     watcher = daemon.connect()
     watcher.send(p.Subscribe())
-    script = tmp_path / "client.py"
-    script.write_text(BLOCKER)
-    client = subprocess.Popen([sys.executable, str(script)], env=daemon.env())
+    client = start_script(daemon, tmp_path / "client.py", BLOCKER)
     try:
-        finished = 0
-        while finished < 20:  # trials 0..19 end; 20 then holds the CPU, 21..29 wait
-            finished += isinstance(wait_for(watcher, p.TrialFinished), p.TrialFinished)
-        started = wait_for(watcher, p.TrialStarted)
-        assert isinstance(started, p.TrialStarted)
+        for _ in range(20):  # trials 0..19 end; 20 then holds the CPU, 21..29 wait
+            next_event(watcher, p.TrialFinished)
+        started = next_event(watcher, p.TrialStarted)
         with daemon.connect() as conn:
             st = status(conn)
             assert st.experiments[0].counts == {"PENDING": 9, "RUNNING": 1, "TERMINATED": 20}
@@ -195,7 +173,7 @@ def test_a_running_experiment_keeps_only_its_unfinished_trials_in_memory(
             assert [t.status for t in replayed.trials[21:]] == ["PENDING"] * 9
             events.send(p.Subscribe(experiment_id=started.experiment_id))
             conn.request(p.Cancel(target=started.experiment_id))
-            wait_for(events, p.ExperimentFinished)
+            next_event(events, p.ExperimentFinished)
             st = status(conn)
             assert st.trials_in_memory == 0
             assert st.experiments[0].counts == {"TERMINATED": 20, "ERROR": 10}

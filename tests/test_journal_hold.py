@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 from tuned_client import protocol as p
 
 from tuned.core.records import Control
@@ -30,8 +31,8 @@ def test_held_records_are_written_together_when_the_turn_ends(tmp_path: Path) ->
         journal.append_encoded(_result(1), hold=True)
         journal.append_encoded(_result(2), hold=True)
         assert path.stat().st_size == 0  # still held
-        await anyio.sleep(0)
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()  # one turn of the loop
+        await anyio.lowlevel.checkpoint()  # one turn of the loop
         assert _kinds(path) == [1, 2]
         journal.close()
 

@@ -14,6 +14,7 @@ import sys
 import zlib
 from pathlib import Path
 
+import anyio
 import pytest
 
 from tuned.config import Settings
@@ -36,7 +37,7 @@ def test_a_released_versions_journal_replays(fixture: Path, tmp_path: Path) -> N
         socket_path=tmp_path / "s.sock", state_dir=state, num_cpus=2, num_gpus=0, memory=1 << 30
     )
     daemon = Daemon(settings, NoGpus(), SpawnLauncher())
-    recover(daemon)
+    anyio.run(recover, daemon)
     daemon.journal.close()
     by_name = {e.spec.name: e for e in daemon.experiments.values()}
     assert set(by_name) == {"grid", "flaky", "broken", "steered", "cancelled"}

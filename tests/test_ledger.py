@@ -501,3 +501,4 @@ LedgerMachine.TestCase.settings = settings(
     max_examples=300, stateful_step_count=40, suppress_health_check=[HealthCheck.too_slow]
 )
 TestLedgerMachine = LedgerMachine.TestCase
+TestLedgerMachine.pytestmark = [pytest.mark.slow]  # 300 runs of 40 steps: ~40 s

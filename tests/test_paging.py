@@ -35,7 +35,8 @@ def test_an_experiment_larger_than_a_frame_is_read_in_pages(
     ).fit()
     assert results.num_terminated == TRIALS
     with daemon.connect() as conn:
-        first = conn.request(p.GetExperiment(experiment_id=results[0].trial_id[:5]))
+        exp_id = results[0].trial_id[:5]
+        first = conn.request(p.GetExperiment(experiment_id=exp_id, page_bytes=1_000_000))
         assert isinstance(first, p.ExperimentReply)
         assert 0 < len(first.trials) < TRIALS and first.next_start == len(first.trials)
         whole = conn.get_experiment(first.experiment_id)

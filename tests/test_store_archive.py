@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import pytest
 from tuned_client import protocol as p
@@ -148,7 +149,7 @@ def test_a_large_state_file_is_written_in_steps_while_trials_change(
             files = StateFiles(SOCKET, lambda write, e: tg.start_soon(write, e))
             files.write(exp)
             assert exp.state_writing  # started, not done: the loop goes on meanwhile
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()  # one turn of the loop
             store.revive(exp, 0)  # its turn has passed
             for i, t in enumerate(list(exp.live())[1:11]):  # 20..29: their turn is to come
                 _finish(t, 100 + i)
@@ -175,7 +176,7 @@ def test_a_forced_state_write_overtakes_one_in_steps(
         async with anyio.create_task_group() as tg:
             files = StateFiles(SOCKET, lambda write, e: tg.start_soon(write, e))
             files.write(exp)
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()  # one turn of the loop
             for i, t in enumerate(list(exp.live())):
                 _finish(t, i)
             exp.done = True

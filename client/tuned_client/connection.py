@@ -149,7 +149,13 @@ class Connection:
         return recv_message(self.sock)
 
     def request(self, request: Any) -> Message:
-        """Send one request and return its reply; a refusal raises ``DaemonError``."""
+        """Send one request and return its reply; a refusal raises ``DaemonError``.
+
+        An experiment's snapshot (``GetExperiment``) is asked for in pages and
+        returned whole: it grows with trials and results past the frame cap.
+        """
+        if isinstance(request, GetExperiment) and not request.page_bytes:
+            return self.get_experiment(request.experiment_id)
         self.send(request)
         reply = self.recv()
         if isinstance(reply, Error):
@@ -177,7 +183,7 @@ class Connection:
             else:
                 reply.trials.extend(page.trials)
                 reply.finished = page.finished
-            if not page.next_start:
+            if page.next_start <= start:  # the last page (or a daemon that does not page)
                 reply.next_start = 0
                 return reply
             start = page.next_start

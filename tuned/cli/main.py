@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--fake-gpu-state", type=Path, default=None, help=argparse.SUPPRESS)
     # Tests: how long a new connection has to say hello.
     start.add_argument("--handshake-timeout", type=float, default=10.0, help=argparse.SUPPRESS)
+    # Tests: compactions at a small journal size, and a recovery that waits for a word.
+    start.add_argument("--compact-bytes", type=int, default=4 << 20, help=argparse.SUPPRESS)
+    start.add_argument("--recovery-gate", type=Path, default=None, help=argparse.SUPPRESS)
     # Tests: a smaller frame cap, so replies that must be paged are paged with little data.
     start.add_argument(
         "--max-frame-bytes", type=int, default=MAX_FRAME_BYTES, help=argparse.SUPPRESS
@@ -172,6 +175,11 @@ def _add_watch_commands(sub: Any) -> None:
     )
     _common(submit)
     add_arguments(submit)
+    tensorboard = sub.add_parser(
+        "tensorboard", help="write an experiment's TensorBoard files and follow it to its end"
+    )
+    _common(tensorboard)
+    tensorboard.add_argument("experiment", help="experiment id, as `tuned ls` shows")
     web = sub.add_parser(
         "web", help="serve a live page of every experiment on 127.0.0.1 (a token in its URL)"
     )
@@ -209,6 +217,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         idle_connection_timeout_s=args.idle_connection_timeout,
         handshake_timeout_s=args.handshake_timeout,
         max_frame_bytes=args.max_frame_bytes,
+        compact_bytes=args.compact_bytes,
+        recovery_gate=args.recovery_gate,
         spare_idle_s=args.spare_idle_timeout,
         **_event_bounds(args),
         executor=args.executor,
@@ -435,6 +445,12 @@ def _web(args: argparse.Namespace) -> int:
     return cmd_web(args)
 
 
+def _tensorboard(args: argparse.Namespace) -> int:
+    from .tbfiles import cmd_tensorboard
+
+    return cmd_tensorboard(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     from . import status
 
@@ -449,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         "logs": lambda a: _watch("logs", a),
         "submit": lambda a: _watch("submit", a),
         "web": _web,
+        "tensorboard": _tensorboard,
     }
     try:
         return int(commands[args.command](args))

@@ -39,3 +39,13 @@ class Control(msgspec.Struct, tag="control", tag_field="kind"):
     iteration: int = 0
     time_total_s: float = 0.0
     resources: list[dict[str, float]] = []  # exploit: the next attempt's bundles, if new
+
+
+class Epoch(msgspec.Struct, tag="epoch", tag_field="kind"):
+    """The first record of a journal begun by a compaction (``store.snapshot``).
+
+    The snapshot of epoch ``number`` holds everything before this journal; a
+    journal of an older epoch than the snapshot is wholly inside it.
+    """
+
+    number: int

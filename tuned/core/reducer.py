@@ -71,6 +71,8 @@ def apply(state: State, record: Record, revive: Revive = no_revive) -> Applied:
 def _submitted(state: State, rec: Submitted) -> Experiment:
     spec = rec.spec
     trial_specs, spec.trials = spec.trials, []  # held by the trials from now on
+    if spec.trainable:
+        state.trainables[rec.experiment_id] = spec.trainable
     spec.trainable = b""  # its trainable file holds it since submit; trials load it from there
     state.shared.share(spec)
     state.exp_seq += 1
@@ -135,6 +137,7 @@ def _experiment_finished(
     state: State, exp: Experiment, ev: p.ExperimentFinished, r: Revive
 ) -> Applied:
     exp.done, exp.cancelled = True, ev.cancelled
+    state.trainables.pop(exp.id, None)
     return Applied(experiment=exp)
 
 
@@ -315,7 +318,7 @@ def _control(state: State, rec: Control, revive: Revive) -> Applied:
         elif rec.action == "close":
             exp.closed = True
         elif rec.action == "resume":
-            exp.cancelled = exp.done = False
+            exp.cancelled = exp.done = False  # its trainable file is where it was
             for trial_id in rec.restart:  # these start again from the beginning
                 trial = _trial(exp, trial_id, revive)
                 if trial is not None:

@@ -45,8 +45,14 @@ class Interner:
         self._paths: dict[int, list[str]] = {}
 
     def share(self, spec: ExperimentSpec) -> None:
-        spec.env = _shared(self._envs, hash(frozenset(spec.env.items())), spec.env)
-        spec.sys_path = _shared(self._paths, hash(tuple(spec.sys_path)), spec.sys_path)
+        spec.env = self.share_env(spec.env)
+        spec.sys_path = self.share_path(spec.sys_path)
+
+    def share_env(self, env: dict[str, str]) -> dict[str, str]:
+        return _shared(self._envs, hash(frozenset(env.items())), env)
+
+    def share_path(self, path: list[str]) -> list[str]:
+        return _shared(self._paths, hash(tuple(path)), path)
 
 
 def _shared(cache: dict[int, _T], key: int, value: _T) -> _T:
@@ -63,6 +69,9 @@ class State:
     exploits: dict[str, Exploit] = field(default_factory=dict)  # by trial id
     exp_seq: int = 0  # experiments accepted so far: their order (first come, first served)
     shared: Interner = field(default_factory=Interner)
+    # The pickled trainable of each unfinished experiment, as submitted: recovery puts
+    # its file in the results folder back if it is gone or was replaced.
+    trainables: dict[str, bytes] = field(default_factory=dict)
 
     def locate(self, trial_id: str) -> tuple[Experiment, int] | None:
         """The experiment and index of a trial this daemon has, in memory or archived."""

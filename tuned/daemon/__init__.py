@@ -7,13 +7,14 @@ defined beside the part) that ``Daemon`` satisfies.
 
 from __future__ import annotations
 
+from .compaction import Compaction
 from .intake import Intake
 from .outcomes import Outcomes
 from .reports import Reports
 from .resume import Resume
 
 
-class Daemon(Intake, Outcomes, Reports, Resume):
+class Daemon(Intake, Outcomes, Reports, Resume, Compaction):
     """Every verb of the daemon on one object (see each mixin's module)."""
 
 

@@ -44,6 +44,7 @@ from ..serve.access import Gate
 from ..serve.decisions import Decisions
 from ..serve.events import EventBus
 from ..store.archive import Archive
+from ..store.folderlock import FolderLocks
 from ..store.journal import Journal, encode_record
 from ..store.results import TrialFiles
 from ..store.statefile import StateFiles
@@ -75,6 +76,7 @@ class DaemonBase:
         self.sampler = Sampler(probe, settings.low_memory_fraction)
         self.decisions = Decisions()  # trials waiting on their client's decision
         self.gate = Gate(settings)  # connections per client and in all
+        self.locks = FolderLocks()  # each live experiment's folder
         self.started_at = time.time()
         self.connections = 0
         self._wakeup = anyio.Event()
@@ -85,11 +87,16 @@ class DaemonBase:
         self.tg: TaskGroup | None = None
         self.shutdown_scope: anyio.CancelScope | None = None
         self.stopping = False
+        self.epoch = 0  # the current journal's (store.snapshot)
+        self.recovered = anyio.Event()  # the journal is replayed: requests may change state
 
     # What the request verbs (mixins of ``Daemon``) provide to the parts composed here.
 
     def settle(self, trial: Trial, outcome: Outcome) -> None:
         raise NotImplementedError  # outcomes.Outcomes
+
+    def maybe_compact(self) -> None:
+        """After a journal append: compact if the journal has grown (compaction.Compaction)."""
 
     def signal_trial(self, trial: Trial, sig: signal.Signals) -> None:
         """Signal a running trial's whole tree, wherever it runs."""
@@ -141,6 +148,7 @@ class DaemonBase:
         body = encode_record(event)
         if cls is not p.ResourceSnapshot:  # usage samples are news, not state
             self.journal.append_encoded(body, hold=cls is p.TrialResult)
+            self.maybe_compact()
         self.bus.publish_encoded(event, body)
         self._applied(reducer.apply(self.state, event, self.archive.revive))
         return event
@@ -149,6 +157,7 @@ class DaemonBase:
         """Journal a control request and apply it."""
         record = Control(action, target, **fields)
         self.journal.append(record)
+        self.maybe_compact()
         return reducer.apply(self.state, record, self.archive.revive)
 
     def _applied(self, applied: reducer.Applied) -> None:
@@ -300,6 +309,7 @@ class DaemonBase:
             cancelled=exp.cancelled,
         )
         self.scheduler.remove(exp)
+        self.locks.release(exp.id)  # its folder may take another experiment now
         self.launcher.experiment_done(exp.id)  # its warm workers and spares go
         if exp.archive is not None:
             self.archive.of(exp).close()

@@ -7,19 +7,21 @@ checks say what stands in the way in words a user can act on.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from pathlib import Path
 
 import msgspec
 import structlog
 from tuned_client import protocol as p
+from tuned_client import safedir
 
 from ..core.ledger import ImpossibleRequest, Ledger, Request, ResourceError, parse_request
-from ..core.model import Experiment, trainable_file
+from ..core.model import trainable_file
 from ..core.model import trial_id as make_trial_id
 from ..core.records import Submitted
 from ..errors import Refused
 from ..run.launcher import ClusterLauncher, Launcher
+from ..store.folderlock import FolderLocks, take
 from ..store.private import write_private
 from ..store.results import experiment_dir, safe_component
 from .base import DaemonBase
@@ -58,12 +60,16 @@ def check_trials(
             request_for(ledger, launcher, t.resources, f"trial {t.tag}")
 
 
-def folder_for(spec: p.ExperimentSpec, live: Mapping[Path, Experiment]) -> Path:
-    """Make (or reuse) the experiment's folder; a made-up name gets a suffix if taken.
+def folder_for(
+    spec: p.ExperimentSpec, live: Collection[Path], locks: FolderLocks
+) -> tuple[Path, int]:
+    """Make (or reuse) the experiment's folder and lock it; a made-up name moves on if taken.
 
-    Two live experiments in one folder would share its state file, so a chosen
-    name that a live experiment holds is refused, saying which one and how to
-    go on. ``spec.name`` becomes the folder's name.
+    Two live experiments in one folder would share its state file: a chosen name
+    whose folder a live experiment holds (``store.folderlock``, whichever daemon
+    and whatever path) is refused, saying which one and how to go on; a made-up
+    name (two scripts started in the same second) takes the next suffix.
+    ``spec.name`` becomes the folder's name. Returns the folder and its lock.
     """
     if not spec.name or safe_component(spec.name) != spec.name or spec.name in (".", ".."):
         raise Refused(
@@ -72,27 +78,35 @@ def folder_for(spec: p.ExperimentSpec, live: Mapping[Path, Experiment]) -> Path:
             "(letters, digits, '_', '-', '.', '=', ','; no '/' or '..')",
         )
     root = Path(spec.storage_path).expanduser()
-    name = spec.name
-    for n in range(2, 100):
-        if root / name not in live or not spec.name_generated:
-            break
-        name = f"{spec.name}_{n}"  # two scripts started in the same second
-    if root / name in live:
-        first = live[root / name]
-        raise Refused(
-            "refused",
-            f"experiment {first.id} ({spec.name!r}) is still running in {root / name}: give "
-            "this one another name (RunConfig(name=...)), or wait for it to end "
-            f"(`tuned cancel {first.id}` ends it now)",
-        )
-    try:
-        path = experiment_dir(root, name)
-    except OSError as exc:
-        raise Refused(
-            "bad_request", f"storage_path {str(root)!r} is not writable: {exc.strerror}"
-        ) from exc
-    spec.name = name
-    return path
+    names = [spec.name]
+    if spec.name_generated:
+        names += [f"{spec.name}_{n}" for n in range(2, 100)]
+    for name in names:
+        if root / name in live:
+            continue  # ours, known without a look at the disk
+        try:
+            path = experiment_dir(root, name)
+        except safedir.UnsafeFolder as exc:
+            raise Refused("refused", str(exc)) from exc
+        except OSError as exc:
+            raise Refused(
+                "bad_request", f"storage_path {str(root)!r} is not writable: {exc.strerror}"
+            ) from exc
+        lock = take(path)
+        if lock is not None:
+            spec.name = name
+            return path, lock
+    raise Refused("refused", folder_taken(root / spec.name, locks))
+
+
+def folder_taken(path: Path, locks: FolderLocks) -> str:
+    holder = locks.holder(path)
+    who = f"experiment {holder}" if holder else "an experiment of another tuned daemon"
+    return (
+        f"{who} is still running in the folder {path}: give this one another name "
+        "(RunConfig(name=...)), or wait for it to end"
+        + (f" (`tuned cancel {holder}` ends it now)" if holder else "")
+    )
 
 
 def new_experiment_id(taken: Collection[str], path: Path) -> str:
@@ -112,12 +126,14 @@ class Intake(DaemonBase):
         if self.journal.failed is not None:
             raise self.journal_refusal()
         check_trials(self.ledger, self.launcher, spec.resources, spec.trials)
-        path = folder_for(spec, {e.path: e for e in self.state.unfinished()})
+        path, lock = folder_for(spec, {e.path for e in self.state.unfinished()}, self.locks)
         exp_id = new_experiment_id(self.experiments, path)
+        self.locks.keep(exp_id, path, lock)
         if spec.trainable:
             try:
                 write_private(trainable_file(path, exp_id), spec.trainable)
             except OSError as exc:
+                self.locks.release(exp_id)
                 raise Refused(
                     "refused", f"cannot write the trainable to {path}: {exc.strerror or exc}"
                 ) from exc
@@ -125,6 +141,7 @@ class Intake(DaemonBase):
         record = Submitted(exp_id, str(path), ids, spec)
         self.journal.append(record)
         if self.journal.failed is not None:  # the disk filled up just now: take none of it
+            self.locks.release(exp_id)
             raise self.journal_refusal()
         exp = self.accept(record, journalled=True)
         self.emit(

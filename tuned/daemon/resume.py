@@ -10,6 +10,7 @@ from ..core.model import FINAL
 from ..core.model import trial_id as make_trial_id
 from ..errors import Refused
 from .base import DaemonBase
+from .intake import folder_taken
 
 
 class Resume(DaemonBase):
@@ -21,6 +22,8 @@ class Resume(DaemonBase):
         bad = [tid for tid, at in zip(wanted, found, strict=True) if at is None]
         if bad or any(at is not None and at[0] is not exp for at in found):
             raise Refused("bad_request", f"trials {bad} are not in experiment {exp_id}")
+        if exp.done and not self.locks.hold(exp.id, exp.path):
+            raise Refused("refused", folder_taken(exp.path, self.locks))
         # Finished trials come back from the archive to run again.
         chosen = [self.archive.revive(exp, at[1]) for at in found if at is not None]
         self.control("resume", exp_id, restart=list(restart))

@@ -17,6 +17,7 @@ from ..core.ledger import SCALE, Capacity
 from ..core.model import Trial
 from ..store.results import trial_dir_name
 from .launcher import LaunchSpec, thread_env
+from .leftovers import MARKER
 
 
 def prepare_dir(trial: Trial) -> tuple[Path, bool]:
@@ -43,7 +44,12 @@ def prepare_dir(trial: Trial) -> tuple[Path, bool]:
 
 
 def launch_spec(
-    trial: Trial, capacity: Capacity, socket_path: Path, trial_dir: Path, fresh: bool = False
+    trial: Trial,
+    capacity: Capacity,
+    socket_path: Path,
+    state_dir: Path,
+    trial_dir: Path,
+    fresh: bool = False,
 ) -> LaunchSpec:
     spec = trial.experiment.spec
     allocation = trial.allocation
@@ -54,6 +60,7 @@ def launch_spec(
     trial.gpu_ids = allocation.cuda_visible_devices(capacity)
     env["CUDA_VISIBLE_DEVICES"] = trial.gpu_ids
     env["TUNED_SOCKET"] = str(socket_path)
+    env[MARKER] = str(state_dir)  # what tells this daemon's leftovers apart after a crash
     env["TUNED_TRIAL_ID"] = trial.id
     env["TUNED_TRIAL_TOKEN"] = trial.token
     env["TUNED_TRIAL_DIR"] = str(trial_dir)

@@ -11,8 +11,11 @@ taken for a trial's only on evidence:
 - it carries the trial's ``TUNED_TRIAL_ID`` in its environment and started
   after the trial; or
 - it is in the leader's process group and started after the trial, and the
-  leader is that verified trial leader, or is gone (its orphans). A group whose
-  leader pid is alive but is not the trial's is someone else's.
+  leader is that verified trial leader, or is gone and the process carries this
+  daemon's marker (``MARKER``: the state folder, in the environment every trial
+  and zygote starts with, so forks of forked trials have it too). A group whose
+  leader pid is alive but is not the trial's is someone else's, and so is one
+  whose leader is gone and whose processes lack the marker (a reused pid).
 
 And never a process of another uid, nor this daemon. ``select`` decides from a
 table of ``Proc`` rows, so tests can hand it any table they like; ``scan``
@@ -36,6 +39,8 @@ log = structlog.get_logger("tuned.run.leftovers")
 # Seconds between spawning a trial and journalling TrialStarted, at most; also
 # the clock granularity of a process's start time as psutil reads it.
 START_SLACK_S = 1.0
+# In the environment of every trial and zygote a daemon starts: its state folder.
+MARKER = "TUNED_DAEMON_STATE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +62,11 @@ class Proc:
     created: float
     zombie: bool = False
     trial_id: str | None = None  # TUNED_TRIAL_ID in its environment, if it has one
+    marker: str | None = None  # TUNED_DAEMON_STATE in its environment, if it has one
 
 
 def select(
-    targets: Iterable[Target], table: Iterable[Proc], own_pid: int, own_uid: int
+    targets: Iterable[Target], table: Iterable[Proc], own_pid: int, own_uid: int, marker: str = ""
 ) -> list[int]:
     """The pids of ``table`` that belong to one of the ``targets`` (see the module's doc)."""
     by_pid = {t.pid: t for t in targets}
@@ -85,7 +91,8 @@ def select(
         group = by_pid.get(row.pgid)
         if group is None or row.created < group.started - START_SLACK_S:
             continue
-        if row.pgid in leaders or row.pgid not in rows:  # the trial's group, or its orphans
+        orphan = row.pgid not in rows and bool(marker) and row.marker == marker
+        if row.pgid in leaders or orphan:  # the trial's group, or its orphans
             chosen.append(row.pid)
     return sorted(chosen)
 
@@ -107,16 +114,17 @@ def scan(since: float, own_uid: int, pids: set[int]) -> list[Proc]:
             pgid = os.getpgid(proc.pid)
         except OSError:
             continue
-        trial_id = None
+        env: dict[str, str] = {}
         if uids.real == own_uid:
             with contextlib.suppress(psutil.Error):
-                trial_id = proc.environ().get("TUNED_TRIAL_ID")
+                env = proc.environ()
         zombie = proc.info.get("status") == psutil.STATUS_ZOMBIE
-        table.append(Proc(proc.pid, pgid, uids.real, created, zombie, trial_id))
+        trial_id, marker = env.get("TUNED_TRIAL_ID"), env.get(MARKER)
+        table.append(Proc(proc.pid, pgid, uids.real, created, zombie, trial_id, marker))
     return table
 
 
-def kill_leftovers(targets: list[Target]) -> int:
+def kill_leftovers(targets: list[Target], marker: str = "") -> int:
     """SIGKILL every process of ``targets`` still running; returns how many there were."""
     if not targets:
         return 0
@@ -124,7 +132,7 @@ def kill_leftovers(targets: list[Target]) -> int:
     own_uid = os.getuid()
     table = {row.pid: row for row in scan(since, own_uid, {t.pid for t in targets})}
     found = []
-    for pid in select(targets, table.values(), os.getpid(), own_uid):
+    for pid in select(targets, table.values(), os.getpid(), own_uid, marker):
         with contextlib.suppress(psutil.Error):
             proc = psutil.Process(pid)
             if proc.create_time() == table[pid].created:  # still the process we looked at

@@ -126,7 +126,10 @@ class Runner:
                 trial_dir, trial.checkpoint_offsets, fresh=fresh
             )
             files.on_pending = host.results_pending
-            spec = launch_spec(trial, host.capacity, host.settings.socket_path, trial_dir, fresh)
+            settings = host.settings
+            spec = launch_spec(
+                trial, host.capacity, settings.socket_path, settings.state_dir, trial_dir, fresh
+            )
             proc = await host.launcher.start(spec)
             write_params(trial_dir, p.unpack_opaque(trial.config))  # a new config each attempt
         except Exception as exc:  # a bad trial fails alone: the daemon serves on

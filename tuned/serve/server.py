@@ -142,6 +142,8 @@ async def _serve(conn: Conn, peer: access.Peer | None = None) -> None:
                 if isinstance(request, p.Subscribe) and not subscribed:
                     subscribed = True  # a subscriber waits for events: never idle
                     gate.subscribe(peer, +1)
+                if not isinstance(request, p.GetStatus):
+                    await daemon.recovered.wait()  # status answers while the journal replays
                 handler = HANDLERS.get(type(request))
                 if handler is None:
                     await conn.error(

@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterator
 from typing import Protocol
 
+import anyio
 import msgspec
 from tuned_client import protocol as p
 from tuned_client.framing import HEADER
@@ -42,6 +43,7 @@ class Sources(Protocol):
     archive: Archive
     bus: EventBus
     started_at: float
+    recovered: anyio.Event
 
     def trials_running(self) -> Iterator[Trial]: ...
 
@@ -100,6 +102,7 @@ def status(daemon: Sources) -> p.StatusReply:
         running=running,
         trials_in_memory=daemon.state.trials_in_memory(),
         event_bytes=daemon.bus.held_bytes,
+        recovering=not daemon.recovered.is_set(),
     )
 
 

@@ -62,6 +62,11 @@ class Record(msgspec.Struct, array_like=True):
     checkpoint_offsets: tuple[int, int]
     timed_out: bool
     kept_checkpoints: list[tuple[str, float | None]]
+    # Of a trial held in a snapshot (store.snapshot) rather than finished: added later,
+    # so with defaults (records of finished trials written before them still decode).
+    losses: int = 0
+    stop_requested: bool = False
+    pid: int = 0  # a RUNNING trial's leader: what recovery kills if the daemon died
 
 
 _decoder = msgspec.msgpack.Decoder(Record)
@@ -103,6 +108,9 @@ def encode_record(t: Trial) -> bytes:
             checkpoint_offsets=t.checkpoint_offsets,
             timed_out=t.timed_out,
             kept_checkpoints=t.kept_checkpoints,
+            losses=t.losses,
+            stop_requested=t.stop_requested,
+            pid=t.pid,
         )
     )
 
@@ -122,6 +130,34 @@ class ExperimentArchive:
         # Revived trials with the same bundles share one list and one Request, as
         # trials submitted together do (the scheduler tries each Request once a pass).
         self._shared: dict[bytes, tuple[list[dict[str, float]], Request]] = {}
+
+    def attach(self, offsets: array[int]) -> None:
+        """Continue a file an earlier daemon kept (``store.snapshot``): its records stay.
+
+        ``offsets`` point at records written before the snapshot; records the
+        earlier daemon appended after it are past them and never read. New ones
+        go at the file's real end.
+        """
+        self.offsets = offsets
+        self.count = len(offsets) - offsets.count(-1)
+        self._created = True  # not truncated at the next open
+        try:
+            self._size = os.stat(self.path).st_size
+        except FileNotFoundError:
+            self._size = 0
+            if self.count:
+                log.error("an archive file of the snapshot is missing", path=str(self.path))
+
+    def sync(self) -> None:
+        """Make every record appended so far durable (before a snapshot points at them)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def holds(self, index: int) -> bool:
         return index < len(self.offsets) and self.offsets[index] >= 0
@@ -345,6 +381,9 @@ def trial_from(exp: Experiment, index: int, record: Record, store: ExperimentArc
         traceback=info.traceback,
         timed_out=record.timed_out,
         kept_checkpoints=[(path, score) for path, score in record.kept_checkpoints],
+        losses=record.losses,
+        stop_requested=record.stop_requested,
+        pid=record.pid,
     )
 
 

@@ -19,13 +19,14 @@ import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import anyio
 import msgspec
 import structlog
 from tuned_client.protocol import Event
 
-from ..core.records import Control, Submitted
+from ..core.records import Control, Epoch, Submitted
 
 _RECORD = struct.Struct(">II")
 _MAX_HELD_BYTES = 1 << 20  # held records past this are written at once
@@ -52,7 +53,7 @@ class JournalUnreadable(Exception):
         )
 
 
-Record = Submitted | Control | Event
+Record = Submitted | Control | Epoch | Event
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Record)
 
@@ -179,33 +180,96 @@ class Journal:
                 self.failed = exc
                 log.error("cannot sync the journal; refusing new work", error=str(exc))
 
+    @property
+    def size(self) -> int:
+        """Bytes in the journal file (held records not counted)."""
+        return self._size
+
+    def begin(self, epoch: int) -> None:
+        """Continue in a new, empty journal whose first record says ``epoch``.
+
+        The current file is kept as ``journal-<epoch - 1>.bin`` until the
+        snapshot of ``epoch`` is on disk (``store.snapshot``), so that a crash
+        in between still has every record, in the old snapshot's journals.
+        """
+        self.flush()
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.path, retired_path(self.path, epoch - 1))
+        self._size = 0
+        self.open()
+        self.append(Epoch(epoch))
+
     @staticmethod
     def replay(path: Path) -> Iterator[Record]:
-        """Every intact record; a torn or corrupt tail is cut off the file.
+        """Every intact record (see ``replay_encoded``)."""
+        return (record for record, _body in Journal.replay_encoded(path))
+
+    @staticmethod
+    def replay_encoded(path: Path) -> Iterator[tuple[Record, bytes]]:
+        """Every intact record with its body, read a window at a time; a torn tail is cut off.
+
+        The body is the event's frame body too: a replay republishes it as it is.
 
         A record whose checksum holds but which does not decode is not a torn
         tail: ``JournalUnreadable`` is raised and nothing is cut.
         """
-        if not path.exists():
+        try:
+            f = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+        except FileNotFoundError:
             return
-        data = path.read_bytes()
-        pos = 0
-        number = 0
-        while pos + _RECORD.size <= len(data):
-            length, crc = _RECORD.unpack_from(data, pos)
-            body = data[pos + _RECORD.size : pos + _RECORD.size + length]
-            if len(body) < length or zlib.crc32(body) != crc:
-                break
+        with f:
+            reader = _Window(f)
+            pos = number = 0
+            while (head := reader.get(pos, _RECORD.size)) is not None:
+                length, crc = _RECORD.unpack(head)
+                body = reader.get(pos + _RECORD.size, length)
+                if body is None or zlib.crc32(body) != crc:
+                    break
+                try:
+                    record = _decoder.decode(body)
+                except msgspec.DecodeError as exc:
+                    raise JournalUnreadable(path, pos, number, exc) from exc
+                pos += _RECORD.size + length
+                number += 1
+                yield record, body
+            size = os.fstat(f.fileno()).st_size
+        if pos < size:
             try:
-                record = _decoder.decode(body)
-            except msgspec.DecodeError as exc:
-                raise JournalUnreadable(path, pos, number, exc) from exc
-            pos += _RECORD.size + length
-            number += 1
-            yield record
-        if pos < len(data):
-            try:
-                with open(path, "r+b") as f:
-                    f.truncate(pos)
+                with open(path, "r+b") as torn:
+                    torn.truncate(pos)
             except OSError as exc:  # a read-only state dir: keep what is whole, cut nothing
                 log.error("cannot cut the journal's torn tail", error=str(exc))
+
+
+_WINDOW = 4 << 20  # bytes read at a time by a replay: memory stays at this, not the file
+
+
+class _Window:
+    """A file read forward through a buffer: ``get`` the bytes at an offset, or None at EOF."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self._buf = bytearray()
+        self._start = 0  # file offset of _buf[0]
+
+    def get(self, offset: int, n: int) -> bytes | None:
+        if offset + n > self._start + len(self._buf):
+            del self._buf[: offset - self._start]  # what was read before ``offset`` is done
+            self._start = offset
+            while len(self._buf) < n:
+                chunk = self._f.read(max(_WINDOW, n - len(self._buf)))
+                if not chunk:
+                    return None
+                self._buf += chunk
+        at = offset - self._start
+        return bytes(self._buf[at : at + n])
+
+
+def retired_path(path: Path, epoch: int) -> Path:
+    """Where a journal goes when a compaction begins the next one: kept until its snapshot."""
+    return path.with_name(f"{path.stem}-{epoch}{path.suffix}")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from tuned_client import safedir
 from tuned_client.protocol import json_default
 
 _json = msgspec.json.Encoder(enc_hook=json_default)
@@ -43,14 +44,18 @@ def experiment_dir(root: Path, name: str) -> Path:
 
     Raises ``OSError`` with a message that says what is wrong, in words a user
     can act on: a link to nowhere, a file in the way, no permission, a full or
-    read-only disk.
+    read-only disk; ``safedir.UnsafeFolder`` where another user could swap what
+    the trials load there (``tuned_client.safedir``).
     """
     path = root / name
     try:
         path.mkdir(parents=True, exist_ok=True)
+        safedir.check(path)  # before anything of ours lands there
         probe = path / ".tuned-write-test"
         probe.write_bytes(b"")
         probe.unlink()
+    except safedir.UnsafeFolder:
+        raise
     except OSError as exc:
         raise OSError(exc.errno, why_not_writable(root, path, exc)) from exc
     return path

@@ -22,6 +22,7 @@ from .callback import CallbackList
 from .events_apply import fold, view_from_info
 from .fit_settings import FitSettings
 from .link import RECONNECT_TIMEOUT_S, STOPPED_WAIT_S, daemon_stopped, reconnect
+from .logger.defaults import with_default_loggers
 from .output import Console
 from .result import ResultGrid, TuneError
 from .result_checks import check_result
@@ -50,7 +51,9 @@ class Follower:
         self.autostarted = autostarted  # we started the daemon: start it again if it crashes
         self.decides = decides  # trials wait on our decision after each result
         self.trials: dict[str, TrialView] = {}
-        self.callbacks = CallbackList(list(fit.run_config.callbacks or []))
+        self.callbacks = CallbackList(
+            with_default_loggers(fit.run_config.callbacks, conn.socket_path, accepted)
+        )
         self.console = Console(fit, accepted, started)
         self.iteration = 0
         self.last_seq = 0  # the last event seen: a reconnect resubscribes after it
