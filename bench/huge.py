@@ -14,23 +14,32 @@
    every 10 ms: its latency while the grid is submitted and while it is
    cancelled.
 
-``python -m bench.huge [trials]`` (default 1,000,000). Runs against whatever
-``tuned`` and ``tuned_client`` Python imports, so the same file measures
-another commit with ``PYTHONPATH=<its worktree>:<its worktree>/client``.
+``python -m bench.huge [trials] [--tree PATH]`` (default 1,000,000 trials).
+Runs against whatever ``tuned`` and ``tuned_client`` Python imports; ``--tree``
+first measures another checkout's daemon and client (the code before a change)
+with this same file, so both are measured in one run:
+
+    python -m bench.huge --tree /path/to/old/checkout
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 from tuned_client import protocol as p
 from tuned_client.connection import Connection
 
 from .clients import finish_script, request, rss, run_script, start_script, wait_for
-from .daemon import BenchDaemon, bench_daemon
+from .daemon import REPO, BenchDaemon, bench_daemon
 from .figures import Figure
 
 MIB = 2**20
@@ -282,11 +291,46 @@ def measure(n: int = 1_000_000) -> list[Figure]:
     return streams() + grid(n)
 
 
-def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+# Runs this file with another checkout's tuned and tuned_client first on the
+# path (its daemon and scripts too, through PYTHONPATH), and this bench package.
+_ELSEWHERE = """
+import importlib.util, sys
+bench = sys.argv[1]
+spec = importlib.util.spec_from_file_location(
+    "bench", bench + "/__init__.py", submodule_search_locations=[bench]
+)
+module = importlib.util.module_from_spec(spec)
+sys.modules["bench"] = module
+spec.loader.exec_module(module)
+import tuned
+from bench import huge
+print("# tuned from", tuned.__file__, flush=True)
+huge.report(int(sys.argv[2]), sys.argv[3])
+"""
+
+
+def report(n: int, label: str) -> None:
     for part in (streams, lambda: grid(n)):
         for fig in part():
+            fig = dataclasses.replace(fig, name=f"{label}: {fig.name}") if label else fig
             print(f"{fig.line()}  ratio {fig.ratio() or '-'}; {fig.note}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.huge")
+    parser.add_argument("trials", type=int, nargs="?", default=1_000_000)
+    parser.add_argument("--tree", type=Path, help="another checkout, measured first")
+    args = parser.parse_args()
+    if args.tree is not None:
+        tree = args.tree.resolve()
+        env = dict(os.environ, PYTHONPATH=f"{tree}:{tree / 'client'}")
+        with tempfile.TemporaryDirectory() as cwd:  # not this checkout's: -m tuned finds the tree's
+            subprocess.run(
+                [sys.executable, "-c", _ELSEWHERE, str(REPO / "bench"), str(args.trials),
+                 f"before ({tree.name})"],
+                env=env, cwd=cwd, check=True,
+            )  # fmt: skip
+    report(args.trials, "now" if args.tree is not None else "")
 
 
 if __name__ == "__main__":
