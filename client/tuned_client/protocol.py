@@ -410,6 +410,8 @@ class StatusReply(_Msg, tag="status"):
     running: list[TrialRow]
     # Trials the daemon holds in memory: the unfinished ones (finished ones are on disk).
     trials_in_memory: int = 0
+    # Bytes of events held: the recent history, subscribers' buffers and their writes.
+    event_bytes: int = 0
     # Still reading its journal after a start: the state shown is partial, and requests
     # other than status wait until it is done.
     recovering: bool = False

@@ -102,6 +102,7 @@ def status(daemon: Sources) -> p.StatusReply:
         experiments=experiments,
         running=running,
         trials_in_memory=daemon.state.trials_in_memory(),
+        event_bytes=daemon.bus.held_bytes,
         recovering=not daemon.recovered.is_set(),
     )
 
