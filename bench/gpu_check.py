@@ -51,6 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from .daemon import BenchDaemon, bench_daemon
 from .gpu_trainables import locked
 
@@ -300,6 +302,9 @@ def run(real: bool, timeout: float) -> list[Check]:
                 except Exception as exc:
                     c.say(f"failed: {type(exc).__name__}: {exc}")
                 print(f"   {'PASS' if c.ok else 'FAIL'}", flush=True)
+        # fit()'s TensorBoard writer finishes its files after fit() returns: let it end
+        # before the folder it writes in goes
+        psutil.wait_procs(psutil.Process().children(recursive=True), timeout=60)
     return checks
 
 
