@@ -155,11 +155,15 @@ def _experiment_id(d: BenchDaemon) -> str:
     return str(json.loads(out.stdout)[0]["experiment_id"])
 
 
-def _quiet(proc: psutil.Process, timeout: float = 30) -> None:
-    """Wait until the web process is done with its start-up reading (under 5% of a core)."""
+def _quiet(procs: list[psutil.Process], timeout: float = 30) -> None:
+    """Wait until these processes (the web process reading at start-up, the tabs loading)
+    settle under 10% of a core."""
     deadline = time.monotonic() + timeout
-    while proc.cpu_percent(interval=0.5) > 5 and time.monotonic() < deadline:
-        pass
+    while time.monotonic() < deadline:
+        cpu = _cpu(procs)
+        time.sleep(0.5)
+        if _cpu(procs) - cpu < 0.05:
+            return
 
 
 def throughput_loss(n: int, pages: int = 10, rounds: int = 5) -> dict[str, Any]:
@@ -187,8 +191,8 @@ def throughput_loss(n: int, pages: int = 10, rounds: int = 5) -> dict[str, Any]:
                 for handle in drv.window_handles:
                     drv.switch_to.window(handle)
                     _until(drv, "document.getElementById('conn').textContent === 'live'")
-                _quiet(proc)
                 browser = [psutil.Process(drv.service.process.pid)]  # chromedriver, chromium
+                _quiet([proc, *browser])
                 before = (_cpu([proc]), _cpu(browser), time.perf_counter())
                 crowded.append(run())
                 web_cpu += _cpu([proc]) - before[0]

@@ -40,19 +40,26 @@ export function drawCurves(node, view, trials, metric, scope, selected) {
   const xs = new Set();
   let longest = 0;
   for (const t of trials) for (const it of t.series.it) { xs.add(it); if (it > longest) longest = it; }
+  // A trial's iterations rise (a retry's repeats are cut), so one with as many as the
+  // union has exactly these.
   const x = [...xs].sort((a, b) => a - b);
   const at = new Map(x.map((v, i) => [v, i]));
   const data = [x];
   const marks = [];
   let points = 0;
   trials.forEach((t, i) => {
-    const y = new Array(x.length).fill(null);
     const col = t.series.m[metric];
     const its = t.series.it;
-    let lastI = -1;
-    for (let j = 0; j < its.length; j++) {
-      const v = col[j];
-      if (v !== null && v !== undefined) { lastI = at.get(its[j]); y[lastI] = v; points++; }
+    let y = col, lastI = -1;
+    if (its.length === x.length) {  // it reported every iteration shown: its column as is
+      for (let j = col.length - 1; j >= 0 && lastI < 0; j--) if (col[j] !== null) lastI = j;
+      for (let j = 0; j < col.length; j++) if (col[j] !== null) points++;
+    } else {  // placed at its iterations among the others (a copy: uPlot wants one x)
+      y = new Array(x.length).fill(null);
+      for (let j = 0; j < its.length; j++) {
+        const v = col[j];
+        if (v !== null && v !== undefined) { lastI = at.get(its[j]); y[lastI] = v; points++; }
+      }
     }
     data.push(y);
     const ended = t.status === "TERMINATED" || t.status === "ERROR";
