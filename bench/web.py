@@ -9,16 +9,20 @@
    The web process reads the newest experiments' result files in the background
    from its start (``tuned.web.curves``); the note says how long after its start
    the first visit came, so a visit that waited for that reading shows it.
-2. Trivial-trial throughput alone, and with the web process and 10 pages open
-   (ten chromium tabs on the overview, which every new experiment and result
-   updates), in interleaved rounds: the loss is the median over rounds of a
-   crowded run against the mean of the alone runs around it, as in
-   ``bench.subscribers``. Headless chromium draws every tab as if it were in
-   view, and its processes share the two cores with the daemon and the trials:
-   the wall-clock loss counts them, as a user's browser on the same machine
-   would. What the web process costs the daemon itself is the second figure:
-   the daemon's CPU time per trial, crowded against alone. The notes give the
-   CPU the web process and chromium took, and the machine's load average.
+2. What the web process and 10 open pages cost the daemon: two identical
+   daemons run the same trivial-trial sweep at the same moment, one followed
+   by ``tuned web`` with ten chromium tabs on its overview (which every new
+   experiment and result updates), the other by nothing. When the first sweep
+   ends, each daemon's trials done so far and CPU time spent give the
+   throughput loss and the daemon's CPU per trial, followed against alone; the
+   figures are medians over rounds, the followed daemon alternating. Side by
+   side, whatever else the machine runs slows both alike: run one after the
+   other on this shared 2-core box, alone and crowded runs of the same sweep
+   differed by up to 40% either way. Chromium's and the web process's own CPU
+   competes with both daemons alike too, so it is given on its own (share of a
+   core over the same window): a browser on the same machine takes that much
+   from whatever else runs there. Headless chromium draws every tab as if it
+   were in view; a browser's background tabs draw nothing.
 
 Needs Debian's chromium and chromium-driver (``apt-get install chromium chromium-driver``).
 """
@@ -38,10 +42,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import psutil
+from tuned_client import protocol as p
+from tuned_client.connection import Connection
 
 from .daemon import BenchDaemon, bench_daemon
 from .figures import Figure
-from .throughput import TRIAL_CPU, _clients
+from .throughput import _CLIENT, TRIAL_CPU, _clients
 
 _FILL = """
 import math, sys
@@ -166,24 +172,51 @@ def _quiet(procs: list[psutil.Process], timeout: float = 30) -> None:
             return
 
 
-def throughput_loss(n: int, pages: int = 10, rounds: int = 5) -> dict[str, Any]:
-    """Interleaved runs alone and crowded: rates, the daemon's CPU per trial, and the CPU
-    the web process and chromium took during the crowded runs."""
-    alone: list[tuple[float, float]] = []  # (trials/s, daemon ms of CPU per trial)
-    crowded: list[tuple[float, float]] = []
-    web_cpu, browser_cpu, crowded_s = 0.0, 0.0, 0.0
-    with bench_daemon("--num-cpus", "2") as d:
-        daemon = psutil.Process(d.pid)
+def _start(d: BenchDaemon, n: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _CLIENT, str(n), str(TRIAL_CPU)],
+        env=d.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
 
-        def run() -> tuple[float, float]:
-            cpu = _cpu([daemon], children=False)  # the daemon, not its trials
-            wall = _clients(d, n, 1)
-            return n / wall, (_cpu([daemon], children=False) - cpu) / n * 1000
 
-        _clients(d, 200, 1)  # warm up
-        alone.append(run())
-        for _ in range(rounds):
-            with web(d) as (url, proc), chromium() as drv:
+def _done(d: BenchDaemon) -> int:
+    """Trials ended so far in the daemon's running experiment (the newest one)."""
+    with Connection.open(d.socket, autostart=False, client="bench") as conn:
+        status = conn.request(p.GetStatus())
+    newest = max(status.experiments, key=lambda e: e.started_at)
+    return int(newest.counts.get("TERMINATED", 0) + newest.counts.get("ERROR", 0))
+
+
+def _race(followed: BenchDaemon, other: BenchDaemon, n: int) -> list[tuple[int, float]]:
+    """Both daemons run an n-trial sweep at once; for each (followed first): trials done
+    and the daemon's CPU seconds when the first sweep ends."""
+    pair = (followed, other)
+    daemons = [psutil.Process(d.pid) for d in pair]
+    cpu = [_cpu([proc], children=False) for proc in daemons]  # the daemon, not its trials
+    clients = [_start(d, n) for d in pair]
+    while all(c.poll() is None for c in clients):
+        time.sleep(0.005)
+    spent = [_cpu([proc], children=False) - c for proc, c in zip(daemons, cpu, strict=True)]
+    done = [n if c.poll() is not None else _done(d) for c, d in zip(clients, pair, strict=True)]
+    for c in clients:
+        out, err = c.communicate()
+        if c.returncode != 0:
+            raise RuntimeError(f"a client failed:\n{out}\n{err}")
+    return list(zip(done, spent, strict=True))
+
+
+def throughput_loss(n: int, pages: int = 10, rounds: int = 6) -> dict[str, Any]:
+    """Rounds of two sweeps side by side, one daemon followed by tuned web and pages."""
+    losses: list[float] = []  # % fewer trials done by the followed daemon
+    cpus: list[float] = []  # % more daemon CPU per trial
+    rates: list[float] = []  # trials/s of the daemon alone
+    web_cpu, browser_cpu, seconds = 0.0, 0.0, 0.0
+    with bench_daemon("--num-cpus", "2") as a, bench_daemon("--num-cpus", "2") as b:
+        for d in (a, b):
+            _clients(d, 200, 1)  # warm up
+        for r in range(rounds):
+            followed, other = (a, b) if r % 2 == 0 else (b, a)
+            with web(followed) as (url, proc), chromium() as drv:
                 drv.get(url)
                 for _ in range(pages - 1):
                     drv.switch_to.new_window("tab")
@@ -194,27 +227,21 @@ def throughput_loss(n: int, pages: int = 10, rounds: int = 5) -> dict[str, Any]:
                 browser = [psutil.Process(drv.service.process.pid)]  # chromedriver, chromium
                 _quiet([proc, *browser])
                 before = (_cpu([proc]), _cpu(browser), time.perf_counter())
-                crowded.append(run())
+                (done_f, cpu_f), (done_o, cpu_o) = _race(followed, other, n)
+                window = time.perf_counter() - before[2]
                 web_cpu += _cpu([proc]) - before[0]
                 browser_cpu += _cpu(browser) - before[1]
-                crowded_s += time.perf_counter() - before[2]
-            alone.append(run())
+            seconds += window
+            losses.append((1 - done_f / done_o) * 100)
+            cpus.append(((cpu_f / done_f) / (cpu_o / done_o) - 1) * 100)
+            rates.append(done_o / window)
     return {
-        "alone": alone,
-        "crowded": crowded,
-        "web_core": web_cpu / crowded_s * 100,
-        "browser_core": browser_cpu / crowded_s * 100,
-        "web_ms": web_cpu / (n * rounds) * 1000,
+        "losses": losses,
+        "cpus": cpus,
+        "rate": statistics.median(rates),
+        "web_core": web_cpu / seconds * 100,
+        "browser_core": browser_cpu / seconds * 100,
     }
-
-
-def _paired(alone: list[float], crowded: list[float], higher_is_worse: bool) -> list[float]:
-    """Each crowded run against the mean of the alone runs before and after it, in %."""
-    out = []
-    for c, a, b in zip(crowded, alone, alone[1:], strict=False):
-        base = (a + b) / 2
-        out.append((c / base - 1) * 100 if higher_is_worse else (1 - c / base) * 100)
-    return out
 
 
 def measure(trials: int = 1_000, results: int = 100, n: int = 1_000) -> list[Figure]:
@@ -226,9 +253,8 @@ def measure(trials: int = 1_000, results: int = 100, n: int = 1_000) -> list[Fig
     page = render_ms(trials, results)
     cost = throughput_loss(n)
     load = max(load, os.getloadavg()[0])
-    rates = _paired([a[0] for a in cost["alone"]], [c[0] for c in cost["crowded"]], False)
-    cpus = _paired([a[1] for a in cost["alone"]], [c[1] for c in cost["crowded"]], True)
     first, *later = page["times"]
+    rounds = len(cost["losses"])
     return [
         Figure(
             f"page render, {trials:,} trials x {results} results",
@@ -243,23 +269,20 @@ def measure(trials: int = 1_000, results: int = 100, n: int = 1_000) -> list[Fig
         Figure(
             "throughput loss with tuned web and 10 pages open",
             5,
-            max(0.0, statistics.median(rates)),
+            max(0.0, statistics.median(cost["losses"])),
             "%",
-            note=f"median of {len(rates)} paired runs of {n:,} trials "
-            f"({', '.join(f'{x:.1f}' for x in rates)} %); "
-            f"{statistics.mean(a[0] for a in cost['alone']):.0f} /s alone; {TRIAL_CPU:g} CPU; "
-            f"meanwhile tuned web took {cost['web_core']:.1f} % of a core "
-            f"({cost['web_ms']:.3f} ms per trial), chromium's 10 tabs "
+            note=f"median of {rounds} rounds of two daemons side by side, {n:,} trivial "
+            f"trials of {TRIAL_CPU:g} CPU each ({', '.join(f'{x:+.1f}' for x in cost['losses'])} "
+            f"%); {cost['rate']:.0f} /s alone beside the other; meanwhile tuned web took "
+            f"{cost['web_core']:.1f} % of a core and chromium's 10 tabs "
             f"{cost['browser_core']:.1f} %",
         ),
         Figure(
             "daemon CPU per trial with tuned web and 10 pages open, vs alone",
             5,
-            max(0.0, statistics.median(cpus)),
+            max(0.0, statistics.median(cost["cpus"])),
             "%",
-            note=f"median of {len(cpus)} paired runs ({', '.join(f'{x:+.1f}' for x in cpus)} %); "
-            f"{statistics.median(a[1] for a in cost['alone']):.2f} ms alone, "
-            f"{statistics.median(c[1] for c in cost['crowded']):.2f} ms crowded; "
+            note=f"same rounds ({', '.join(f'{x:+.1f}' for x in cost['cpus'])} %); "
             f"load average up to {load:.1f} on {os.cpu_count()} CPUs; "
             f"{time.perf_counter() - t0:.0f} s in all",
         ),
