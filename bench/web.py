@@ -140,7 +140,7 @@ def render_ms(trials: int, results: int, visits: int = 4) -> dict[str, Any]:
         exp_id = _experiment_id(d)
         with web(d) as (url, _), chromium() as drv:
             started = time.monotonic()
-            drv.get(url)  # the cookie; the overview
+            drv.get(url)  # the token; the overview
             times, first = [], {}
             for _ in range(visits):
                 drv.get("about:blank")

@@ -8,7 +8,7 @@ serves the page on 127.0.0.1 only, to whoever holds the token it prints:
 - ``model``: experiments, trials, learning curves and usage samples, and the
   snapshots and deltas pushed to pages;
 - ``curves``: the curves from before our subscription, read from result files;
-- ``guard``: the token, cookie, Host and Origin checks every request passes;
+- ``guard``: the token, Host and Origin checks every request passes;
 - ``app``: the starlette routes (page, live WebSocket, server-sent events, logs,
   cancel);
 - ``serve``: the command, on uvicorn.

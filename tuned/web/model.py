@@ -18,8 +18,8 @@ from typing import Any
 import msgspec
 from tuned_client import protocol as p
 
-from ..eventfmt import AUTO_KEYS
-from ..summary import FINAL, ExperimentSummary, Fold, TrialSummary, short
+from ..cli.eventfmt import AUTO_KEYS
+from ..cli.summary import FINAL, ExperimentSummary, Fold, TrialSummary, short
 from .series import USAGE_POINTS, Series, best_of
 
 _json = msgspec.json.Encoder()

@@ -11,8 +11,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..eventfmt import AUTO_KEYS
-from ..summary import number
+from ..cli.eventfmt import AUTO_KEYS
+from ..cli.summary import number
 
 USAGE_POINTS = 900  # 30 minutes of the daemon's 2 s samples, per trial and for the machine
 

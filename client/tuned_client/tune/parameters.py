@@ -29,7 +29,9 @@ from typing import Any
 
 import cloudpickle
 
+from .. import safedir
 from .resources import resources_of, with_resources
+from .trainable import Trainable
 
 PARAMETERS_DIR = ".parameters"
 INLINE_LIMIT = 64 * 1024  # smaller pickles stay in the trainable: a file costs more
@@ -51,11 +53,15 @@ def parameters_folder(experiment_dir: str | os.PathLike[str]) -> Iterator[Path]:
 def store(folder: Path, blob: bytes) -> Path:
     """Write ``blob`` under its sha256 in ``folder`` unless it is there already."""
     path = folder / f"{hashlib.sha256(blob).hexdigest()}.pkl"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    safedir.check(folder.parent)  # trials unpickle what is here: nobody else may write it
+    safedir.check(folder)
     if path.is_file() and path.stat().st_size == len(blob):
         return path
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # one a killed run left
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(blob)
@@ -127,8 +133,6 @@ class Parameters(Mapping[str, Any]):
 
 def with_parameters(trainable: Any, **kwargs: Any) -> Any:
     """Pass large objects to every trial once, as ``ray.tune.with_parameters`` does."""
-    from .trainable import Trainable
-
     params = Parameters(kwargs)
     if isinstance(trainable, type) and issubclass(trainable, Trainable):
         bound = type(trainable.__name__, (trainable,), {"__tuned_parameters__": params})

@@ -82,9 +82,7 @@ def fit_restored(fit: FitSettings, path: str, flags: dict[str, bool]) -> ResultG
     try:
         reply: p.ExperimentReply | None = None
         try:
-            got = conn.request(p.GetExperiment(experiment_id=state.experiment_id))
-            assert isinstance(got, p.ExperimentReply)
-            reply = got
+            reply = conn.get_experiment(state.experiment_id)
         except DaemonError as exc:
             if exc.code != "not_found":
                 raise TuneError(exc.message) from None

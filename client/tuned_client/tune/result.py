@@ -12,8 +12,9 @@ from typing import Any
 
 from ..checkpoint import Checkpoint
 from ..protocol import unpack_user
-from .analysis.loading import results_dataframe
+from .analysis.dataframes import results_dataframe
 from .analysis.metrics import best_index, check_scope, metric_analysis
+from .analysis.trial_folder import read_trial_folder
 
 # Keys Ray fills in on every result and leaves out of ``Result``'s repr.
 AUTO_KEYS = frozenset(
@@ -223,9 +224,19 @@ class Result(TrialFolder):
     @classmethod
     def from_path(cls, path: str | os.PathLike[str]) -> Result:
         """The Result of the trial whose folder is ``path`` (``ray.tune.Result.from_path``)."""
-        from .analysis.loading import result_from_folder
-
-        return result_from_folder(Path(path))
+        found = read_trial_folder(Path(path))
+        error = None
+        if found.error_text is not None:
+            error = trial_error(found.error_line, found.error_text, found.trial_id, str(path))
+        return cls(
+            found.last,
+            found.config,
+            str(found.path),
+            error=error,
+            checkpoint=found.checkpoint,
+            trial_id=found.trial_id,
+            status="ERROR" if error is not None else "TERMINATED",
+        )
 
     def history(self) -> list[dict[str, Any]]:
         """Every reported row, from the trial's ``result.json``."""

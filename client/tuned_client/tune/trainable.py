@@ -16,7 +16,6 @@ from typing import Any
 from ..checkpoint import Checkpoint
 from ..protocol import as_number
 from ..session import require_session
-from .parameters import with_parameters
 from .resources import resources_of, with_resources
 
 
@@ -134,4 +133,4 @@ def to_function(trainable: Any, checkpoint_config: Any, stop: Any) -> Any:
     return with_resources(fn, resources) if resources is not None else fn
 
 
-__all__ = ["Trainable", "class_runner", "to_function", "with_parameters"]
+__all__ = ["Trainable", "class_runner", "to_function"]

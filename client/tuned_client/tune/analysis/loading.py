@@ -9,34 +9,15 @@ folders' own files: ``params.json``, ``result.json``, ``error.txt``,
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
 import os
-from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from ... import protocol as p
 from ...checkpoint import Checkpoint
-from .metrics import flatten_dict, unflattened_lookup
-
-if TYPE_CHECKING:
-    from ..result import Result
-
-
-def read_rows(trial_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Every result the trial reported, from its ``result.json`` (NaN and inf included)."""
-    rows: list[dict[str, Any]] = []
-    with contextlib.suppress(OSError):
-        for line in (Path(trial_dir) / "result.json").read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                row = json.loads(line)
-                if isinstance(row, dict):
-                    rows.append(row)
-    return rows
+from ..result import Result, trial_error
 
 
 def load_state(path: Path) -> p.ExperimentState | None:
@@ -49,14 +30,7 @@ def load_state(path: Path) -> p.ExperimentState | None:
         raise ValueError(f"{file} is damaged: {exc}") from exc
 
 
-def _latest_checkpoint(trial_dir: Path) -> Checkpoint | None:
-    found = sorted(d for d in trial_dir.glob("checkpoint_*") if d.is_dir())
-    return Checkpoint(str(found[-1])) if found else None
-
-
 def result_from_info(info: p.TrialInfo, experiment_dir: Path) -> Result:
-    from ..result import Result, trial_error
-
     path = info.path or str(experiment_dir / info.name)
     error = None
     if info.status == "ERROR":
@@ -77,34 +51,7 @@ def result_from_info(info: p.TrialInfo, experiment_dir: Path) -> Result:
 
 def result_from_folder(trial_dir: Path) -> Result:
     """A trial's Result from its folder alone (``Result.from_path``)."""
-    from ..result import Result, trial_error
-
-    if not trial_dir.is_dir():
-        raise FileNotFoundError(f"{trial_dir} is not a trial folder")
-    config: dict[str, Any] = {}
-    params = trial_dir / "params.json"
-    if params.is_file():
-        config = json.loads(params.read_text())
-    rows = read_rows(trial_dir)
-    if not params.is_file() and not rows:
-        raise FileNotFoundError(f"{trial_dir} holds no params.json or result.json of a trial")
-    last = dict(rows[-1]) if rows else None
-    error_txt = trial_dir / "error.txt"
-    trial_id = str((last or {}).get("trial_id", ""))
-    error = None
-    if error_txt.is_file():
-        text = error_txt.read_text()
-        first = next((ln for ln in reversed(text.strip().splitlines()) if ln.strip()), "")
-        error = trial_error(first or "trial failed", text, trial_id, str(trial_dir))
-    return Result(
-        last,
-        config,
-        str(trial_dir),
-        error=error,
-        checkpoint=_latest_checkpoint(trial_dir),
-        trial_id=trial_id,
-        status="ERROR" if error is not None else "TERMINATED",
-    )
+    return Result.from_path(trial_dir)
 
 
 def load_results(path: str | os.PathLike[str]) -> list[Result]:
@@ -128,45 +75,3 @@ def load_results(path: str | os.PathLike[str]) -> list[Result]:
     return [result_from_folder(d) for d in trials]
 
 
-def _pick_row(rows: Sequence[dict[str, Any]], metric: str | None, mode: str | None) -> Any:
-    if not mode or not metric:
-        return rows[-1] if rows else None
-    scored = [
-        (float(v), i)
-        for i, r in enumerate(rows)
-        if isinstance(v := unflattened_lookup(metric, r), int | float)
-        and not isinstance(v, bool)
-        and not math.isnan(v)
-    ]
-    if not scored:
-        return None
-    # pandas' idxmax/idxmin: the first row holding the extreme value
-    best = max(scored, key=lambda s: (s[0], -s[1])) if mode == "max" else min(scored)
-    return rows[best[1]]
-
-
-def results_dataframe(results: Iterable[Result], metric: str | None, mode: str | None) -> Any:
-    """Ray's ``ExperimentAnalysis.dataframe``: a row per trial that reported anything."""
-    import pandas as pd
-
-    if mode and mode not in ("min", "max"):
-        raise ValueError("If set, `mode` has to be one of [min, max]")
-    if mode and not metric:
-        raise ValueError(
-            "If a `mode` is passed to `ExperimentAnalysis.dataframe(), you'll also have to "
-            "pass a `metric`!"
-        )
-    rows = []
-    for result in results:
-        history = result.history() if (metric and mode) else []
-        if not history:
-            last = result.peek_metrics()
-            history = [dict(last)] if last else []
-        row = _pick_row(history, metric, mode)
-        if row is None:
-            continue
-        flat = flatten_dict(row)
-        flat.update(flatten_dict({"config": result.config or {}}))
-        flat["logdir"] = result.path
-        rows.append(flat)
-    return pd.DataFrame(rows)
