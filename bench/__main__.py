@@ -51,7 +51,9 @@ def benches(quick: bool) -> dict[str, Callable[[], list[Figure]]]:
         "queued": lambda: queued.measure(20_000 if quick else 100_000),
         "flat_memory": lambda: flat_memory.measure(2_000 if quick else 25_000),
         "disk": lambda: disk.measure(2.0 if quick else 6.0),
-        "web": lambda: web.measure(n=500 if quick else 1_000),
+        "web": lambda: web.measure(
+            n=500 if quick else 1_000, before=os.environ.get("TUNED_BENCH_WEB_BEFORE", "")
+        ),
         "trackers": lambda: trackers.measure(2 if quick else 5),
         "ray": lambda: ray_side.measure(1 if quick else 3),  # only when asked for
     }

@@ -24,11 +24,20 @@
    from whatever else runs there. Headless chromium draws every tab as if it
    were in view; a browser's background tabs draw nothing.
 
+Before and after in one run: ``python -m bench.web --before main`` (or
+``TUNED_BENCH_WEB_BEFORE=main python -m bench --only web``) also runs the web
+process and its page from that git ref's tree (``git archive``), against the
+same daemons: the render is measured for each, and the throughput rounds
+alternate the two. The ref's page must keep ``window.tunedStats.rendered``.
+
 Needs Debian's chromium and chromium-driver (``apt-get install chromium chromium-driver``).
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -39,13 +48,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psutil
 from tuned_client import protocol as p
 from tuned_client.connection import Connection
 
-from .daemon import BenchDaemon, bench_daemon
+from .daemon import REPO, BenchDaemon, bench_daemon
 from .figures import Figure
 from .throughput import _CLIENT, TRIAL_CPU, _clients
 
@@ -67,11 +77,29 @@ print(tuner.fit().num_errors)
 
 
 @contextmanager
-def web(d: BenchDaemon) -> Iterator[tuple[str, psutil.Process]]:
-    """``tuned web`` on the daemon: its URL and its process."""
+def source_tree(ref: str) -> Iterator[Path]:
+    """The ``tuned`` and ``tuned_client`` packages of a git ref, in a temp folder."""
+    tmp = Path(tempfile.mkdtemp(prefix="tuned-bench-tree-"))
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", ref, "tuned", "client/tuned_client"],
+            capture_output=True, check=True,
+        )  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def web(d: BenchDaemon, tree: Path | None = None) -> Iterator[tuple[str, psutil.Process]]:
+    """``tuned web`` on the daemon (from ``tree``'s code if given): its URL and process."""
+    env = d.env()
+    if tree is not None:  # run in the tree: ``-m`` puts the working folder first on sys.path
+        env["PYTHONPATH"] = os.pathsep.join([str(tree), str(tree / "client")])
     proc = subprocess.Popen(
         [sys.executable, "-m", "tuned", "web", "--socket", str(d.socket)],
-        env=d.env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env=env, cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     assert proc.stdout is not None
     try:
@@ -129,28 +157,34 @@ def _cpu(procs: list[psutil.Process], children: bool = True) -> float:
     return total
 
 
-def render_ms(trials: int, results: int, visits: int = 4) -> dict[str, Any]:
-    """The experiment's view: each visit's ms to drawn, and the first one's details."""
+def render_ms(
+    trials: int, results: int, trees: list[Path | None], visits: int = 4
+) -> list[dict[str, Any]]:
+    """The experiment's view, for each tree's web process on the same daemon: each
+    visit's ms to drawn, and the first one's details."""
+    out: list[dict[str, Any]] = []
     with bench_daemon("--num-cpus", "2") as d:
-        out = subprocess.run(
+        fill = subprocess.run(
             [sys.executable, "-c", _FILL, str(trials), str(results)],
             env=d.env(), capture_output=True, text=True, check=True,
         )  # fmt: skip
-        assert out.stdout.strip() == "0", out
+        assert fill.stdout.strip() == "0", fill
         exp_id = _experiment_id(d)
-        with web(d) as (url, _), chromium() as drv:
-            started = time.monotonic()
-            drv.get(url)  # the token; the overview
-            times, first = [], {}
-            for _ in range(visits):
-                drv.get("about:blank")
-                after = time.monotonic() - started
-                drv.get(url.split("?")[0] + f"#/exp/{exp_id}")
-                times.append(_until(drv, "window.tunedStats.rendered"))
-                if not first:
-                    first = drv.execute_script("return window.tunedStats")
-                    first["after_start_s"] = after
-    return {"times": times, **first}
+        for tree in trees:
+            with web(d, tree) as (url, _), chromium() as drv:
+                started = time.monotonic()
+                drv.get(url)  # the token; the overview
+                times, first = [], {}
+                for _ in range(visits):
+                    drv.get("about:blank")
+                    after = time.monotonic() - started
+                    drv.get(url.split("?")[0] + f"#/exp/{exp_id}")
+                    times.append(_until(drv, "window.tunedStats.rendered"))
+                    if not first:
+                        first = drv.execute_script("return window.tunedStats")
+                        first["after_start_s"] = after
+            out.append({"times": times, **first})
+    return out
 
 
 def _experiment_id(d: BenchDaemon) -> str:
@@ -205,18 +239,24 @@ def _race(followed: BenchDaemon, other: BenchDaemon, n: int) -> list[tuple[int, 
     return list(zip(done, spent, strict=True))
 
 
-def throughput_loss(n: int, pages: int = 10, rounds: int = 6) -> dict[str, Any]:
-    """Rounds of two sweeps side by side, one daemon followed by tuned web and pages."""
-    losses: list[float] = []  # % fewer trials done by the followed daemon
-    cpus: list[float] = []  # % more daemon CPU per trial
-    rates: list[float] = []  # trials/s of the daemon alone
-    web_cpu, browser_cpu, seconds = 0.0, 0.0, 0.0
+def throughput_loss(
+    n: int, trees: list[Path | None], pages: int = 10, rounds: int = 6
+) -> list[dict[str, Any]]:
+    """Rounds of two sweeps side by side, one daemon followed by tuned web and pages;
+    with several trees, each takes two rounds in turn (each daemon followed once)."""
+    runs = [
+        {"losses": [], "cpus": [], "rates": [], "web": 0.0, "browser": 0.0, "seconds": 0.0}
+        for _ in trees
+    ]  # losses: % fewer trials done by the followed daemon; cpus: % more daemon CPU per
+    # trial; rates: trials/s of the daemon alone
     with bench_daemon("--num-cpus", "2") as a, bench_daemon("--num-cpus", "2") as b:
         for d in (a, b):
             _clients(d, 200, 1)  # warm up
-        for r in range(rounds):
+        for r in range(rounds * len(trees)):
             followed, other = (a, b) if r % 2 == 0 else (b, a)
-            with web(followed) as (url, proc), chromium() as drv:
+            i = (r // 2) % len(trees)
+            run = runs[i]
+            with web(followed, trees[i]) as (url, proc), chromium() as drv:
                 drv.get(url)
                 for _ in range(pages - 1):
                     drv.switch_to.new_window("tab")
@@ -229,45 +269,47 @@ def throughput_loss(n: int, pages: int = 10, rounds: int = 6) -> dict[str, Any]:
                 before = (_cpu([proc]), _cpu(browser), time.perf_counter())
                 (done_f, cpu_f), (done_o, cpu_o) = _race(followed, other, n)
                 window = time.perf_counter() - before[2]
-                web_cpu += _cpu([proc]) - before[0]
-                browser_cpu += _cpu(browser) - before[1]
-            seconds += window
-            losses.append((1 - done_f / done_o) * 100)
-            cpus.append(((cpu_f / done_f) / (cpu_o / done_o) - 1) * 100)
-            rates.append(done_o / window)
-    return {
-        "losses": losses,
-        "cpus": cpus,
-        "rate": statistics.median(rates),
-        "web_core": web_cpu / seconds * 100,
-        "browser_core": browser_cpu / seconds * 100,
-    }
+                run["web"] += _cpu([proc]) - before[0]
+                run["browser"] += _cpu(browser) - before[1]
+            run["seconds"] += window
+            run["losses"].append((1 - done_f / done_o) * 100)
+            run["cpus"].append(((cpu_f / done_f) / (cpu_o / done_o) - 1) * 100)
+            run["rates"].append(done_o / window)
+    return [
+        {
+            "losses": run["losses"],
+            "cpus": run["cpus"],
+            "rate": statistics.median(run["rates"]),
+            "web_core": run["web"] / run["seconds"] * 100,
+            "browser_core": run["browser"] / run["seconds"] * 100,
+        }
+        for run in runs
+    ]
 
 
-def measure(trials: int = 1_000, results: int = 100, n: int = 1_000) -> list[Figure]:
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        note = "needs chromium and chromium-driver (apt-get install chromium chromium-driver)"
-        return [Figure("page render, 1,000 trials x 100 results", 1000, None, "ms", note=note)]
-    t0 = time.perf_counter()
-    load = os.getloadavg()[0]
-    page = render_ms(trials, results)
-    cost = throughput_loss(n)
-    load = max(load, os.getloadavg()[0])
+def _figures(
+    label: str, trials: int, results: int, n: int, page: dict[str, Any], cost: dict[str, Any]
+) -> list[Figure]:
     first, *later = page["times"]
     rounds = len(cost["losses"])
+    drawn = (
+        f"snapshot of {page['snapshotBytes'] / 1e6:.1f} MB in at {page['snapshotAt']:.0f} ms, "
+        f"parsed and folded in {page['applyMs']:.0f} ms, drawn in {page['drawMs']:.0f} ms; "
+        if "drawMs" in page
+        else ""
+    )
     return [
         Figure(
-            f"page render, {trials:,} trials x {results} results",
+            f"page render, {trials:,} trials x {results} results{label}",
             1000,
             first,
             "ms",
             note=f"first visit, {page['after_start_s']:.1f} s after `tuned web` started "
-            f"(snapshot of {page['snapshotBytes'] / 1e6:.1f} MB in at {page['snapshotAt']:.0f} ms, "
-            f"drawn in {page['drawMs']:.0f} ms); later visits {statistics.median(later):.0f} ms "
-            f"(median of {len(later)}); {page['curvePoints']:,} points drawn; headless chromium",
+            f"({drawn}later visits {statistics.median(later):.0f} ms, median of "
+            f"{len(later)}); {page.get('curvePoints', 0):,} points drawn; headless chromium",
         ),
         Figure(
-            "throughput loss with tuned web and 10 pages open",
+            f"throughput loss with tuned web and 10 pages open{label}",
             5,
             max(0.0, statistics.median(cost["losses"])),
             "%",
@@ -278,19 +320,53 @@ def measure(trials: int = 1_000, results: int = 100, n: int = 1_000) -> list[Fig
             f"{cost['browser_core']:.1f} %",
         ),
         Figure(
-            "daemon CPU per trial with tuned web and 10 pages open, vs alone",
+            f"daemon CPU per trial with tuned web and 10 pages open, vs alone{label}",
             5,
             max(0.0, statistics.median(cost["cpus"])),
             "%",
-            note=f"same rounds ({', '.join(f'{x:+.1f}' for x in cost['cpus'])} %); "
-            f"load average up to {load:.1f} on {os.cpu_count()} CPUs; "
-            f"{time.perf_counter() - t0:.0f} s in all",
+            note=f"same rounds ({', '.join(f'{x:+.1f}' for x in cost['cpus'])} %)",
         ),
     ]
 
 
+def measure(
+    trials: int = 1_000, results: int = 100, n: int = 1_000, before: str = ""
+) -> list[Figure]:
+    """The figures of this tree's web process, and first those of ``before`` (a git ref)
+    measured in the same run, named with "(before: REF)"."""
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        note = "needs chromium and chromium-driver (apt-get install chromium chromium-driver)"
+        return [Figure("page render, 1,000 trials x 100 results", 1000, None, "ms", note=note)]
+    t0 = time.perf_counter()
+    load = os.getloadavg()[0]
+    with contextlib.ExitStack() as stack:
+        trees: list[Path | None] = [stack.enter_context(source_tree(before))] if before else []
+        trees.append(None)
+        pages = render_ms(trials, results, trees)
+        costs = throughput_loss(n, trees)
+    load = max(load, os.getloadavg()[0])
+    labels = [f" (before: {before})"] if before else []
+    labels.append("")
+    figures = [
+        fig
+        for label, page, cost in zip(labels, pages, costs, strict=True)
+        for fig in _figures(label, trials, results, n, page, cost)
+    ]
+    last = figures[-1]
+    figures[-1] = dataclasses.replace(
+        last,
+        note=f"{last.note}; load average up to {load:.1f} on {os.cpu_count()} CPUs; "
+        f"{time.perf_counter() - t0:.0f} s in all",
+    )
+    return figures
+
+
 def main() -> None:
-    for fig in measure():
+    parser = argparse.ArgumentParser(prog="python -m bench.web")
+    parser.add_argument("--before", default="", help="a git ref whose web process to measure too")
+    parser.add_argument("--quick", action="store_true", help="500 trials a sweep, not 1,000")
+    args = parser.parse_args()
+    for fig in measure(n=500 if args.quick else 1_000, before=args.before):
         ratio = f" = {fig.ratio()} x the goal" if fig.ratio() else ""
         print(f"{fig.line()}{ratio}", f"({fig.note})" if fig.note else "")
 
