@@ -4,9 +4,10 @@
    then ``tuned web`` starts, and headless chromium opens the printed URL (the
    overview) and then the experiment's view, as a user would. The figure is the
    page's own clock (``performance.now()`` from navigation start) at the first
-   animation frame after the one that drew its table and every curve: the first
-   visit, then the median of three more (the web process has the curves by then).
-   The web process reads the newest experiments' result files in the background
+   animation frame after the one that drew its table and every curve. The figure
+   is the first visit, the median over three fresh web processes (and browsers);
+   the note gives the two later visits of each too (the web process has the
+   curves by then). The web process reads the newest experiments' result files in the background
    from its start (``tuned.web.curves``); the note says how long after its start
    the first visit came, so a visit that waited for that reading shows it.
 2. What the web process and 10 open pages cost the daemon: two identical
@@ -157,11 +158,30 @@ def _cpu(procs: list[psutil.Process], children: bool = True) -> float:
     return total
 
 
+def _visits(d: BenchDaemon, tree: Path | None, exp_id: str, visits: int) -> dict[str, Any]:
+    """A fresh web process and browser: each visit's ms to drawn, the first one's details."""
+    with web(d, tree) as (url, _), chromium() as drv:
+        started = time.monotonic()
+        drv.get(url)  # the token; the overview
+        times: list[float] = []
+        first: dict[str, Any] = {}
+        for _ in range(visits):
+            drv.get("about:blank")
+            after = time.monotonic() - started
+            drv.get(url.split("?")[0] + f"#/exp/{exp_id}")
+            times.append(_until(drv, "window.tunedStats.rendered"))
+            if not first:
+                first = drv.execute_script("return window.tunedStats")
+                first["after_start_s"] = after
+    return {"times": times, **first}
+
+
 def render_ms(
-    trials: int, results: int, trees: list[Path | None], visits: int = 4
+    trials: int, results: int, trees: list[Path | None], visits: int = 3, repeats: int = 3
 ) -> list[dict[str, Any]]:
-    """The experiment's view, for each tree's web process on the same daemon: each
-    visit's ms to drawn, and the first one's details."""
+    """The experiment's view, for each tree's web process on the same daemon, ``repeats``
+    fresh web processes each: the first visits' ms to drawn (the median one's details)
+    and the later visits'."""
     out: list[dict[str, Any]] = []
     with bench_daemon("--num-cpus", "2") as d:
         fill = subprocess.run(
@@ -170,20 +190,15 @@ def render_ms(
         )  # fmt: skip
         assert fill.stdout.strip() == "0", fill
         exp_id = _experiment_id(d)
-        for tree in trees:
-            with web(d, tree) as (url, _), chromium() as drv:
-                started = time.monotonic()
-                drv.get(url)  # the token; the overview
-                times, first = [], {}
-                for _ in range(visits):
-                    drv.get("about:blank")
-                    after = time.monotonic() - started
-                    drv.get(url.split("?")[0] + f"#/exp/{exp_id}")
-                    times.append(_until(drv, "window.tunedStats.rendered"))
-                    if not first:
-                        first = drv.execute_script("return window.tunedStats")
-                        first["after_start_s"] = after
-            out.append({"times": times, **first})
+        visited: list[list[dict[str, Any]]] = [[] for _ in trees]
+        for _ in range(repeats):  # the trees in turn: a load that comes and goes hits both
+            for i, tree in enumerate(trees):
+                visited[i].append(_visits(d, tree, exp_id, visits))
+    for runs in visited:
+        runs.sort(key=lambda run: float(run["times"][0]))
+        middle = runs[len(runs) // 2]  # the median first visit, with its details
+        later = [t for run in runs for t in run["times"][1:]]
+        out.append({**middle, "firsts": [run["times"][0] for run in runs], "later": later})
     return out
 
 
@@ -290,11 +305,13 @@ def throughput_loss(
 def _figures(
     label: str, trials: int, results: int, n: int, page: dict[str, Any], cost: dict[str, Any]
 ) -> list[Figure]:
-    first, *later = page["times"]
+    first, later = statistics.median(page["firsts"]), page["later"]
     rounds = len(cost["losses"])
     drawn = (
+        f"script ran at {page['scriptAt']:.0f} ms, stream open at {page['openAt']:.0f} ms, "
         f"snapshot of {page['snapshotBytes'] / 1e6:.1f} MB in at {page['snapshotAt']:.0f} ms, "
-        f"parsed and folded in {page['applyMs']:.0f} ms, drawn in {page['drawMs']:.0f} ms; "
+        f"parsed and folded in {page['applyMs']:.0f} ms, drawn in {page['drawMs']:.0f} ms "
+        f"(table {page['tableMs']:.0f}, curves {page['curvesMs']:.0f}); "
         if "drawMs" in page
         else ""
     )
@@ -304,9 +321,11 @@ def _figures(
             1000,
             first,
             "ms",
-            note=f"first visit, {page['after_start_s']:.1f} s after `tuned web` started "
-            f"({drawn}later visits {statistics.median(later):.0f} ms, median of "
-            f"{len(later)}); {page.get('curvePoints', 0):,} points drawn; headless chromium",
+            note=f"first visit, median of {len(page['firsts'])} web processes "
+            f"({', '.join(f'{x:.0f}' for x in page['firsts'])} ms); the median one "
+            f"{page['after_start_s']:.1f} s after `tuned web` started ({drawn}later visits "
+            f"{statistics.median(later):.0f} ms, median of {len(later)}); "
+            f"{page.get('curvePoints', 0):,} points drawn; headless chromium",
         ),
         Figure(
             f"throughput loss with tuned web and 10 pages open{label}",

@@ -30,8 +30,10 @@ const S = {
 // What the next frame draws.
 const dirty = { overview: true, machine: true, exp: true, rows: true, table: true, curves: true, trial: true };
 function all() { for (const k of Object.keys(dirty)) dirty[k] = true; }
-// The page's own figures, read by the tests and the benchmark.
-const stats = { rendered: 0, renders: 0 };
+// The page's own figures, read by the tests and the benchmark: when (ms from navigation
+// start) the script ran, its stream opened, the snapshot came and was first drawn, and
+// how long parsing and each part of that first draw took.
+const stats = { rendered: 0, renders: 0, scriptAt: performance.now() };
 window.tunedStats = stats;
 let source = null;
 
@@ -69,7 +71,10 @@ function connect(view) {
   const ws = new WebSocket(`ws://${location.host}/api/live` + (view ? "?view=" + encodeURIComponent(view) : ""),
     ["tuned", "tuned-token." + TOKEN]);
   source = ws;
-  ws.onopen = () => { $("conn").textContent = "live"; $("conn").className = "conn live"; };
+  ws.onopen = () => {
+    if (!stats.openAt) stats.openAt = performance.now();
+    $("conn").textContent = "live"; $("conn").className = "conn live";
+  };
   ws.onmessage = (e) => {
     const t0 = performance.now();
     const msg = JSON.parse(e.data);
@@ -154,8 +159,11 @@ function draw() {
     dirty.overview = dirty.machine = false;
   } else if (S.exps.has(S.view) && S.full) {
     if (dirty.exp) drawExperiment();
+    const t1 = performance.now();
     if (dirty.table) table.draw(S.trials, S.exps.get(S.view), S.sort, S.selected, dirty.rows);
+    const t2 = performance.now();
     if (dirty.curves) drawChart();
+    if (!stats.rendered) Object.assign(stats, { drawAt: t0, expMs: t1 - t0, tableMs: t2 - t1, curvesMs: performance.now() - t2 });
     if (S.trial && dirty.trial) drawTrial();
     dirty.exp = dirty.rows = dirty.table = dirty.curves = dirty.trial = dirty.machine = false;
     if (!stats.rendered) {
