@@ -311,7 +311,8 @@ def _figures(
         f"script ran at {page['scriptAt']:.0f} ms, stream open at {page['openAt']:.0f} ms, "
         f"snapshot of {page['snapshotBytes'] / 1e6:.1f} MB in at {page['snapshotAt']:.0f} ms, "
         f"parsed and folded in {page['applyMs']:.0f} ms, drawn in {page['drawMs']:.0f} ms "
-        f"(table {page['tableMs']:.0f}, curves {page['curvesMs']:.0f}); "
+        f"(table {page['tableMs']:.0f}, curves {page['curvesMs']:.0f}), the charts' strokes "
+        f"done at {page.get('scriptDoneAt', 0):.0f} ms; "
         if "drawMs" in page
         else ""
     )
