@@ -3,7 +3,8 @@
 ``--with-ray`` adds ``ray``: the seed sweep under Ray Tune beside ours (Ray is
 installed into bench/.ray-venv on request; never a dependency). ``--quick`` uses
 fewer trials for a smoke run; the table says so. ``--only NAME,...`` runs some
-benchmarks (names below; ``--only ray`` runs the Ray side alone) and replaces
+benchmarks (names below; ``--only ray`` runs the Ray side alone, ``--only soak`` the
+million-trial history, neither of which a plain run includes) and replaces
 just their rows in the table. Each benchmark is also a module of its own:
 ``python -m bench.admission`` and so on.
 """
@@ -27,6 +28,7 @@ from . import (
     queued,
     ray_side,
     seed,
+    soak,
     subscribers,
     throughput,
     trackers,
@@ -56,6 +58,9 @@ def benches(quick: bool) -> dict[str, Callable[[], list[Figure]]]:
         ),
         "trackers": lambda: trackers.measure(2 if quick else 5),
         "ray": lambda: ray_side.measure(1 if quick else 3),  # only when asked for
+        # a million trials' history (minutes): only when asked for; TUNED_BENCH_BEFORE=PATH
+        # measures another checkout's daemon on the same history first
+        "soak": lambda: soak.measure(100_000 if quick else 1_000_000, soak.trees_from_env()),
     }
 
 
@@ -100,7 +105,7 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     every = benches(args.quick)
-    chosen = {n: b for n, b in every.items() if n != "ray"}
+    chosen = {n: b for n, b in every.items() if n not in ("ray", "soak")}
     if args.only:
         names = [n.strip() for n in args.only.split(",") if n.strip()]
         unknown = [n for n in names if n not in every]

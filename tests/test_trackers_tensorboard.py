@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from conftest import RunningDaemon
-from test_daemon import wait_for
+from conftest import next_event as wait_for
 from tuned_client import protocol as p
 from tuned_client import tune
 from tuned_client.tune.logger import (

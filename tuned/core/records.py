@@ -25,13 +25,15 @@ class Control(msgspec.Struct, tag="control", tag_field="kind"):
     """A request that changes state without an event of its own, replayed at start-up.
 
     ``cancel`` (experiment or trial id), ``close`` (no more trials), ``stop``
-    (a trial ends TERMINATED at its next report), ``resume`` (``Tuner.restore``
-    re-opened the experiment; ``restart`` lists trials that lose their checkpoint),
+    (a trial ends TERMINATED at its next report), ``interrupt`` (the script driving
+    the experiment went away: no more trials, running ones stop at their next report
+    and end unfinished), ``resume`` (``Tuner.restore`` re-opened the experiment;
+    ``restart`` lists trials that lose their checkpoint; ``reopen``: it takes trials again),
     ``exploit`` (PBT: once its attempt ends, the trial runs again with ``config``
     from ``checkpoint``, a copy of a better trial's taken at ``iteration``).
     """
 
-    action: Literal["cancel", "close", "stop", "resume", "exploit"]
+    action: Literal["cancel", "close", "stop", "interrupt", "resume", "exploit"]
     target: str
     restart: list[str] = []
     config: bytes = b""  # the packed config (a Raw cannot be optional in msgspec)
@@ -39,6 +41,7 @@ class Control(msgspec.Struct, tag="control", tag_field="kind"):
     iteration: int = 0
     time_total_s: float = 0.0
     resources: list[dict[str, float]] = []  # exploit: the next attempt's bundles, if new
+    reopen: bool = False  # resume: AddTrials is welcome again (a steered experiment)
 
 
 class Epoch(msgspec.Struct, tag="epoch", tag_field="kind"):

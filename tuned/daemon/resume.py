@@ -14,8 +14,13 @@ from .intake import folder_taken
 
 
 class Resume(DaemonBase):
-    def resume(self, exp_id: str, resume: list[str], restart: list[str]) -> p.Accepted:
-        """Queue again the given trials: ``resume`` from their checkpoints, ``restart`` anew."""
+    def resume(
+        self, exp_id: str, resume: list[str], restart: list[str], reopen: bool = False
+    ) -> p.Accepted:
+        """Queue again the given trials: ``resume`` from their checkpoints, ``restart`` anew.
+
+        ``reopen``: it takes new trials again (its searcher goes on, ``AddTrials``).
+        """
         exp = self.experiment(exp_id)
         wanted = [*resume, *restart]
         found = [self.state.locate(tid) for tid in wanted]  # in memory or on disk
@@ -26,7 +31,7 @@ class Resume(DaemonBase):
             raise Refused("refused", folder_taken(exp.path, self.locks))
         # Finished trials come back from the archive to run again.
         chosen = [self.archive.revive(exp, at[1]) for at in found if at is not None]
-        self.control("resume", exp_id, restart=list(restart))
+        self.control("resume", exp_id, restart=list(restart), reopen=reopen)
         for trial in chosen:
             if trial.status in FINAL:
                 self.emit_queued(trial)

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import protocol as p
 from ..connection import Connection, DaemonError
+from ..framing import FrameError
 from .config import TuneConfig
 from .fit_settings import FitSettings, trainable_name
 from .follower import Follower
@@ -30,9 +32,10 @@ from .result import ResultGrid, TuneError
 from .schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 from .search.basic_variant import BasicVariantGenerator, _merge
 from .search.sample import Domain
-from .search.searcher import Searcher, save_searcher
+from .search.searcher import Searcher
 from .search.variant_generator import format_vars, generate_variants
 from .spec import experiment_spec
+from .steering_state import save_steering
 from .trial import TrialView
 
 # Adaptive searchers get one queued trial at a time: each suggestion is made as
@@ -67,10 +70,27 @@ def _unresolved(config: Any) -> bool:
     return any(isinstance(v, Domain) for v in _flat_leaves(config).values())
 
 
+@dataclass
+class Resumed:
+    """A search ``Tuner.restore`` goes on with (its searcher and scheduler restored)."""
+
+    added: int  # trials the daemon's experiment holds: the next one's index
+    open: bool = True  # it takes new trials (the search had not ended)
+    counted: int = 0  # trials of the search that are not in it (a lost experiment's finished)
+    # A lost experiment's trials run again under new ids: the ids the searcher knows them by.
+    aliases: dict[str, str] = field(default_factory=dict)
+
+
 class Steering:
     """Searcher and scheduler, and the requests their decisions become."""
 
-    def __init__(self, fit: FitSettings, run: SteeredFollower, control: Connection) -> None:
+    def __init__(
+        self,
+        fit: FitSettings,
+        run: SteeredFollower,
+        control: Connection,
+        resumed: Resumed | None = None,
+    ) -> None:
         tc = fit.tune_config
         self.fit = fit
         self.run = run
@@ -78,15 +98,22 @@ class Steering:
         self.experiment_id = run.accepted.experiment_id
         self.path = run.accepted.path
         self.scheduler: TrialScheduler = tc.scheduler or FIFOScheduler()
-        basic = tc.search_alg is None
         self.searcher: Searcher = tc.search_alg or BasicVariantGenerator(random_state=tc.seed)
+        basic = implicit = False
         if isinstance(self.searcher, BasicVariantGenerator):
+            basic = True
+            implicit = self.searcher.implicit = self.searcher.implicit or tc.search_alg is None
             self.searcher.setup(fit.param_space, tc.num_samples, tc.seed)
-        self.max_pending = 10**9 if basic else MAX_PENDING_ADAPTIVE
-        self.limit = 10**9 if isinstance(self.searcher, BasicVariantGenerator) else tc.num_samples
-        space = {} if isinstance(self.searcher, BasicVariantGenerator) else fit.param_space
-        if not self.searcher.set_search_properties(tc.metric, tc.mode, space) and _unresolved(
-            space
+        self.max_pending = 10**9 if implicit else MAX_PENDING_ADAPTIVE
+        self.aliases = resumed.aliases if resumed is not None else {}
+        counted = resumed.counted if resumed is not None else 0
+        self.limit = 10**9 if basic else tc.num_samples - counted
+        space = {} if basic else fit.param_space
+        restored = resumed is not None and not basic  # its space, metric and mode came along
+        if (
+            not restored
+            and not self.searcher.set_search_properties(tc.metric, tc.mode, space)
+            and _unresolved(space)
         ):  # as Ray: a searcher with a space of its own says False; domains left are an error
             raise ValueError(
                 "You passed a `config` parameter to `tune.run()` with unresolved parameters, "
@@ -99,8 +126,8 @@ class Steering:
                 f"the scheduler's metric/mode ({self.scheduler.metric}, {self.scheduler.mode}) "
                 f"differ from TuneConfig's ({tc.metric}, {tc.mode})"
             )
-        self.added = 0
-        self.closed = False
+        self.added = resumed.added if resumed is not None else 0
+        self.closed = resumed is not None and not resumed.open
         self.pending: dict[str, str] = {}  # trial id -> "stop" | "restart", until it acts
         self.last_seq = 0
 
@@ -143,10 +170,23 @@ class Steering:
         return dict(self.run.accepted.capacity)
 
     def _request(self, request: Any) -> p.Message:
-        try:
-            return self.control.request(request)
-        except DaemonError as exc:
-            raise TuneError(exc.message) from None
+        """Send a decision; a daemon that went away is waited for, and it is sent again.
+
+        The daemon journals a request before it replies, so one it took just before
+        it died is not lost; the ones sent again are idempotent (stop, close) or
+        checked (added trials must get the ids expected).
+        """
+        for attempt in range(2):
+            try:
+                return self.control.request(request)
+            except DaemonError as exc:
+                raise TuneError(exc.message) from None
+            except (OSError, FrameError) as exc:
+                if attempt:
+                    raise
+                self.control.close()
+                self.control = self.run.reopen(exc)
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------ suggesting
 
@@ -216,10 +256,14 @@ class Steering:
             self._request(p.CloseExperiment(experiment_id=self.experiment_id))
 
     def _save(self) -> None:
-        try:
-            save_searcher(self.searcher, self.path)
-        except (NotImplementedError, OSError, TypeError) as exc:
-            print(f"Could not save the searcher's state: {exc}", file=sys.stderr)
+        """The searcher, the scheduler and the settings, for ``Tuner.restore``."""
+        save_steering(
+            self.path, self.searcher, self.scheduler, self.fit.tune_config, self.fit.param_space
+        )
+
+    def _sid(self, trial_id: str) -> str:
+        """The id the searcher knows a trial by (its old one, if it ran again under a new)."""
+        return self.aliases.get(trial_id, trial_id)
 
     # ------------------------------------------------------------ events
 
@@ -237,8 +281,15 @@ class Steering:
             self._on_result(view, view.last_result or {})
         elif isinstance(event, p.TrialFinished) and view is not None:
             self.pending.pop(event.trial_id, None)
+            if event.status == "ERROR" and event.error in (p.CANCELLED, p.INTERRUPTED):
+                # Unfinished, not failed: Tuner.restore resumes it and the search; the
+                # daemon takes no more trials now.
+                self.closed = True
+                self._save()
+                return
             error = event.status == "ERROR"
-            self.searcher.on_trial_complete(view.trial_id, result=view.last_result, error=error)
+            sid = self._sid(view.trial_id)
+            self.searcher.on_trial_complete(sid, result=view.last_result, error=error)
             if error:
                 self.scheduler.on_trial_error(self, view)
             else:
@@ -250,11 +301,11 @@ class Steering:
         if view.trial_id in self.pending:
             return  # the old attempt's last steps, reported after our decision
         if result.get("done") or self._stop_rule_met(result):
-            self.searcher.on_trial_result(view.trial_id, result)
+            self.searcher.on_trial_result(self._sid(view.trial_id), result)
             return
         decision = self.scheduler.on_trial_result(self, view, result)
         # after the scheduler, as Ray: HyperBandForBOHB marks the budget TuneBOHB reads
-        self.searcher.on_trial_result(view.trial_id, result)
+        self.searcher.on_trial_result(self._sid(view.trial_id), result)
         if decision in (TrialScheduler.STOP, TrialScheduler.PAUSE):
             self.stop_trial(view)  # PAUSE: a scheduler that restarted it is already pending
 
@@ -284,21 +335,43 @@ def fit_steered(fit: FitSettings) -> ResultGrid:
     spec = experiment_spec(fit, steered=True)
     started = time.time()
     conn, autostarted = open_connection(fit.socket)
-    control: Connection | None = None
     try:
         try:
             accepted = conn.request(p.Submit(experiment=spec))
         except DaemonError as exc:
             raise TuneError(exc.message) from None
         assert isinstance(accepted, p.Accepted)
-        control = Connection.open(conn.socket_path, autostart=False)
-        run = SteeredFollower(
-            fit, conn, accepted, started, autostarted=autostarted, decides=spec.decide_results
-        )
-        run.steering = Steering(fit, run, control)
-        run.steering.fill()
-        return run.follow()
+        return drive(fit, conn, accepted, started, autostarted=autostarted)
     finally:
         conn.close()
-        if control is not None:
-            control.close()
+
+
+def drive(
+    fit: FitSettings,
+    conn: Connection,
+    accepted: p.Accepted,
+    started: float,
+    *,
+    autostarted: bool = False,
+    resumed: Resumed | None = None,
+    views: dict[str, TrialView] | None = None,
+    since: int = 0,
+) -> ResultGrid:
+    """Follow and steer the experiment ``accepted`` to its end (new, or restored).
+
+    This process drives it (``Subscribe(decide=True)``): should it go away, the
+    daemon waits a grace period for it to come back, then interrupts the experiment.
+    """
+    run = SteeredFollower(fit, conn, accepted, started, autostarted=autostarted, decides=True)
+    run.trials.update(views or {})
+    run.last_seq = since
+    control = Connection.open(conn.socket_path, autostart=False)
+    try:
+        run.steering = Steering(fit, run, control, resumed)
+        run.steering.fill()
+        return run.follow(since=since)
+    finally:
+        control.close()
+        steering: Steering | None = getattr(run, "steering", None)
+        if steering is not None:
+            steering.control.close()  # a new one, if the daemon came back from a restart

@@ -25,6 +25,7 @@ from .restore import can_restore, fit_restored, load_state, restore_flags
 from .result import ResultGrid, TuneError
 from .spec import experiment_spec
 from .steering import check_steering, fit_steered
+from .steering_state import load_steering
 from .stopper.state import load_stopper
 from .trainable import Trainable
 
@@ -130,8 +131,13 @@ class Tuner:
 
         Finished trials keep their results; unfinished ones (and errored ones if
         asked) run again, from their latest checkpoint unless ``restart_errored``.
+        A searcher and scheduler go on as saved in the folder (as Ray's tuner.pkl
+        and searcher state), unless ``tune_config`` gives others.
         """
         load_state(path)  # a clear error now rather than at fit()
+        if tune_config is None and (saved := load_steering(path)) is not None:
+            tune_config, saved_space = saved
+            param_space = saved_space if param_space is None else param_space
         if (run_config is None or run_config.stop is None) and (
             saved_stop := load_stopper(path)
         ) is not None:  # the stopper goes on with the state it had (as Ray's)

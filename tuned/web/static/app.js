@@ -215,7 +215,7 @@ function drawOverview() {
       row = { tr, cells, fill, done, text: [] };
       expRows.set(id, row);
     }
-    const ended = e.state === "finished" || e.state === "cancelled";
+    const ended = ["finished", "cancelled", "interrupted"].includes(e.state);
     const text = [e.id, e.name, e.state, `${e.done}/${e.total}`, counts(e.counts), bestText(e),
       ended ? "" : dur(e.eta), clock(e.started)];
     text.forEach((s, i) => {
@@ -237,7 +237,7 @@ function drawExperiment() {
   $("exp-summary").textContent = `${e.state}: ${e.done}/${e.total} done (${counts(e.counts)})${eta} — ${e.path}`;
   $("exp-best").textContent = e.best
     ? `Best trial so far: ${bestText(e)}  ${Object.entries(e.best.config).map(([k, v]) => `${k}=${fmt(v)}`).join(" ")}` : "";
-  $("exp-cancel").disabled = e.state === "finished" || e.state === "cancelled";
+  $("exp-cancel").disabled = ["finished", "cancelled", "interrupted"].includes(e.state);
   const names = metricNames();
   const sel = $("metric");
   const metric = !S.metric || !names.includes(S.metric) ? (e.metric && names.includes(e.metric) ? e.metric : names[0] || "") : S.metric;
