@@ -57,7 +57,9 @@ def benches(quick: bool) -> dict[str, Callable[[], list[Figure]]]:
         "queued": lambda: queued.measure(20_000 if quick else 100_000),
         "flat_memory": lambda: flat_memory.measure(2_000 if quick else 25_000),
         "disk": lambda: disk.measure(2.0 if quick else 6.0),
-        "web": lambda: web.measure(n=500 if quick else 1_000),
+        "web": lambda: web.measure(
+            n=500 if quick else 1_000, before=os.environ.get("TUNED_BENCH_WEB_BEFORE", "")
+        ),
         "trackers": lambda: trackers.measure(2 if quick else 5),
         # Ours and Ray Tune's on each mix (Ray installed into bench/.ray-venv on first use).
         "packing": lambda: packing.measure(0.25 if quick else 1.0, (4,) if quick else (4, 8)),

@@ -140,3 +140,34 @@ def test_a_cancel_from_the_page_ends_the_trial(
         f"document.querySelector('tr[data-trial=\"{trial}\"]').textContent.includes('ERROR')",
     )
     assert browser.find_element("id", "notice").text == f"cancelled {trial}"
+
+
+REPORT = "import sys\nfrom tuned_client import tune\ntune.report({'loss': float(sys.argv[1])})\n"
+
+
+def test_a_big_table_reaches_every_trial_by_scrolling_and_sorting(
+    browser: Any, web: WebProcess, daemon: RunningDaemon
+) -> None:
+    """The table keeps only the rows near the viewport in the page (a thousand rows took
+    the browser half a second to lay out); scrolling and sorting still reach them all."""
+    n = 120
+    exp = submit(
+        daemon, "--name", "wide", "--metric", "loss", "--mode", "min",
+        "--grid", "i=" + ",".join(map(str, range(n))), "--", PY, "-c", REPORT, "{i}",
+    )  # fmt: skip
+    exp_id = exp["experiment_id"]
+    wait_event(daemon, exp_id, "experiment_finished")
+    browser.get(web.url)
+    browser.execute_script(f"location.hash = '#/exp/{exp_id}'")
+    until(browser, f"window.tunedStats.curveSeries === {n}")
+    rows = "document.querySelectorAll('#trials tbody tr[data-trial]')"
+    assert 0 < browser.execute_script(f"return {rows}.length") < n
+    last = f"document.querySelector('tr[data-trial=\"{exp['trial_ids'][-1]}\"]')"
+    assert browser.execute_script(f"return {last}") is None
+    browser.execute_script("window.scrollTo(0, document.documentElement.scrollHeight)")
+    until(browser, f"{last} && {last}.getBoundingClientRect().bottom <= innerHeight")
+    loss = "document.querySelector('th[data-sort=\"m:loss\"]')"
+    browser.execute_script(f"{loss}.click(); {loss}.click()")  # highest loss first
+    browser.execute_script("window.scrollTo(0, 0)")
+    first = f"{rows}[0].dataset.trial === '{exp['trial_ids'][-1]}'"
+    until(browser, first)

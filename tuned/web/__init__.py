@@ -6,8 +6,10 @@ serves the page on 127.0.0.1 only, to whoever holds the token it prints:
 
 - ``feed``: the daemon connection, folding events into the ``model``;
 - ``model``: experiments, trials, learning curves and usage samples, and the
-  deltas pushed to pages;
-- ``guard``: the token, cookie, Host and Origin checks every request passes;
-- ``app``: the starlette routes (page, server-sent events, logs, cancel);
+  snapshots and deltas pushed to pages;
+- ``curves``: the curves from before our subscription, read from result files;
+- ``guard``: the token, Host and Origin checks every request passes;
+- ``app``: the starlette routes (page, live WebSocket, server-sent events, logs,
+  cancel);
 - ``serve``: the command, on uvicorn.
 """

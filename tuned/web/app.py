@@ -3,10 +3,12 @@
 Pages get a WebSocket (``/api/live``; ``/api/stream`` serves the same as
 server-sent events to other clients): a snapshot of their view (the overview, or one
 experiment with every trial's curve), then deltas. The pusher wakes when the
-feed folds an event, waits ``PUSH_INTERVAL_S`` so a burst of results goes out
-as one message, encodes each view's delta once, and hands it to every page
-showing that view. A page too slow for its queue is dropped; its browser
-reconnects and starts again from a snapshot.
+feed folds events, and pushes at most once per ``PUSH_INTERVAL_S``, so a burst
+of results goes out as one message a second; it encodes each view's delta once
+and hands the same bytes to every page showing that view (no per-message
+compression: on loopback it would only cost each page's deflate of the same
+bytes). A page too slow for its queue is dropped; its browser reconnects and
+starts again from a snapshot.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from .feed import Feed, daemon_request
 from .guard import WS_PROTOCOL, Guard
 from .model import WebModel
 
-PUSH_INTERVAL_S = 0.5
+PUSH_INTERVAL_S = 1.0  # what a page shows changes at most once a second
 KEEPALIVE_S = 15.0
 QUEUE = 64  # messages a page may fall behind before it is dropped
 LOG_TAIL = 256 * 1024  # the end of a trial's stdout/stderr the page shows
@@ -64,21 +66,27 @@ class Hub:
     async def push_forever(self) -> None:
         while True:
             await self.wake.wait()
-            await anyio.sleep(PUSH_INTERVAL_S)  # gather a burst into one message
             self.wake = anyio.Event()
-            views = set(self.pages.values())
-            deltas = self.model.take_deltas(views - {""})
-            encoded = {view: _json.encode(msg) for view, msg in deltas.items()}
-            for page, view in list(self.pages.items()):
-                for part in (encoded[""], encoded.get(view)) if view else (encoded[""],):
-                    if part is None:
-                        continue
-                    try:
-                        page.send_nowait(part)
-                    except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                        self.pages.pop(page, None)
-                        page.close()
-                        break
+            self.push()
+            await anyio.sleep(PUSH_INTERVAL_S)  # what comes meanwhile goes as one message
+
+    def push(self) -> None:
+        """Each view's delta, encoded once, to every page that shows it."""
+        deltas = self.model.take_deltas(set(self.pages.values()) - {""})
+        overview = deltas.pop("")
+        encoded = {view: _json.encode(msg) for view, msg in deltas.items()}
+        if overview["experiments"] or overview["machine"]:
+            encoded[""] = _json.encode(overview)
+        for page, view in list(self.pages.items()):
+            for part in (encoded.get(""), encoded.get(view)) if view else (encoded.get(""),):
+                if part is None:
+                    continue
+                try:
+                    page.send_nowait(part)
+                except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    self.pages.pop(page, None)
+                    page.close()
+                    break
 
     async def stream(self, view: str, feed: Feed) -> AsyncIterator[bytes]:
         await feed.ready.wait()

@@ -2,6 +2,13 @@
 
 The subscription is read on the event loop (anyio's Unix stream, the client's
 framing), so a burst of results costs a decode each, not a thread hop each.
+It is read at most every ``READ_EVERY_S``, everything the socket holds at once:
+the daemon delivers a busy stream every 10 ms, and a reader waiting on each
+delivery would cost a wake-up of this process and a context switch on the
+daemon's side a hundred times a second, while the pages get news once a second
+(``app.PUSH_INTERVAL_S``). Between reads the daemon's writes wait in the
+socket's buffer; a stream that outgrows it waits in the daemon's subscriber
+queue, and one that outgrows that is caught up from history (``Lagged``).
 Requests (an experiment's state, a trial's folder, a cancel) are rare and go
 through the client's blocking ``Connection`` in a worker thread.
 
@@ -14,23 +21,22 @@ the daemon no longer holds those, every experiment is fetched again.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, get_args
 
 import anyio
-import msgspec
 from anyio.abc import ByteStream
-from anyio.streams.buffered import BufferedByteReceiveStream
 from tuned_client import protocol as p
 from tuned_client.connection import Connection, DaemonError
 from tuned_client.framing import HEADER, check_length, decode_message, encode_frame
 
+from .curves import Curves
 from .model import WebModel
 
 EVENTS = get_args(p.Event)
-_json_line = msgspec.json.Decoder(dict[str, Any])
+READ_EVERY_S = 0.1
+READ_BYTES = 1 << 20
 
 
 class DaemonGone(Exception):
@@ -49,21 +55,6 @@ def fetch_experiment(socket_path: Path, exp_id: str) -> p.ExperimentReply:
         return conn.get_experiment(exp_id)
 
 
-def read_results(path: str) -> list[dict[str, Any]]:
-    """A trial's result.json rows (a JSON object a line); a torn last line is skipped."""
-    rows: list[dict[str, Any]] = []
-    try:
-        with open(os.path.join(path, "result.json"), "rb") as f:
-            for line in f:
-                try:
-                    rows.append(_json_line.decode(line))
-                except msgspec.DecodeError:
-                    continue
-    except OSError:
-        pass
-    return rows
-
-
 class Feed:
     def __init__(self, socket_path: Path, model: WebModel, changed: Callable[[], None]) -> None:
         self.socket_path = socket_path
@@ -73,20 +64,21 @@ class Feed:
         self.covered: dict[str, int] = {}  # experiment -> the seq its reply covers
         self.held: dict[str, list[Any]] = {}  # events of experiments being fetched
         self.ready = anyio.Event()  # the first state is in
+        self.curves = Curves(model, changed)
         self._tg: Any = None
 
     async def run(self) -> None:
         stream = await anyio.connect_unix(self.socket_path)
         async with stream, anyio.create_task_group() as tg:
             self._tg = tg
-            reader = BufferedByteReceiveStream(stream)
+            frames = Frames(stream)
             await self._send(stream, p.Hello(protocol=p.PROTOCOL_VERSION, client="tuned-web"))
-            welcome = await self._recv(reader)
+            welcome = (await frames.read())[0]
             if isinstance(welcome, p.Error):
                 raise DaemonError(welcome.code, welcome.message)
             await self._send(stream, p.Subscribe(experiment_id="", since=-1))
             tg.start_soon(self._first_state)
-            await self._follow(stream, reader)
+            await self._follow(stream, frames)
             tg.cancel_scope.cancel()
 
     async def _first_state(self) -> None:
@@ -98,42 +90,49 @@ class Feed:
                     self.held[row.experiment_id] = []
                     tg.start_soon(self._fetch_now, row.experiment_id)
         self.ready.set()
+        await self.curves.warm()
 
-    async def _follow(self, stream: ByteStream, reader: BufferedByteReceiveStream) -> None:
+    async def _follow(self, stream: ByteStream, frames: Frames) -> None:
         lagged = False
         while True:
-            msg = await self._recv(reader)
-            if isinstance(msg, p.Lagged):
-                if lagged:  # the daemon no longer holds what we missed: start over
-                    for exp_id in list(self.model.experiments):
-                        self._fetch(exp_id)
-                    await self._send(stream, p.Subscribe(experiment_id="", since=-1))
-                else:
-                    await self._send(stream, p.Subscribe(experiment_id="", since=self.last_seq))
-                lagged = not lagged
-                continue
-            if not isinstance(msg, EVENTS):
-                continue
-            lagged = False
-            if msg.seq <= self.last_seq:
-                continue
-            self.last_seq = msg.seq
-            self._apply(msg)
+            applied = False
+            for msg in await frames.read():
+                if isinstance(msg, p.Lagged):
+                    if lagged:  # the daemon no longer holds what we missed: start over
+                        for exp_id in list(self.model.experiments):
+                            self._fetch(exp_id)
+                        await self._send(stream, p.Subscribe(experiment_id="", since=-1))
+                    else:
+                        since = self.last_seq
+                        await self._send(stream, p.Subscribe(experiment_id="", since=since))
+                    lagged = not lagged
+                    continue
+                if not isinstance(msg, EVENTS):
+                    continue
+                lagged = False
+                if msg.seq <= self.last_seq:
+                    continue
+                self.last_seq = msg.seq
+                applied = self._apply(msg) or applied
+            if applied:
+                self.changed()
+            await anyio.sleep(READ_EVERY_S)  # let the next deliveries collect
 
-    def _apply(self, ev: Any) -> None:
+    def _apply(self, ev: Any) -> bool:
+        """Fold the event, or hold it for its experiment's reply; True if folded."""
         exp_id = ev.experiment_id
         if exp_id in self.held:
             self.held[exp_id].append(ev)
-            return
+            return False
         known = exp_id in self.model.experiments or isinstance(ev, p.ExperimentAccepted)
         if exp_id and not known:
             self._fetch(exp_id)
             self.held[exp_id].append(ev)
-            return
+            return False
         if ev.seq <= self.covered.get(exp_id, -1):
-            return
+            return False
         self.model.on_event(ev)
-        self.changed()
+        return True
 
     def _fetch(self, exp_id: str) -> None:
         self.held.setdefault(exp_id, [])
@@ -152,32 +151,43 @@ class Feed:
         self.changed()
 
     async def load_curves(self, exp_id: str) -> None:
-        """Read result.json of the trials whose curves began before our events."""
-        exp = self.model.experiments.get(exp_id)
-        if exp is None:
-            return
-        todo = [
-            (t.trial_id, t.path)
-            for t in exp.trials.values()
-            if t.path and not self.model.complete(t.trial_id)
-        ]
-
-        def read_all() -> list[tuple[str, list[dict[str, Any]]]]:
-            return [(trial_id, read_results(path)) for trial_id, path in todo]
-
-        for trial_id, rows in await anyio.to_thread.run_sync(read_all):
-            self.model.load_results(trial_id, rows)
-        self.changed()
+        """The experiment's curves from before our events, for a page that shows it."""
+        await self.curves.load(exp_id)
 
     @staticmethod
     async def _send(stream: ByteStream, msg: Any) -> None:
         await stream.send(encode_frame(msg))
 
-    @staticmethod
-    async def _recv(reader: BufferedByteReceiveStream) -> Any:
-        try:
-            (length,) = HEADER.unpack(await reader.receive_exactly(HEADER.size))
+
+class Frames:
+    """The daemon's messages, as many as one read of the socket holds whole."""
+
+    def __init__(self, stream: ByteStream) -> None:
+        self.stream = stream
+        self.rest = b""  # the start of a frame the last read cut
+
+    async def read(self) -> list[Any]:
+        """The whole messages now in the socket (at least one): one read, many frames."""
+        while True:
+            try:
+                data = self.rest + await self.stream.receive(READ_BYTES)
+            except (anyio.EndOfStream, anyio.BrokenResourceError) as exc:
+                raise DaemonGone("the daemon closed the connection") from exc
+            if out := self._split(data):
+                return out
+
+    def _split(self, data: bytes) -> list[Any]:
+        # Immutable bytes: a decoded message's ``msgspec.Raw`` fields are views of it.
+        out: list[Any] = []
+        pos, end = 0, len(data)
+        view = memoryview(data)
+        while end - pos >= HEADER.size:
+            (length,) = HEADER.unpack_from(data, pos)
             check_length(length)
-            return decode_message(await reader.receive_exactly(length))
-        except (anyio.EndOfStream, anyio.IncompleteRead) as exc:
-            raise DaemonGone("the daemon closed the connection") from exc
+            if end - pos - HEADER.size < length:
+                break
+            pos += HEADER.size
+            out.append(decode_message(view[pos : pos + length]))
+            pos += length
+        self.rest = data[pos:]
+        return out

@@ -1,88 +1,28 @@
 """What the page shows, kept by the web process: the fold, curves, usage over time.
 
-Learning curves are kept columnar per trial (the iterations, and one list of
-numbers per metric), so a thousand trials of a hundred results are a few
-megabytes. Pages get a snapshot of their view first, then deltas: each
-trial's new points carry the index they start at, so a page that got a
-snapshot between two pushes applies the next delta without double points,
-and a retried trial whose iterations start again truncates its curve.
+Pages get a snapshot of their view first, then deltas: each trial's new points
+(``series.Series``) carry the index they start at, so a page that got a
+snapshot between two pushes applies the next delta without double points, and
+a retried trial whose iterations start again truncates its curve. Deltas are
+built only for the experiments some page shows. An ended trial's part of a
+snapshot is kept encoded until the trial changes: a thousand trials of a
+hundred results are 3.8 MB of JSON, built once, not on every page's visit.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from tuned_client import protocol as p
 
 from ..cli.eventfmt import AUTO_KEYS
-from ..cli.summary import ExperimentSummary, Fold, TrialSummary, number, short
+from ..cli.summary import FINAL, ExperimentSummary, Fold, TrialSummary, short
+from .series import USAGE_POINTS, Series, best_of
 
-USAGE_POINTS = 900  # 30 minutes of the daemon's 2 s samples, per trial and for the machine
-
-
-@dataclass(slots=True)
-class Series:
-    """A trial's results as columns: ``it[i]`` is the iteration of ``values[m][i]``."""
-
-    it: list[int] = field(default_factory=list)
-    values: dict[str, list[float | None]] = field(default_factory=dict)
-    sent: int = 0  # points already pushed to pages
-    usage: deque[tuple[float, float, int, int]] = field(
-        default_factory=lambda: deque(maxlen=USAGE_POINTS)
-    )  # (time, cpu %, rss, gpu memory)
-    loaded: bool = False  # result.json was read (a trial that began before we did)
-
-    def add(self, row: dict[str, Any]) -> None:
-        it = row.get("training_iteration")
-        if not isinstance(it, int):
-            it = (self.it[-1] + 1) if self.it else 1
-        if self.it and it <= self.it[-1]:
-            self.cut(it)  # a retry reports these iterations again
-        n = len(self.it)
-        self.it.append(it)
-        for key, value in row.items():
-            if key in AUTO_KEYS:
-                continue
-            x = number(value)
-            column = self.values.get(key)
-            if column is None:
-                if x is None:
-                    continue
-                column = self.values[key] = [None] * n
-            column.append(x)
-        for column in self.values.values():
-            if len(column) == n:
-                column.append(None)
-
-    def cut(self, it: int) -> None:
-        """Forget the points from iteration ``it`` on."""
-        keep = 0
-        while keep < len(self.it) and self.it[keep] < it:
-            keep += 1
-        del self.it[keep:]
-        for column in self.values.values():
-            del column[keep:]
-        self.sent = min(self.sent, keep)
-
-    def points(self, start: int = 0) -> dict[str, Any]:
-        return {
-            "from": start,
-            "it": self.it[start:],
-            "m": {k: v[start:] for k, v in self.values.items()},
-        }
-
-
-def best_of(series: Series | None, metric: str, mode: str) -> float | None:
-    """The trial's best value of the metric over every result (the table's "best")."""
-    if series is None or not metric or mode not in ("min", "max"):
-        return None
-    values = [v for v in series.values.get(metric, ()) if v is not None]
-    if not values:
-        return None
-    return min(values) if mode == "min" else max(values)
+_json = msgspec.json.Encoder()
 
 
 def _jsonable(value: Any) -> Any:
@@ -104,20 +44,31 @@ class WebModel:
         self.dirty_trials: dict[str, set[str]] = {}  # experiment -> trials
         self.new_machine: list[dict[str, Any]] = []
         self.trial_experiment: dict[str, str] = {}
+        # An ended trial's row and curve in a page's snapshot, as JSON: built when a page
+        # first shows its experiment, reused by every later one until the trial changes.
+        self.encoded: dict[str, msgspec.Raw] = {}
 
     @property
     def experiments(self) -> dict[str, ExperimentSummary]:
         return self.fold.experiments
 
+    def _series(self, trial_id: str) -> Series:
+        s = self.series.get(trial_id)
+        if s is None:  # not setdefault: a Series (and its deque) per result adds up
+            s = self.series[trial_id] = Series()
+        return s
+
     def _touch(self, exp_id: str, trial_id: str = "") -> None:
         self.dirty_experiments.add(exp_id)
         if trial_id:
             self.dirty_trials.setdefault(exp_id, set()).add(trial_id)
+            self.encoded.pop(trial_id, None)
 
     def add_reply(self, reply: p.ExperimentReply) -> None:
         exp = self.fold.add_reply(reply)
         for trial_id in exp.trials:
             self.trial_experiment[trial_id] = exp.experiment_id
+            self.encoded.pop(trial_id, None)
         self._touch(exp.experiment_id)
 
     def on_event(self, ev: Any) -> None:
@@ -131,7 +82,7 @@ class WebModel:
         if trial_id:
             self.trial_experiment[trial_id] = ev.experiment_id
         if isinstance(ev, p.TrialResult) and isinstance(changed, TrialSummary):
-            self.series.setdefault(trial_id, Series()).add(changed.last)
+            self._series(trial_id).add(changed.last)
         elif (
             isinstance(ev, p.TrialStarted)
             and isinstance(changed, TrialSummary)
@@ -150,7 +101,7 @@ class WebModel:
         self.machine.append(point)
         self.new_machine.append(point)
         for row in ev.running:
-            s = self.series.setdefault(row.trial_id, Series())
+            s = self._series(row.trial_id)
             s.usage.append((ev.ts, row.cpu_percent, row.rss, row.gpu_memory))
             self._touch(row.experiment_id, row.trial_id)
 
@@ -161,18 +112,20 @@ class WebModel:
 
     def load_results(self, trial_id: str, rows: list[dict[str, Any]]) -> None:
         """Results read from a trial's result.json: the curve before our first event."""
-        s = self.series.setdefault(trial_id, Series())
+        s = self._series(trial_id)
         if s.loaded:
             return
         live = Series()
         live.it, live.values = s.it, s.values
         s.it, s.values, s.sent, s.loaded = [], {}, 0, True
         first_live = live.it[0] if live.it else None
-        for row in rows:
-            it = row.get("training_iteration")
-            if first_live is not None and isinstance(it, int) and it >= first_live:
-                break
-            s.add(row)
+        if first_live is not None:
+            for cut, row in enumerate(rows):
+                it = row.get("training_iteration")
+                if isinstance(it, int) and it >= first_live:
+                    rows = rows[:cut]
+                    break
+        s.add_rows(rows)
         for i, it in enumerate(live.it):
             s.add({"training_iteration": it, **{k: v[i] for k, v in live.values.items()}})
         exp_id = self.trial_experiment.get(trial_id, "")
@@ -234,12 +187,19 @@ class WebModel:
         if exp is None:
             return None
         now = time.time() if now is None else now
-        trials = []
+        trials: list[Any] = []
         for t in exp.trials.values():
+            if (raw := self.encoded.get(t.trial_id)) is not None:
+                trials.append(raw)
+                continue
             row = self.trial_row(exp, t)
             s = self.series.get(t.trial_id)
             row["series"] = s.points() if s is not None else None
-            trials.append(row)
+            if t.status in FINAL and (s is None or s.loaded):  # it will not change
+                self.encoded[t.trial_id] = msgspec.Raw(_json.encode(row))
+                trials.append(self.encoded[t.trial_id])
+            else:
+                trials.append(row)
         return {"kind": "experiment", "experiment": self.experiment_row(exp, now), "trials": trials}
 
     def trial(self, trial_id: str) -> dict[str, Any] | None:
@@ -276,6 +236,11 @@ class WebModel:
             exp = self.experiments.get(exp_id)
             if exp is None:
                 continue
+            if exp_id not in views:  # no page shows its trials: nothing to build
+                for trial_id in trial_ids:
+                    if (s := self.series.get(trial_id)) is not None:
+                        s.sent = len(s.it)
+                continue
             rows = []
             for trial_id in trial_ids:
                 t = exp.trials.get(trial_id)
@@ -284,14 +249,13 @@ class WebModel:
                 row = self.trial_row(exp, t)
                 s = self.series.get(trial_id)
                 if s is not None:
-                    if exp_id in views and s.sent < len(s.it):
+                    if s.sent < len(s.it):
                         row["series"] = s.points(s.sent)
                     if s.usage:
                         row["usage"] = list(s.usage[-1])
                     s.sent = len(s.it)
                 rows.append(row)
-            if exp_id in views:
-                out[exp_id] = {"kind": "delta", "trials": rows}
+            out[exp_id] = {"kind": "delta", "trials": rows}
         self.dirty_experiments.clear()
         self.dirty_trials.clear()
         self.new_machine = []

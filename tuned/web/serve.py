@@ -63,6 +63,7 @@ async def _serve(socket_path: Path, listener: socket.socket, port: int, token: s
         proxy_headers=False,
         lifespan="off",
         timeout_graceful_shutdown=1,
+        ws_per_message_deflate=False,  # loopback: compressing costs CPU per page, saves nothing
     )
     server = uvicorn.Server(config)
     status = 0
