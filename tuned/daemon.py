@@ -43,7 +43,15 @@ from .monitor import Sampler
 from .private import write_private
 from .results import TrialFiles, experiment_dir, safe_component
 from .scheduler import Scheduler
-from .trials import FINAL, Experiment, Trial, share_spec, trainable_file, transition
+from .trials import (
+    FINAL,
+    Experiment,
+    Trial,
+    move_experiment,
+    share_spec,
+    trainable_file,
+    transition,
+)
 from .trials import trial_id as make_trial_id
 
 log = structlog.get_logger("tuned.daemon")
@@ -586,18 +594,34 @@ class Daemon:
             trial.experiment.queue.remove(trial)
             self.finish(trial, "TERMINATED")
 
-    def resume(self, exp_id: str, resume: list[str], restart: list[str]) -> p.Accepted:
-        """Tuner.restore: queue again the given trials of an experiment this daemon has."""
+    def resume(self, req: p.ResumeExperiment) -> p.Accepted:
+        """Tuner.restore: queue again the given trials of an experiment this daemon has.
+
+        ``reopen``: a steered experiment takes more trials, until it is closed again.
+        """
+        exp_id, restart = req.experiment_id, req.restart
         exp = self.experiment(exp_id)
-        wanted = [*resume, *restart]
+        wanted = [*req.resume, *restart]
         found = [archive.locate(self, tid) for tid in wanted]  # in memory or on disk
         bad = [tid for tid, at in zip(wanted, found, strict=True) if at is None]
         if bad or any(at is not None and at[0] is not exp for at in found):
             raise Refused("bad_request", f"trials {bad} are not in experiment {exp_id}")
         # Finished trials come back from the archive to run again.
         chosen = [archive.revive(self, exp, at[1]) for at in found if at is not None]
-        self.journal.append(Control("resume", exp_id, restart=list(restart)))
+        reopen = req.reopen and exp.spec.open_ended
+        moved = req.path if req.path and Path(req.path) != exp.path else ""
+        if req.trainable:
+            try:
+                write_private(trainable_file(Path(moved or exp.path), exp.id), req.trainable)
+            except OSError as exc:
+                raise Refused("refused", f"cannot write the trainable: {exc}") from exc
+        self.journal.append(
+            Control("resume", exp_id, restart=list(restart), reopen=reopen, path=moved)
+        )
+        if moved:
+            move_experiment(exp, Path(moved))
         exp.cancelled = exp.done = False
+        exp.closed = exp.closed and not reopen
         for trial in chosen:
             if trial.status not in FINAL:
                 continue

@@ -65,7 +65,8 @@ class Control(msgspec.Struct, tag="control", tag_field="kind"):
 
     ``cancel`` (experiment or trial id), ``close`` (no more trials), ``stop``
     (a trial ends TERMINATED at its next report), ``resume`` (``Tuner.restore``
-    re-opened the experiment; ``restart`` lists trials that lose their checkpoint),
+    re-opened the experiment; ``restart`` lists trials that lose their checkpoint,
+    ``reopen`` that a steered one takes new trials again),
     ``exploit`` (PBT: once its attempt ends, the trial runs again with ``config``
     from ``checkpoint``, a copy of a better trial's taken at ``iteration``).
     """
@@ -78,6 +79,8 @@ class Control(msgspec.Struct, tag="control", tag_field="kind"):
     iteration: int = 0
     time_total_s: float = 0.0
     resources: list[dict[str, float]] = []  # exploit: the next attempt's bundles, if new
+    reopen: bool = False  # resume: a steered experiment takes new trials again
+    path: str = ""  # resume: the experiment's folder was moved here
 
 
 Record = Submitted | Control | Event

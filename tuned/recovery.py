@@ -35,7 +35,7 @@ from .ledger import ImpossibleRequest, ResourceError, parse_request
 from .leftovers import Target, kill_leftovers
 from .private import write_private
 from .results import select_kept
-from .trials import FINAL, Experiment, Trial, share_spec
+from .trials import FINAL, Experiment, Trial, move_experiment, share_spec
 
 log = structlog.get_logger("tuned.recovery")
 
@@ -163,6 +163,9 @@ def _control(daemon: Daemon, rec: Control) -> None:
         trial.stop_requested = True  # as live: the attempt ends, then the exploit applies
     elif rec.action == "resume" and exp is not None:
         exp.cancelled = exp.done = False
+        exp.closed = exp.closed and not rec.reopen
+        if rec.path:
+            move_experiment(exp, Path(rec.path))
         for t in exp.live():
             if t.id in rec.restart:
                 _forget_checkpoint(t)

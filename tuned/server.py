@@ -288,7 +288,7 @@ async def on_restart_trial(conn: Conn, req: p.RestartTrial, tg: TaskGroup) -> No
 
 
 async def on_resume(conn: Conn, req: p.ResumeExperiment, tg: TaskGroup) -> None:
-    accepted = conn.daemon.resume(req.experiment_id, req.resume, req.restart)
+    accepted = conn.daemon.resume(req)
     await conn.daemon.journal.sync()
     await conn.send(accepted)
 
