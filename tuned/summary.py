@@ -173,6 +173,8 @@ class Fold:
             exp.finished, exp.cancelled, exp.ended = True, ev.cancelled, ev.ts
             return exp
         if isinstance(ev, p.TrialQueued):
+            if exp.finished:  # Tuner.restore queued its trials again: it runs once more
+                exp.finished = exp.cancelled = False
             config = p.unpack_opaque(ev.config)
             old = exp.trials.get(ev.trial_id)
             trial = old or TrialSummary(ev.trial_id, ev.name, ev.tag)
