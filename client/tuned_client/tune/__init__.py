@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from . import analysis, schedulers, search, stopper, utils
     from .analysis import ExperimentAnalysis
     from .callback import Callback
-    from .parameters import with_parameters
     from .progress_reporter import CLIReporter, JupyterNotebookReporter, ProgressReporter
     from .result import Result, ResultGrid, TrialError, TuneError
     from .search.sample import (
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
         uniform,
     )
     from .stopper import Stopper
-    from .trainable import Trainable
+    from .trainable import Trainable, with_parameters
     from .tune import run
     from .tuner import Tuner
 
@@ -58,7 +57,7 @@ _LAZY = {
     "Stopper": ".stopper",
     "run": ".tune",
     "Trainable": ".trainable",
-    "with_parameters": ".parameters",
+    "with_parameters": ".trainable",
     "Tuner": ".tuner",
     **dict.fromkeys(
         [

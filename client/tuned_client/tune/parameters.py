@@ -1,4 +1,6 @@
-"""``tune.with_parameters``: large objects stored once, beside the experiment, not in it.
+"""``tune.with_parameters``' objects: stored once, beside the experiment, not in it.
+
+(``with_parameters`` itself is in ``trainable``, with the classes it also takes.)
 
 Ray puts the objects in its object store and lets each trial fetch them. Here
 the Tuner pickles the trainable inside ``parameters_folder(experiment_dir)``:
@@ -19,7 +21,6 @@ the experiment's folder), the objects travel inline, as before.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import os
 from collections.abc import Iterator, Mapping
@@ -28,8 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
-
-from .resources import resources_of, with_resources
 
 PARAMETERS_DIR = ".parameters"
 INLINE_LIMIT = 64 * 1024  # smaller pickles stay in the trainable: a file costs more
@@ -125,27 +124,4 @@ class Parameters(Mapping[str, Any]):
         return (_restore, (inline, stored))
 
 
-def with_parameters(trainable: Any, **kwargs: Any) -> Any:
-    """Pass large objects to every trial once, as ``ray.tune.with_parameters`` does."""
-    from .trainable import Trainable
-
-    params = Parameters(kwargs)
-    if isinstance(trainable, type) and issubclass(trainable, Trainable):
-        bound = type(trainable.__name__, (trainable,), {"__tuned_parameters__": params})
-        bound.__module__ = trainable.__module__
-        return bound
-    if not callable(trainable) or isinstance(trainable, type):
-        raise ValueError(
-            "`tune.with_parameters() only works with function trainables or classes that "
-            f"inherit from `tune.Trainable()`. Got type: {type(trainable)}."
-        )
-    resources = resources_of(trainable)
-
-    @functools.wraps(trainable)
-    def inner(config: dict[str, Any]) -> Any:
-        return trainable(config, **params)
-
-    return with_resources(inner, resources) if resources is not None else inner
-
-
-__all__ = ["INLINE_LIMIT", "PARAMETERS_DIR", "Parameters", "parameters_folder", "with_parameters"]
+__all__ = ["INLINE_LIMIT", "PARAMETERS_DIR", "Parameters", "parameters_folder"]

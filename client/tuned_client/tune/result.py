@@ -10,10 +10,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .. import protocol as p
 from ..checkpoint import Checkpoint
 from ..protocol import unpack_user
-from .analysis.loading import results_dataframe
+from .analysis.loading import (
+    latest_checkpoint,
+    load_state,
+    moved_trials,
+    read_rows,
+    results_dataframe,
+)
 from .analysis.metrics import best_index, check_scope, metric_analysis
+from .trial_errors import ERROR_PICKLE, TrialError, TuneError, trial_error
 
 # Keys Ray fills in on every result and leaves out of ``Result``'s repr.
 AUTO_KEYS = frozenset(
@@ -32,73 +40,6 @@ AUTO_KEYS = frozenset(
         "config",
     }
 )
-
-
-class TuneError(Exception):
-    """Base of the errors this library raises (``ray.tune.TuneError``)."""
-
-
-class TrialError(TuneError):
-    """A trial failed; ``str()`` is the error line, ``traceback`` the trial's traceback."""
-
-    def __init__(self, message: str, traceback: str = "", trial_id: str = "") -> None:
-        super().__init__(message)
-        self.traceback = traceback
-        self.trial_id = trial_id
-
-    def __str__(self) -> str:
-        text = self.args[0] if self.args else ""
-        if self.traceback and self.traceback.strip() != text:
-            return f"{text}\n\nTrial {self.trial_id} traceback:\n{self.traceback}"
-        return str(text)
-
-
-ERROR_PICKLE = "error.pkl"  # the trial's exception, pickled by the worker when it fails
-
-
-def trial_error(message: str, traceback: str, trial_id: str, trial_dir: str) -> TrialError:
-    """The error of a failed trial, an instance of the exception class it raised too.
-
-    As Ray's ``RayTaskError(ValueError)``: ``isinstance(result.error, ValueError)``
-    holds for a trial that raised ValueError, and ``str()`` shows its traceback.
-    The exception comes from ``error.pkl`` in the trial's folder; without one (a
-    command trial, an exception that does not pickle, a trial killed by a
-    signal) it is a plain ``TrialError``.
-    """
-    cause = _pickled_cause(trial_dir, message)
-    if cause is None or isinstance(cause, TrialError):
-        return cause or TrialError(message, traceback, trial_id)
-    cls = type(cause)
-    try:
-        derived = type(
-            f"TrialError({cls.__name__})", (TrialError, cls), {"__module__": cls.__module__}
-        )
-        err: TrialError = derived.__new__(derived, *cause.args)
-    except TypeError:  # a class that cannot be combined (layout, final): the plain error
-        return TrialError(message, traceback, trial_id)
-    with contextlib.suppress(AttributeError, TypeError):
-        err.__dict__.update(getattr(cause, "__dict__", {}))
-    err.args = (message,)
-    err.traceback = traceback
-    err.trial_id = trial_id
-    err.cause = cause  # type: ignore[attr-defined]
-    return err
-
-
-def _pickled_cause(trial_dir: str, message: str) -> BaseException | None:
-    path = Path(trial_dir) / ERROR_PICKLE if trial_dir else None
-    if path is None or not path.is_file():
-        return None
-    try:
-        import cloudpickle
-
-        with open(path, "rb") as f:
-            cause = cloudpickle.load(f)
-    except Exception:  # a class that no longer imports, a damaged file: the text is enough
-        return None
-    if not isinstance(cause, BaseException) or not message.startswith(type(cause).__name__):
-        return None  # left over from an earlier attempt that failed differently
-    return cause
 
 
 def unpack_metrics(packed: bytes, status: str) -> dict[str, Any]:
@@ -223,8 +164,6 @@ class Result(TrialFolder):
     @classmethod
     def from_path(cls, path: str | os.PathLike[str]) -> Result:
         """The Result of the trial whose folder is ``path`` (``ray.tune.Result.from_path``)."""
-        from .analysis.loading import result_from_folder
-
         return result_from_folder(Path(path))
 
     def history(self) -> list[dict[str, Any]]:
@@ -274,15 +213,21 @@ class ResultGrid:
 
     def __init__(
         self,
-        results: list[Result],
-        experiment_path: str,
+        results: list[Result] | Any,
+        experiment_path: str = "",
         metric: str | None = None,
         mode: str | None = None,
     ) -> None:
-        self._results = results
-        self.experiment_path = experiment_path
-        self._metric = metric
-        self._mode = mode
+        """``results``: the Results; or, as Ray's ``ResultGrid(experiment_analysis)``,
+        an ``ExperimentAnalysis`` (its trials, path, default metric and mode)."""
+        grid = getattr(results, "result_grid", None)
+        if isinstance(grid, ResultGrid):
+            results, experiment_path = grid._results, experiment_path or grid.experiment_path
+            metric, mode = metric or grid._metric, mode or grid._mode
+        self._results: list[Result] = list(results)
+        self.experiment_path: str = experiment_path
+        self._metric: str | None = metric
+        self._mode: str | None = mode
 
     def __len__(self) -> int:
         return len(self._results)
@@ -360,3 +305,87 @@ class ResultGrid:
     def __repr__(self) -> str:
         inner = ",\n".join(f"  {r!r}" for r in self._results)
         return f"ResultGrid<[\n{inner}\n]>"
+
+
+# ------------------------------------------------------------ reading them back
+
+
+def result_from_info(info: p.TrialInfo, experiment_dir: Path) -> Result:
+    path = info.path or str(experiment_dir / info.name)
+    error = None
+    if info.status == "ERROR":
+        error = trial_error(info.error or "trial failed", info.traceback, info.trial_id, path)
+    metrics: dict[str, Any] | None = p.unpack_user(info.last_result) if info.last_result else None
+    if metrics is not None and info.status == "TERMINATED":
+        metrics["done"] = True
+    return Result(
+        metrics,
+        p.unpack_user(info.config),
+        path,
+        error=error,
+        checkpoint=Checkpoint(info.checkpoint) if info.checkpoint else None,
+        trial_id=info.trial_id,
+        status=info.status,
+    )
+
+
+def result_from_folder(trial_dir: Path) -> Result:
+    """A trial's Result from its folder alone (``Result.from_path``)."""
+    if not trial_dir.is_dir():
+        raise FileNotFoundError(f"{trial_dir} is not a trial folder")
+    config: dict[str, Any] = {}
+    params = trial_dir / "params.json"
+    if params.is_file():
+        config = json.loads(params.read_text())
+    rows = read_rows(trial_dir)
+    if not params.is_file() and not rows:
+        raise FileNotFoundError(f"{trial_dir} holds no params.json or result.json of a trial")
+    last = dict(rows[-1]) if rows else None
+    error_txt = trial_dir / "error.txt"
+    trial_id = str((last or {}).get("trial_id", ""))
+    error = None
+    if error_txt.is_file():
+        text = error_txt.read_text()
+        first = next((ln for ln in reversed(text.strip().splitlines()) if ln.strip()), "")
+        error = trial_error(first or "trial failed", text, trial_id, str(trial_dir))
+    return Result(
+        last,
+        config,
+        str(trial_dir),
+        error=error,
+        checkpoint=latest_checkpoint(trial_dir),
+        trial_id=trial_id,
+        status="ERROR" if error is not None else "TERMINATED",
+    )
+
+
+def load_results(path: str | os.PathLike[str]) -> list[Result]:
+    """Every trial of the experiment in ``path``, in trial order."""
+    folder = Path(path).expanduser()
+    if folder.is_file():  # Ray takes the state file itself too
+        folder = folder.parent
+    state = load_state(folder)
+    if state is not None:
+        return [result_from_info(info, folder) for info in moved_trials(state, folder)]
+    trials = (
+        sorted(d for d in folder.iterdir() if d.is_dir() and (d / "params.json").is_file())
+        if folder.is_dir()
+        else []
+    )
+    if not trials:
+        raise ValueError(
+            f"No experiment found in {path}: it holds neither {p.EXPERIMENT_STATE_FILE} nor "
+            "trial folders (with a params.json); pass the folder fit() printed as its logdir"
+        )
+    return [result_from_folder(d) for d in trials]
+
+
+__all__ = [
+    "ERROR_PICKLE",
+    "Result",
+    "ResultGrid",
+    "TrialError",
+    "TuneError",
+    "load_results",
+    "trial_error",
+]

@@ -14,7 +14,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from ...checkpoint import Checkpoint
-from .loading import load_results, read_rows, results_dataframe
+from .loading import read_rows, results_dataframe
 from .metrics import (
     best_index,
     check_scope,
@@ -107,7 +107,7 @@ class ExperimentAnalysis:
         default_metric: str | None = None,
         default_mode: str | None = None,
     ) -> None:
-        from ..result import ResultGrid
+        from ..result import ResultGrid, load_results
 
         if default_mode and default_mode not in ("min", "max"):
             raise ValueError("`default_mode` has to be None or one of [min, max]")

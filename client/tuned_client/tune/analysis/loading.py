@@ -15,16 +15,13 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from ... import protocol as p
 from ...checkpoint import Checkpoint
 from .metrics import flatten_dict, unflattened_lookup
-
-if TYPE_CHECKING:
-    from ..result import Result
 
 
 def read_rows(trial_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -49,83 +46,26 @@ def load_state(path: Path) -> p.ExperimentState | None:
         raise ValueError(f"{file} is damaged: {exc}") from exc
 
 
-def _latest_checkpoint(trial_dir: Path) -> Checkpoint | None:
+def moved_trials(state: p.ExperimentState, folder: Path) -> list[p.TrialInfo]:
+    """The state's trials, their folders and checkpoints under ``folder`` where the
+    experiment was moved (or renamed) since it ran, as Ray finds a moved experiment."""
+    old = os.path.join(state.spec.storage_path, state.spec.name)
+    new = str(folder.expanduser().absolute())
+    if old == new or not state.spec.storage_path:
+        return list(state.trials)
+
+    def rebase(value: str) -> str:
+        return new + value[len(old) :] if value == old or value.startswith(old + "/") else value
+
+    return [
+        msgspec.structs.replace(i, path=rebase(i.path), checkpoint=rebase(i.checkpoint))
+        for i in state.trials
+    ]
+
+
+def latest_checkpoint(trial_dir: Path) -> Checkpoint | None:
     found = sorted(d for d in trial_dir.glob("checkpoint_*") if d.is_dir())
     return Checkpoint(str(found[-1])) if found else None
-
-
-def result_from_info(info: p.TrialInfo, experiment_dir: Path) -> Result:
-    from ..result import Result, trial_error
-
-    path = info.path or str(experiment_dir / info.name)
-    error = None
-    if info.status == "ERROR":
-        error = trial_error(info.error or "trial failed", info.traceback, info.trial_id, path)
-    metrics: dict[str, Any] | None = p.unpack_user(info.last_result) if info.last_result else None
-    if metrics is not None and info.status == "TERMINATED":
-        metrics["done"] = True
-    return Result(
-        metrics,
-        p.unpack_user(info.config),
-        path,
-        error=error,
-        checkpoint=Checkpoint(info.checkpoint) if info.checkpoint else None,
-        trial_id=info.trial_id,
-        status=info.status,
-    )
-
-
-def result_from_folder(trial_dir: Path) -> Result:
-    """A trial's Result from its folder alone (``Result.from_path``)."""
-    from ..result import Result, trial_error
-
-    if not trial_dir.is_dir():
-        raise FileNotFoundError(f"{trial_dir} is not a trial folder")
-    config: dict[str, Any] = {}
-    params = trial_dir / "params.json"
-    if params.is_file():
-        config = json.loads(params.read_text())
-    rows = read_rows(trial_dir)
-    if not params.is_file() and not rows:
-        raise FileNotFoundError(f"{trial_dir} holds no params.json or result.json of a trial")
-    last = dict(rows[-1]) if rows else None
-    error_txt = trial_dir / "error.txt"
-    trial_id = str((last or {}).get("trial_id", ""))
-    error = None
-    if error_txt.is_file():
-        text = error_txt.read_text()
-        first = next((ln for ln in reversed(text.strip().splitlines()) if ln.strip()), "")
-        error = trial_error(first or "trial failed", text, trial_id, str(trial_dir))
-    return Result(
-        last,
-        config,
-        str(trial_dir),
-        error=error,
-        checkpoint=_latest_checkpoint(trial_dir),
-        trial_id=trial_id,
-        status="ERROR" if error is not None else "TERMINATED",
-    )
-
-
-def load_results(path: str | os.PathLike[str]) -> list[Result]:
-    """Every trial of the experiment in ``path``, in trial order."""
-    folder = Path(path).expanduser()
-    if folder.is_file():  # Ray takes the state file itself too
-        folder = folder.parent
-    state = load_state(folder)
-    if state is not None:
-        return [result_from_info(info, folder) for info in state.trials]
-    trials = (
-        sorted(d for d in folder.iterdir() if d.is_dir() and (d / "params.json").is_file())
-        if folder.is_dir()
-        else []
-    )
-    if not trials:
-        raise ValueError(
-            f"No experiment found in {path}: it holds neither {p.EXPERIMENT_STATE_FILE} nor "
-            "trial folders (with a params.json); pass the folder fit() printed as its logdir"
-        )
-    return [result_from_folder(d) for d in trials]
 
 
 def _pick_row(rows: Sequence[dict[str, Any]], metric: str | None, mode: str | None) -> Any:
@@ -145,7 +85,7 @@ def _pick_row(rows: Sequence[dict[str, Any]], metric: str | None, mode: str | No
     return rows[best[1]]
 
 
-def results_dataframe(results: Iterable[Result], metric: str | None, mode: str | None) -> Any:
+def results_dataframe(results: Iterable[Any], metric: str | None, mode: str | None) -> Any:
     """Ray's ``ExperimentAnalysis.dataframe``: a row per trial that reported anything."""
     import pandas as pd
 

@@ -1,0 +1,5 @@
+"""``ray.tune.result_grid``, the module path Ray's scripts import ``ResultGrid`` from."""
+
+from .result import Result, ResultGrid
+
+__all__ = ["Result", "ResultGrid"]
