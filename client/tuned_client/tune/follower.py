@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+import time
 from typing import Any
 
 from .. import protocol as p
@@ -28,6 +29,9 @@ from .result_checks import check_result
 from .results_builder import build_results
 from .stopper.state import StopperKeeper
 from .trial import TrialView
+
+# How long fit() waits, after a callback raised, for the cancelled trials to stop.
+CANCEL_WAIT_S = 30.0
 
 
 class Follower:
@@ -62,6 +66,7 @@ class Follower:
             StopperKeeper(self.stopper, accepted.path) if self.stopper is not None else None
         )
         self.name_creator = fit.tune_config.trial_name_creator
+        self._set_up = False
 
     # ------------------------------------------------------------ hooks for the steering loop
 
@@ -75,6 +80,9 @@ class Follower:
     def search_ended(self) -> None:
         """Called once the experiment has finished (the steering loop saves its searcher)."""
 
+    def on_interrupt(self) -> None:
+        """The experiment is being cancelled (Ctrl-C, or a callback raised)."""
+
     # ------------------------------------------------------------ the loop
 
     def subscribe_request(self, since: int) -> p.Subscribe:
@@ -83,7 +91,10 @@ class Follower:
         )
 
     def setup_callbacks(self) -> None:
-        """``Callback.setup`` with Ray's arguments, once, before the first event."""
+        """``Callback.setup`` with Ray's arguments, once, before the first trial is added."""
+        if self._set_up:
+            return
+        self._set_up = True
         tc, rc = self.fit.tune_config, self.fit.run_config
         total = len(self.accepted.trial_ids) or tc.num_samples
         self.callbacks.setup(
@@ -106,15 +117,34 @@ class Follower:
                         raise
                     interrupted = True
                     self.console.interrupted()
+                    self.on_interrupt()
                     self._send(p.Cancel(target=self.accepted.experiment_id))
                     continue
                 if finished:
                     break
         except BaseException:
             if not interrupted:  # a callback or a stopper raised: end the experiment, as Ray
+                self.on_interrupt()
                 self._send(p.Cancel(target=self.accepted.experiment_id))
+                with contextlib.suppress(BaseException):  # its trials stopped, as Ray's
+                    self.drain(time.monotonic() + CANCEL_WAIT_S)
             raise
         return self.results()
+
+    def drain(self, deadline: float) -> None:
+        """Fold events (nothing else) until the experiment has finished, or ``deadline``:
+        after a cancel, so that ``fit()`` returns once its trials have stopped and its
+        state is saved, and a ``Tuner.restore`` right after finds them stopped."""
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([self.conn.sock], [], [], left)
+            if not readable:
+                return
+            msg = self.conn.recv()
+            if isinstance(msg, p.Event) and msg.seq > self.last_seq:
+                self.last_seq = msg.seq
+                fold(self.trials, msg)
+                if isinstance(msg, p.ExperimentFinished):
+                    return
 
     def results(self) -> ResultGrid:
         self.search_ended()
@@ -131,6 +161,7 @@ class Follower:
             readable, _, _ = select.select([self.conn.sock], [], [], self.console.interval)
             if not readable:
                 self.console.tick(self.trials)
+                self.idle_step()
                 return False
             msg = self.conn.recv()
         except (FrameError, OSError) as exc:  # the daemon went away (crash, restart, upgrade)
@@ -192,6 +223,14 @@ class Follower:
         self.iteration += 1
         self.callbacks.on_step_end(iteration=self.iteration, trials=trials)
         return isinstance(msg, p.ExperimentFinished)
+
+    def idle_step(self) -> None:
+        """A step of Ray's loop in which nothing happened: its callbacks still see it."""
+        if self.callbacks:
+            trials = list(self.trials.values())
+            self.callbacks.on_step_begin(iteration=self.iteration, trials=trials)
+            self.iteration += 1
+            self.callbacks.on_step_end(iteration=self.iteration, trials=trials)
 
     def decide(self, result: p.TrialResult) -> None:
         """Let the trial waiting on this result go on, or stop it."""

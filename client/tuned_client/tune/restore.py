@@ -1,33 +1,48 @@
 """``Tuner.restore``: picking an experiment up again from its folder.
 
-It reads ``experiment_state.msgpack``, which the daemon keeps in the
-experiment's folder. If the daemon still has the experiment and it is running,
-restore just follows it; if it has finished (or was stopped with Ctrl-C), the
+Two files tell what to pick up: ``tuner.pkl`` (the script's settings, written
+by the Tuner: ``tuner_state``) and ``experiment_state.msgpack`` (the trials,
+kept by the daemon). If the daemon still has the experiment and it runs,
+restore follows it; if it has finished (or was stopped with Ctrl-C), the
 trials still to run are queued again in it (``ResumeExperiment``: same ids,
 folders and checkpoints); if the daemon lost it, they are submitted as a new
-experiment in the same folder.
+experiment in the same folder. A steered experiment (a searcher or a
+scheduler) goes on with the searcher's and scheduler's saved state until it
+has its ``num_samples`` trials.
 """
 
 from __future__ import annotations
 
+import copy
 import os
+import select
 import time
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
 import msgspec
 
 from .. import protocol as p
 from ..connection import Connection, DaemonError
+from .analysis.loading import moved_trials
+from .config import RunConfig, TuneConfig
 from .events_apply import view_from_info
 from .fit_settings import FitSettings
-from .follower import Follower
+from .follower import CANCEL_WAIT_S, Follower
 from .link import open_connection
-from .result import ResultGrid, TuneError
-from .spec import needs_decisions
-
-# ------------------------------------------------------------------ Tuner.restore
+from .result import ResultGrid, TuneError, load_results
+from .scheduler_state import load_scheduler
+from .search.searcher import restore_searcher
+from .spec import needs_decisions, pack_trainable
+from .steering import SteeredFollower, Steering
+from .stopper.state import load_stopper
+from .tuner_state import (
+    check_param_space,
+    check_trainable,
+    load_tuner,
+    overlay,
+    tuner_state_path,
+)
 
 
 def state_path(path: str | os.PathLike[str]) -> Path:
@@ -35,21 +50,85 @@ def state_path(path: str | os.PathLike[str]) -> Path:
 
 
 def can_restore(path: str | os.PathLike[str]) -> bool:
-    """True if ``path`` is an experiment folder that ``Tuner.restore`` can continue."""
-    return state_path(path).is_file()
+    """True once ``path`` is an experiment's folder: a Tuner was made for it, or it ran."""
+    return tuner_state_path(path).is_file() or state_path(path).is_file()
 
 
-def load_state(path: str | os.PathLike[str]) -> p.ExperimentState:
+def load_state(path: str | os.PathLike[str]) -> p.ExperimentState | None:
+    """The daemon's state of the experiment in ``path``; None if none was written there."""
     file = state_path(path)
     if not file.is_file():
-        raise ValueError(
-            f"{path} is not a tuned experiment folder (no {p.EXPERIMENT_STATE_FILE}); "
-            "pass the folder fit() printed as its logdir"
-        )
+        return None
     try:
         return msgspec.msgpack.decode(file.read_bytes(), type=p.ExperimentState)
     except msgspec.DecodeError as exc:
         raise ValueError(f"{file} is damaged: {exc}") from exc
+
+
+# ------------------------------------------------------------------ Tuner.restore(...)
+
+
+def restored_settings(
+    path: str,
+    trainable: Any,
+    param_space: dict[str, Any] | None,
+    tune_config: TuneConfig | None,
+    run_config: RunConfig | None,
+    socket: str | None,
+) -> FitSettings:
+    """The restored run's settings: saved ones, checked against and overlaid by the given."""
+    saved, state = load_tuner(path), load_state(path)
+    if saved is None and state is None:
+        raise RuntimeError(
+            "Could not find Tuner state in restore directory. Did you pass the correct path "
+            f"(the top-level experiment directory?) Got: {path}"
+        )
+    if saved is not None:
+        check_trainable(trainable, saved.trainable_name)
+    elif state is not None:
+        check_trainable(trainable, state.spec.trainable_name)
+    if param_space is not None and saved is not None:
+        check_param_space(param_space, saved.param_space_keys)
+    if saved is not None:
+        tc = overlay(copy.copy(saved.tune_config), tune_config)
+        rc = overlay(copy.copy(saved.run_config), run_config)
+        space = param_space if param_space is not None else saved.param_space
+    else:  # an experiment of an older tuned: metric and mode from the daemon's state
+        assert state is not None
+        tc = tune_config or TuneConfig(
+            metric=state.spec.metric or None, mode=state.spec.mode or None
+        )
+        rc = run_config or RunConfig()
+        space = param_space
+    if (run_config is None or run_config.stop is None) and (saved_stop := load_stopper(path)):
+        rc.stop = saved_stop  # the stopper goes on with the state it had (as Ray's)
+    searcher = None
+    if tune_config is None or tune_config.search_alg is None:
+        searcher = restore_searcher(path)
+        tc.search_alg = searcher or tc.search_alg
+    folder = Path(path).expanduser().absolute()
+    rc.name, rc.storage_path, rc.local_dir = folder.name, str(folder.parent), None
+    fit = FitSettings(trainable, dict(space or {}), tc, rc, socket)
+    fit.searcher_restored = searcher is not None
+    return fit
+
+
+def results_on_disk(fit: FitSettings, path: str) -> ResultGrid | None:
+    """What ``Tuner.get_results()`` gives before ``fit()``: the trials as last saved."""
+    if load_state(path) is None:
+        return None
+    tc = fit.tune_config
+    return ResultGrid(load_results(path), str(Path(path).absolute()), tc.metric, tc.mode)
+
+
+# ------------------------------------------------------------------ fit() of a restored Tuner
+
+
+def unfinished(info: p.TrialInfo) -> bool:
+    """Running or queued when the experiment stopped (Ctrl-C: "cancelled")."""
+    return info.status in ("PENDING", "RUNNING") or (
+        info.status == "ERROR" and info.error == "cancelled"
+    )
 
 
 def choose(
@@ -59,10 +138,7 @@ def choose(
     resume: list[str] = []
     restart: list[str] = []
     for info in infos:
-        unfinished = info.status in ("PENDING", "RUNNING") or (
-            info.status == "ERROR" and info.error == "cancelled"
-        )
-        if unfinished:
+        if unfinished(info):
             if resume_unfinished:
                 resume.append(info.trial_id)
         elif info.status == "ERROR":
@@ -75,49 +151,132 @@ def choose(
 
 def fit_restored(fit: FitSettings, path: str, flags: dict[str, bool]) -> ResultGrid:
     state = load_state(path)
-    socket = fit.socket or os.environ.get("TUNED_SOCKET") or state.socket
-    fit.socket = socket
+    assert state is not None  # Tuner.fit() runs a never-submitted Tuner afresh
+    fit.socket = fit.socket or os.environ.get("TUNED_SOCKET") or state.socket
+    steered = state.spec.open_ended
     started = time.time()
-    conn, autostarted = open_connection(socket)
+    conn, autostarted = open_connection(fit.socket)
+    control: Connection | None = None
     try:
-        reply: p.ExperimentReply | None = None
-        try:
-            got = conn.request(p.GetExperiment(experiment_id=state.experiment_id))
-            assert isinstance(got, p.ExperimentReply)
-            reply = got
-        except DaemonError as exc:
-            if exc.code != "not_found":
-                raise TuneError(exc.message) from None
-        infos = reply.trials if reply is not None else state.trials
-        if reply is not None and not reply.finished and not reply.cancelled:
-            resume: list[str] = []
-            restart: list[str] = []
-            accepted = _accepted(reply.experiment_id, reply.path, infos)
+        reply = _ask(conn, state.experiment_id)
+        if reply is not None and reply.cancelled and not reply.finished:
+            _wait_finished(conn.socket_path, reply)  # its trials are still being stopped
+            reply = _ask(conn, state.experiment_id)
+        infos = reply.trials if reply is not None else moved_trials(state, Path(path))
+        running = reply is not None and not reply.finished and not reply.cancelled
+        # A steered search goes on unless it had ended by itself (the searcher was done).
+        if reply is not None:
+            cut_short = reply.cancelled or not reply.finished
         else:
-            resume, restart = choose(infos, **flags)
-            accepted = _accepted(state.experiment_id, str(Path(path)), infos)
-            if reply is not None and (resume or restart):
-                got_acc = conn.request(
-                    p.ResumeExperiment(
-                        experiment_id=state.experiment_id, resume=resume, restart=restart
-                    )
-                )
-                assert isinstance(got_acc, p.Accepted)
-                accepted = got_acc
-            elif reply is None and (resume or restart):
-                accepted = _submit_again(conn, fit, state, set(resume + restart))
-        run = Follower(
-            fit, conn, accepted, started, autostarted=autostarted, decides=needs_decisions(fit)
-        )
-        for info in infos:
-            run.trials[info.trial_id] = view_from_info(info)
-        if not (resume or restart) and (reply is None or reply.finished):
-            return run.results()
+            cut_short = state.cancelled or not state.finished
+        resume, restart = ([], []) if running else choose(infos, **flags)
+        if steered and reply is None:
+            resume, restart = [], []  # new trial ids would be strangers to the searcher
+        go_on = steered and (running or cut_short)
+        if reply is not None and running:
+            accepted = _accepted(state.experiment_id, reply.path, infos)
+        elif reply is not None and (resume or restart or go_on):
+            accepted = _request(
+                conn,
+                p.ResumeExperiment(
+                    experiment_id=state.experiment_id,
+                    resume=resume,
+                    restart=restart,
+                    reopen=go_on,
+                    path=str(Path(path).absolute()),  # it may have been moved (as Ray's)
+                    trainable=pack_trainable(fit, path),  # the restoring script's (as Ray's)
+                ),
+            )
+        elif reply is None and (resume or restart or go_on):
+            accepted = _submit_again(conn, fit, state, set(resume + restart), path)
+        else:  # nothing left to run: the results as they are
+            accepted = _accepted(state.experiment_id, str(Path(path).absolute()), infos)
+        views = {info.trial_id: view_from_info(info) for info in infos}
+        for trial_id in (*resume, *restart):  # queued again (their events come next)
+            views[trial_id].status = "PENDING"
+        if not running and not flags["resume_unfinished"]:
+            for info in infos:  # as Ray: an unfinished trial not resumed ends TERMINATED
+                if unfinished(info):
+                    views[info.trial_id].finish("TERMINATED", "", "")
+        decides = needs_decisions(fit)
+        # The searcher and scheduler see what runs again, and add trials if it goes on.
+        if not (steered and (go_on or running or resume or restart)):
+            run = Follower(fit, conn, accepted, started, autostarted=autostarted, decides=decides)
+            run.trials.update(views)
+            if not (resume or restart or running):
+                return run.results()
+        else:
+            steered_run = SteeredFollower(
+                fit, conn, accepted, started, autostarted=autostarted, decides=decides
+            )
+            steered_run.trials.update(views)
+            control = Connection.open(conn.socket_path, autostart=False)
+            _steer(steered_run, control, path, reply is None, more=go_on)
+            run = steered_run
         if reply is not None:
             run.last_seq = reply.seq
         return run.follow(since=run.last_seq)
     finally:
         conn.close()
+        if control is not None:
+            control.close()
+
+
+def _steer(
+    run: SteeredFollower, control: Connection, path: str, lost: bool, more: bool
+) -> None:
+    """The steering loop again, with the searcher and scheduler as they were saved;
+    ``more``: the search had been cut short, it goes on to its ``num_samples``."""
+    tc = run.fit.tune_config
+    scheduler = load_scheduler(path, run.trials)
+    if scheduler is not None:
+        tc.scheduler = scheduler
+    run.steering = Steering(
+        run.fit,
+        run,
+        control,
+        searcher_restored=run.fit.searcher_restored,
+        scheduler_restored=scheduler is not None,
+    )
+    if lost:  # the daemon forgot them: they end here, and new trials take their place
+        for view in run.trials.values():
+            if not view.finished:
+                view.finish("ERROR", "lost with the daemon's copy of the experiment", "")
+                run.steering.searcher.on_trial_complete(view.trial_id, error=True)
+    run.steering.closed = not more  # a search that had ended adds no trials
+    run.setup_callbacks()
+    run.steering.fill()
+
+
+def _wait_finished(socket: Any, reply: p.ExperimentReply) -> None:
+    """Until a cancelled experiment's last trial has stopped (a bounded wait)."""
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    with Connection.open(socket, autostart=False) as conn:
+        conn.send(p.Subscribe(experiment_id=reply.experiment_id, since=reply.seq))
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([conn.sock], [], [], left)
+            if not readable or isinstance(conn.recv(), p.ExperimentFinished):
+                return
+
+
+def _ask(conn: Connection, experiment_id: str) -> p.ExperimentReply | None:
+    try:
+        got = conn.request(p.GetExperiment(experiment_id=experiment_id))
+    except DaemonError as exc:
+        if exc.code != "not_found":
+            raise TuneError(exc.message) from None
+        return None
+    assert isinstance(got, p.ExperimentReply)
+    return got
+
+
+def _request(conn: Connection, request: Any) -> p.Accepted:
+    try:
+        accepted = conn.request(request)
+    except DaemonError as exc:
+        raise TuneError(exc.message) from None
+    assert isinstance(accepted, p.Accepted)
+    return accepted
 
 
 def _accepted(exp_id: str, path: str, infos: list[p.TrialInfo]) -> p.Accepted:
@@ -125,7 +284,7 @@ def _accepted(exp_id: str, path: str, infos: list[p.TrialInfo]) -> p.Accepted:
 
 
 def _submit_again(
-    conn: Connection, fit: FitSettings, state: p.ExperimentState, again: set[str]
+    conn: Connection, fit: FitSettings, state: p.ExperimentState, again: set[str], path: str
 ) -> p.Accepted:
     """The daemon lost the experiment: the trials still to run go in a new one, same folder."""
     trials = [
@@ -133,18 +292,16 @@ def _submit_again(
         for info, res in zip(state.trials, _padded(state), strict=True)
         if info.trial_id in again
     ]
+    folder = Path(path).expanduser().absolute()
     spec = msgspec.structs.replace(
         state.spec,
+        name=folder.name,
+        storage_path=str(folder.parent),
         trials=trials,
-        trainable=cloudpickle.dumps(fit.trainable),
+        trainable=pack_trainable(fit, str(folder)),
         env=dict(os.environ),  # the state file keeps no environment (it holds secrets)
     )
-    try:
-        accepted = conn.request(p.Submit(experiment=spec))
-    except DaemonError as exc:
-        raise TuneError(exc.message) from None
-    assert isinstance(accepted, p.Accepted)
-    return accepted
+    return _request(conn, p.Submit(experiment=spec))
 
 
 def _padded(state: p.ExperimentState) -> list[list[dict[str, float]]]:

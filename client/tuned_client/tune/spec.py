@@ -51,6 +51,28 @@ def needs_decisions(fit: FitSettings) -> bool:
     return scheduler or searcher or callable(fit.run_config.stop)
 
 
+def restore_retries() -> int:
+    """Ray's ``TUNE_RESTORE_RETRY_NUM``: read once per experiment, as the Tuner is run."""
+    value = os.environ.get("TUNE_RESTORE_RETRY_NUM", "0")
+    try:
+        return max(0, int(value))
+    except ValueError:
+        raise ValueError(f"TUNE_RESTORE_RETRY_NUM must be a whole number, got {value!r}") from None
+
+
+def pack_trainable(fit: FitSettings, experiment_dir: str) -> bytes:
+    """The trainable as the daemon runs it, pickled; ``with_parameters``' large objects go
+    to ``experiment_dir``'s store, not into the pickle (a first run and a restore alike)."""
+    rc = fit.run_config
+    fn = to_function(fit.trainable, rc.checkpoint_config, rc.stop, restore_retries())
+    try:
+        with parameters_folder(experiment_dir):
+            return bytes(cloudpickle.dumps(fn))
+    except Exception as exc:
+        name = trainable_name(fit.trainable)
+        raise TuneError(f"the trainable {name!r} cannot be pickled: {exc}") from exc
+
+
 def experiment_spec(fit: FitSettings, steered: bool = False) -> p.ExperimentSpec:
     """The whole experiment; ``steered``: no trials yet (the steering loop adds them)."""
     tc, rc = fit.tune_config, fit.run_config
@@ -75,17 +97,12 @@ def experiment_spec(fit: FitSettings, steered: bool = False) -> p.ExperimentSpec
     storage = rc.storage_path or rc.local_dir or str(default_storage_path())
     exp_name = rc.name or f"{name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     storage = os.path.abspath(os.path.expanduser(storage))
-    try:  # with_parameters' large objects go to the experiment's folder, not the pickle
-        with parameters_folder(os.path.join(storage, exp_name)):
-            payload = cloudpickle.dumps(to_function(fit.trainable, rc.checkpoint_config, rc.stop))
-    except Exception as exc:
-        raise TuneError(f"the trainable {name!r} cannot be pickled: {exc}") from exc
     spec = p.ExperimentSpec(
         name=exp_name,
         name_generated=not rc.name,
         storage_path=storage,
         trainable_name=name,
-        trainable=payload,
+        trainable=pack_trainable(fit, os.path.join(storage, exp_name)),
         python=sys.executable,
         cwd=os.getcwd(),
         sys_path=[os.path.abspath(x) if x else os.getcwd() for x in sys.path],

@@ -27,6 +27,7 @@ from .fit_settings import FitSettings, trainable_name
 from .follower import Follower
 from .link import open_connection
 from .result import ResultGrid, TuneError
+from .scheduler_state import save_scheduler
 from .schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 from .search.basic_variant import BasicVariantGenerator, _merge
 from .search.sample import Domain
@@ -34,6 +35,7 @@ from .search.searcher import Searcher, save_searcher
 from .search.variant_generator import format_vars, generate_variants
 from .spec import experiment_spec
 from .trial import TrialView
+from .tuner_state import save_tuner
 
 # Adaptive searchers get one queued trial at a time: each suggestion is made as
 # late as possible, so it learns from every result that came before it.
@@ -70,7 +72,17 @@ def _unresolved(config: Any) -> bool:
 class Steering:
     """Searcher and scheduler, and the requests their decisions become."""
 
-    def __init__(self, fit: FitSettings, run: SteeredFollower, control: Connection) -> None:
+    def __init__(
+        self,
+        fit: FitSettings,
+        run: SteeredFollower,
+        control: Connection,
+        *,
+        searcher_restored: bool = False,
+        scheduler_restored: bool = False,
+    ) -> None:
+        """``*_restored``: ``Tuner.restore`` brought them back with their state, so they
+        are not set up again; the trials ``run`` already holds count towards num_samples."""
         tc = fit.tune_config
         self.fit = fit
         self.run = run
@@ -78,13 +90,32 @@ class Steering:
         self.experiment_id = run.accepted.experiment_id
         self.path = run.accepted.path
         self.scheduler: TrialScheduler = tc.scheduler or FIFOScheduler()
-        basic = tc.search_alg is None
+        basic = tc.search_alg is None or isinstance(tc.search_alg, BasicVariantGenerator)
         self.searcher: Searcher = tc.search_alg or BasicVariantGenerator(random_state=tc.seed)
-        if isinstance(self.searcher, BasicVariantGenerator):
-            self.searcher.setup(fit.param_space, tc.num_samples, tc.seed)
         self.max_pending = 10**9 if basic else MAX_PENDING_ADAPTIVE
         self.limit = 10**9 if isinstance(self.searcher, BasicVariantGenerator) else tc.num_samples
-        space = {} if isinstance(self.searcher, BasicVariantGenerator) else fit.param_space
+        if not searcher_restored:
+            self._set_up_searcher()
+        if not scheduler_restored:
+            if not self.scheduler.set_search_properties(tc.metric, tc.mode):
+                raise TuneError(
+                    f"the scheduler's metric/mode ({self.scheduler.metric}, "
+                    f"{self.scheduler.mode}) differ from TuneConfig's ({tc.metric}, {tc.mode})"
+                )
+            for view in run.trials.values():  # a restored run's trials, as Ray re-adds them
+                self.scheduler.on_trial_add(self, view)
+        self.added = len(run.trials)  # towards num_samples (a restored run's count too)
+        self.in_experiment = len(run.accepted.trial_ids)  # the daemon's next trial index
+        self.closed = False
+        self.frozen = False
+        self.pending: dict[str, str] = {}  # trial id -> "stop" | "restart", until it acts
+        self.last_seq = 0
+
+    def _set_up_searcher(self) -> None:
+        tc = self.fit.tune_config
+        if isinstance(self.searcher, BasicVariantGenerator):
+            self.searcher.setup(self.fit.param_space, tc.num_samples, tc.seed)
+        space = {} if isinstance(self.searcher, BasicVariantGenerator) else self.fit.param_space
         if not self.searcher.set_search_properties(tc.metric, tc.mode, space) and _unresolved(
             space
         ):  # as Ray: a searcher with a space of its own says False; domains left are an error
@@ -94,15 +125,6 @@ class Steering:
                 "sure that `config` does not contain any more parameter definitions - include "
                 "them in the search algorithm's search space if necessary."
             )
-        if not self.scheduler.set_search_properties(tc.metric, tc.mode):
-            raise TuneError(
-                f"the scheduler's metric/mode ({self.scheduler.metric}, {self.scheduler.mode}) "
-                f"differ from TuneConfig's ({tc.metric}, {tc.mode})"
-            )
-        self.added = 0
-        self.closed = False
-        self.pending: dict[str, str] = {}  # trial id -> "stop" | "restart", until it acts
-        self.last_seq = 0
 
     # ------------------------------------------------------------ what schedulers call
 
@@ -167,7 +189,7 @@ class Steering:
 
     def fill(self) -> None:
         """Ask the searcher for trials until one waits for a slot (or it has no more)."""
-        if self.closed:
+        if self.closed or self.frozen:
             return
         specs: list[p.TrialSpec] = []
         views: list[TrialView] = []
@@ -180,7 +202,7 @@ class Steering:
                 done = True
                 break
             index = self.added + len(specs)
-            trial_id = f"{self.experiment_id}_{index:05d}"
+            trial_id = f"{self.experiment_id}_{self.in_experiment + len(specs):05d}"
             suggestion = self.searcher.suggest(trial_id)
             if suggestion == Searcher.FINISHED:
                 done = True
@@ -205,6 +227,7 @@ class Steering:
                 self.run.trials.setdefault(real_id, view)
                 self.scheduler.on_trial_add(self, self.run.trials[real_id])
             self.added += len(specs)
+            self.in_experiment += len(specs)
         if done:
             self._close()
         if specs or done:
@@ -216,15 +239,28 @@ class Steering:
             self._request(p.CloseExperiment(experiment_id=self.experiment_id))
 
     def _save(self) -> None:
+        """The searcher and the scheduler as they are now, for ``Tuner.restore``."""
         try:
             save_searcher(self.searcher, self.path)
         except (NotImplementedError, OSError, TypeError) as exc:
             print(f"Could not save the searcher's state: {exc}", file=sys.stderr)
+        try:
+            save_scheduler(self.scheduler, self.path)
+        except Exception as exc:  # a scheduler holding what cannot be pickled
+            print(f"Could not save the scheduler's state: {exc}", file=sys.stderr)
+
+    def freeze(self) -> None:
+        """Ctrl-C, or a callback raised: the experiment is cancelled; what its trials do
+        from now on (ending "cancelled") is not for the searcher or scheduler to learn,
+        so ``Tuner.restore`` resumes them as they were, with the state saved now."""
+        if not self.frozen:
+            self.frozen = True
+            self._save()
 
     # ------------------------------------------------------------ events
 
     def on_event(self, event: Any) -> None:
-        if not isinstance(event, p.Event) or event.seq <= self.last_seq:
+        if self.frozen or not isinstance(event, p.Event) or event.seq <= self.last_seq:
             return
         self.last_seq = event.seq
         view = self.run.trials.get(getattr(event, "trial_id", ""))
@@ -278,6 +314,9 @@ class SteeredFollower(Follower):
     def wants_stop(self, trial_id: str) -> bool:
         return trial_id in self.stopped or trial_id in self.steering.pending
 
+    def on_interrupt(self) -> None:
+        self.steering.freeze()
+
 
 def fit_steered(fit: FitSettings) -> ResultGrid:
     """``Tuner.fit()`` with a searcher or a scheduler."""
@@ -291,11 +330,13 @@ def fit_steered(fit: FitSettings) -> ResultGrid:
         except DaemonError as exc:
             raise TuneError(exc.message) from None
         assert isinstance(accepted, p.Accepted)
+        save_tuner(fit, accepted.path)
         control = Connection.open(conn.socket_path, autostart=False)
         run = SteeredFollower(
             fit, conn, accepted, started, autostarted=autostarted, decides=spec.decide_results
         )
         run.steering = Steering(fit, run, control)
+        run.setup_callbacks()  # before the first trials are added, as Ray calls it
         run.steering.fill()
         return run.follow()
     finally:
