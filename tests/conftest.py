@@ -128,6 +128,22 @@ def daemon(
     return d
 
 
+@pytest.fixture(scope="module")
+def module_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
+    """One 2-CPU daemon for a whole module, as Ray's ``ray_start_2_cpus`` (the ported
+    ``test_ray_*`` modules): each test starting its own would cost a second or more."""
+    base = tmp_path_factory.mktemp("module-daemon")
+    d = start_daemon(base, ["--num-cpus", "2", "--num-gpus", "0"], name="m")
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            use_daemon(d, mp)
+            yield d
+    finally:
+        if d.proc.poll() is None:
+            d.stop()
+        shutil.rmtree(d.socket.parent, ignore_errors=True)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "daemon_args(*args): arguments of the `daemon` fixture")
 
