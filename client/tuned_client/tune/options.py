@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .fit_settings import FitSettings
+from .progress_reporter import ProgressReporter
 from .result import TuneError
 from .trainable import Trainable
 
@@ -45,6 +46,12 @@ def check_options(fit: FitSettings) -> None:
             "writes to the experiment folder directly, there is nothing to sync"
         )
     _check_log_to_file(rc.log_to_file)
+    reporter = rc.progress_reporter
+    if reporter is not None and not isinstance(reporter, ProgressReporter):
+        raise TypeError(  # here, not once the experiment is running
+            "RunConfig(progress_reporter=...) must be a tune.ProgressReporter "
+            f"(CLIReporter, JupyterNotebookReporter), got {type(reporter).__name__}"
+        )
     cc = rc.checkpoint_config
     if (
         cc is not None
