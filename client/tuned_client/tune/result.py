@@ -23,23 +23,35 @@ from .analysis.loading import (
 from .analysis.metrics import best_index, check_scope, metric_analysis
 from .trial_errors import ERROR_PICKLE, TrialError, TuneError, trial_error
 
-# Keys Ray fills in on every result and leaves out of ``Result``'s repr.
-AUTO_KEYS = frozenset(
-    {
-        "training_iteration",
-        "time_this_iter_s",
-        "time_total_s",
-        "timestamp",
-        "date",
-        "pid",
-        "hostname",
-        "node_ip",
-        "time_since_restore",
-        "iterations_since_restore",
-        "checkpoint_dir_name",
-        "config",
-    }
+# Ray's ``ray.tune.result.AUTO_RESULT_KEYS``: what it fills in on every result.
+AUTO_RESULT_KEYS = (
+    "training_iteration",
+    "time_total_s",
+    "episodes_total",
+    "timesteps_total",
+    "node_ip",
+    "hostname",
+    "pid",
+    "time_total_s",
+    "time_this_iter_s",
+    "timestamp",
+    "experiment_id",
+    "date",
+    "time_since_restore",
+    "iterations_since_restore",
+    "timesteps_since_restore",
+    "config",
+    "warmup_time",
 )
+# And what its console leaves out (``ray.tune.experimental.output.BLACKLISTED_KEYS``).
+BLACKLISTED_KEYS = frozenset(
+    {
+        "config", "date", "done", "hostname", "iterations_since_restore", "node_ip", "pid",
+        "time_since_restore", "timestamp", "trial_id", "experiment_tag", "should_checkpoint",
+        "_report_on",
+    }
+)  # fmt: skip
+AUTO_KEYS = frozenset(AUTO_RESULT_KEYS) | BLACKLISTED_KEYS | {"checkpoint_dir_name"}
 
 
 def unpack_metrics(packed: bytes, status: str) -> dict[str, Any]:
@@ -176,18 +188,23 @@ class Result(TrialFolder):
                     rows.append(json.loads(line))
         return rows
 
-    def __repr__(self) -> str:
+    def _repr(self, indent: int = 0) -> str:
+        """As Ray's: a field a line (the error's type first, if any), the metrics
+        without the keys Ray fills in itself."""
         metrics = self.peek_metrics()
-        shown = (
-            {k: v for k, v in metrics.items() if k not in AUTO_KEYS}
-            if metrics is not None
-            else None
+        shown: dict[str, Any] = {}
+        if self.error is not None:
+            shown["error"] = type(self.error).__name__
+        shown["metrics"] = (
+            {k: v for k, v in metrics.items() if k not in AUTO_KEYS} if metrics else metrics
         )
-        error = None if self.error is None else type(self.error).__name__
-        parts = [f"metrics={shown!r}", f"error={error!r}", f"log_dir={self.log_dir!r}"]
-        if self.checkpoint is not None:
-            parts.append(f"checkpoint={self.checkpoint!r}")
-        return f"Result({', '.join(parts)})"
+        shown.update(path=self.path, filesystem="local", checkpoint=self.checkpoint)
+        pad, inner = " " * indent, " " * (indent + 2)
+        fields = ",\n".join(f"{inner}{key}={value!r}" for key, value in shown.items())
+        return f"{pad}Result(\n{fields}\n{pad})"
+
+    def __repr__(self) -> str:
+        return self._repr()
 
 
 def kept_checkpoints(trial_dir: str) -> list[tuple[Checkpoint, dict[str, Any]]]:
@@ -303,7 +320,7 @@ class ResultGrid:
         return results_dataframe(self._results, filter_metric, filter_mode)
 
     def __repr__(self) -> str:
-        inner = ",\n".join(f"  {r!r}" for r in self._results)
+        inner = ",\n".join(r._repr(indent=2) for r in self._results)
         return f"ResultGrid<[\n{inner}\n]>"
 
 
