@@ -13,6 +13,7 @@ from typing import Any
 from .. import protocol as p
 from ..checkpoint import Checkpoint
 from ..protocol import unpack_user
+from ..session import DEFAULT_METRIC
 from .analysis.loading import (
     latest_checkpoint,
     load_state,
@@ -398,6 +399,9 @@ def load_results(path: str | os.PathLike[str]) -> list[Result]:
 
 
 __all__ = [
+    "AUTO_RESULT_KEYS",
+    "BLACKLISTED_KEYS",
+    "DEFAULT_METRIC",
     "ERROR_PICKLE",
     "Result",
     "ResultGrid",
