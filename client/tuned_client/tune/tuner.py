@@ -22,7 +22,7 @@ from .config import RunConfig, TuneConfig
 from .fit_settings import FitSettings
 from .follower import Follower
 from .link import open_connection
-from .options import check_options
+from .options import check_at_fit, check_options
 from .restore import (
     can_restore,
     fit_restored,
@@ -107,6 +107,7 @@ class Tuner:
     # ------------------------------------------------------------ running it
 
     def fit(self) -> ResultGrid:
+        check_at_fit(self._fit)
         if self._restore is not None and load_state(self._restore[0]) is not None:
             self._results = fit_restored(self._fit, *self._restore)
             return self._results
