@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from conftest import RunningDaemon
 from tuned_client import protocol as p
 from tuned_client import tune
@@ -272,3 +273,54 @@ def test_the_live_view_follows_an_experiment_begun_before_its_history(
     view.on_event(queued)
     exp = view.fold.experiments[exp_id]
     assert not exp.finished and exp.trials[grid[0].trial_id].status == "PENDING"
+
+
+class CountsResults(tune.Callback):
+    """Ray's stateful callback: its count is saved with the experiment."""
+
+    def __init__(self, fail_at: int = 0) -> None:
+        self.count = 0
+        self.fail_at = fail_at
+
+    def on_trial_result(self, iteration: int, trials: Any, trial: Any, result: Any, **_: Any) -> None:  # noqa: E501
+        self.count += 1
+        if self.count == self.fail_at:
+            raise RuntimeError("the callback gives up")
+
+    def get_state(self) -> dict[str, Any] | None:
+        return {"count": self.count}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.count = state["count"]
+
+
+def train_three(config: dict[str, Any]) -> None:
+    checkpoint = tune.get_checkpoint()
+    start = 0 if checkpoint is None else int((Path(checkpoint.path) / "n").read_text())
+    for n in range(start + 1, 4):
+        folder = Path(config["folder"]) / f"c{n}"
+        folder.mkdir()
+        (folder / "n").write_text(str(n))
+        tune.report({"n": n}, checkpoint=tune.Checkpoint(folder))
+
+
+def test_restore_brings_back_the_callbacks_state(daemon: RunningDaemon, tmp_path: Path) -> None:
+    first = CountsResults(fail_at=1)
+    tuner = tune.Tuner(
+        train_three,
+        param_space={"folder": str(tmp_path)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=1),
+        run_config=tune.RunConfig(name="counted", callbacks=[first], verbose=0),
+    )
+    with pytest.raises(RuntimeError, match="gives up"):
+        tuner.fit()
+    path = daemon.storage / "counted"
+    again = CountsResults()
+    restored = tune.Tuner.restore(
+        str(path), train_three, run_config=tune.RunConfig(callbacks=[again], verbose=0)
+    )
+    results = restored.fit()
+    assert results[0].metrics["n"] == 3
+    # the first run's count came back, and the restored run's results added to it
+    resumed_from = results[0].metrics["iterations_since_restore"]
+    assert again.count == first.count + resumed_from

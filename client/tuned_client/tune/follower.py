@@ -12,7 +12,9 @@ too, so a plain sweep, a steered one and a restored one follow alike.
 from __future__ import annotations
 
 import contextlib
+import pickle
 import select
+import sys
 import time
 from typing import Any
 
@@ -67,6 +69,7 @@ class Follower:
         )
         self.name_creator = fit.tune_config.trial_name_creator
         self._set_up = False
+        self._callbacks_saved = 0.0
 
     # ------------------------------------------------------------ hooks for the steering loop
 
@@ -82,6 +85,18 @@ class Follower:
 
     def on_interrupt(self) -> None:
         """The experiment is being cancelled (Ctrl-C, or a callback raised)."""
+
+    def save_callbacks(self, now: bool = False) -> None:
+        """The callbacks' state (``Callback.get_state``) beside the experiment, for
+        ``Tuner.restore`` as Ray keeps it: when a trial ends, at most once a second,
+        and when ``fit()`` ends."""
+        if not self.callbacks or (not now and time.monotonic() - self._callbacks_saved < 1.0):
+            return
+        self._callbacks_saved = time.monotonic()
+        try:
+            self.callbacks.save_to_dir(self.accepted.path)
+        except (OSError, TypeError, AttributeError, pickle.PicklingError) as exc:
+            print(f"tuned: could not save the callbacks' state: {exc}", file=sys.stderr)
 
     # ------------------------------------------------------------ the loop
 
@@ -123,6 +138,8 @@ class Follower:
                 if finished:
                     break
         except BaseException:
+            with contextlib.suppress(Exception):
+                self.save_callbacks(now=True)
             if not interrupted:  # a callback or a stopper raised: end the experiment, as Ray
                 self.on_interrupt()
                 self._send(p.Cancel(target=self.accepted.experiment_id))
@@ -150,6 +167,7 @@ class Follower:
         self.search_ended()
         self.console.final(self.trials)
         self.callbacks.on_experiment_end(trials=list(self.trials.values()))
+        self.save_callbacks(now=True)
         if self.stopper_keeper is not None:
             self.stopper_keeper.save()
         tc = self.fit.tune_config
@@ -220,6 +238,8 @@ class Follower:
                 getattr(self.callbacks, hook)(iteration=self.iteration, trials=trials, **kwargs)
         if isinstance(msg, p.TrialResult) and msg.decide:
             self.decide(msg)
+        elif isinstance(msg, p.TrialFinished):
+            self.save_callbacks()
         self.iteration += 1
         self.callbacks.on_step_end(iteration=self.iteration, trials=trials)
         return isinstance(msg, p.ExperimentFinished)

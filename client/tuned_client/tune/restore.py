@@ -203,6 +203,7 @@ def fit_restored(fit: FitSettings, path: str, flags: dict[str, bool]) -> ResultG
         if not (steered and (go_on or running or resume or restart)):
             run = Follower(fit, conn, accepted, started, autostarted=autostarted, decides=decides)
             run.trials.update(views)
+            _restore_callbacks(run, path)
             if not (resume or restart or running):
                 return run.results()
         else:
@@ -210,6 +211,7 @@ def fit_restored(fit: FitSettings, path: str, flags: dict[str, bool]) -> ResultG
                 fit, conn, accepted, started, autostarted=autostarted, decides=decides
             )
             steered_run.trials.update(views)
+            _restore_callbacks(steered_run, path)
             control = Connection.open(conn.socket_path, autostart=False)
             _steer(steered_run, control, path, reply is None, more=go_on)
             run = steered_run
@@ -220,6 +222,12 @@ def fit_restored(fit: FitSettings, path: str, flags: dict[str, bool]) -> ResultG
         conn.close()
         if control is not None:
             control.close()
+
+
+def _restore_callbacks(run: Follower, path: str) -> None:
+    """The callbacks' saved state (``Callback.set_state``), before their ``setup``, as Ray."""
+    if run.callbacks and run.callbacks.can_restore(path):
+        run.callbacks.restore_from_dir(path)
 
 
 def _steer(
