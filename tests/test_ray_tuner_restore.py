@@ -530,11 +530,9 @@ def test_restore_with_parameters(tmp_path: Path, use_function_trainable: bool) -
     assert not results.errors
 
 
-def test_tuner_restore_from_moved_experiment_path(tmp_path: Path) -> None:
-    """Check that restoring a Tuner from a moved experiment directory works.
-
-    (Ray's ``use_tune_run=True`` case restores with ``tune.run(resume=...)``: the
-    README says how tuned's ``tune.run`` resumes.)"""
+@pytest.mark.parametrize("use_tune_run", [True, False])
+def test_tuner_restore_from_moved_experiment_path(tmp_path: Path, use_tune_run: bool) -> None:
+    """Check that restoring a Tuner from a moved experiment directory works."""
     fail_marker = tmp_path / "fail_marker"
     fail_marker.write_text("", encoding="utf-8")
 
@@ -580,8 +578,20 @@ def test_tuner_restore_from_moved_experiment_path(tmp_path: Path) -> None:
     # Remove fail_marker so that the restored Tuner doesn't error again
     fail_marker.unlink()
 
-    tuner = Tuner.restore(restore_path, trainable=_train_fn_sometimes_failing, resume_errored=True)
-    results = tuner.fit()
+    # Restore from moved experiment directory location, and launch resumed training
+    if use_tune_run:
+        analysis = tune.run(
+            _train_fn_sometimes_failing,
+            name=new_exp_name,
+            storage_path=str(new_storage_path),
+            resume="AUTO+ERRORED",
+        )
+        results = ResultGrid(analysis)
+    else:
+        tuner = Tuner.restore(
+            restore_path, trainable=_train_fn_sometimes_failing, resume_errored=True
+        )
+        results = tuner.fit()
 
     assert len(results.errors) == 0
 
