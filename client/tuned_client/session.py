@@ -21,7 +21,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,22 @@ class StopTrial(BaseException):
 
     A BaseException so that a trainable's ``except Exception`` does not swallow it.
     """
+
+
+_MISSING: Any = object()
+
+
+def flat_get(row: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    """``row[key]``, where ``a/b/c`` also reaches into nested dicts (Ray flattens
+    results with ``/`` for stop criteria and metrics)."""
+    if key in row:
+        return row[key]
+    node: Any = row
+    for part in key.split("/"):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
 
 
 class TrialResources(Sequence[dict[str, float]]):
@@ -207,7 +223,7 @@ class Session:
 
     def _stop_rule_met(self, row: dict[str, Any]) -> bool:
         for key, bound in self.assignment.stop.items():
-            value = as_number(row.get(key))  # a numpy or torch scalar counts too
+            value = as_number(flat_get(row, key))  # a numpy or torch scalar counts too
             if value is not None and value >= bound:
                 return True
         return False

@@ -28,6 +28,11 @@ def stop_dict(stop: Any) -> dict[str, float]:
     if stop is None or callable(stop):
         return {}
     if isinstance(stop, dict):
+        if any(isinstance(v, dict) for v in stop.values()):
+            raise TuneError(  # as Ray's
+                "Stopping criteria is now flattened by default. Use forward slashes to nest "
+                "values `key1/key2/key3`."
+            )
         bad = [k for k, v in stop.items() if not isinstance(v, int | float)]
         if bad:
             raise ValueError(f"RunConfig(stop=...) values must be numbers; {bad} are not")

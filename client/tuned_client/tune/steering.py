@@ -22,6 +22,7 @@ from typing import Any
 
 from .. import protocol as p
 from ..connection import Connection, DaemonError
+from ..session import flat_get
 from .config import TuneConfig
 from .fit_settings import FitSettings, trainable_name
 from .follower import Follower
@@ -298,9 +299,8 @@ class Steering:
         stop = self.fit.run_config.stop
         if not isinstance(stop, dict):
             return False
-        return any(
-            isinstance(result.get(k), int | float) and result[k] >= v for k, v in stop.items()
-        )
+        values = {k: flat_get(result, k) for k in stop}
+        return any(isinstance(values[k], int | float) and values[k] >= v for k, v in stop.items())
 
 
 class SteeredFollower(Follower):

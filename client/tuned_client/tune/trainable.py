@@ -19,7 +19,7 @@ import cloudpickle
 
 from ..checkpoint import Checkpoint
 from ..protocol import as_number
-from ..session import require_session
+from ..session import flat_get, require_session
 from .parameters import Parameters
 from .resources import resources_of, with_resources
 
@@ -76,7 +76,7 @@ class Trainable:
 
 
 def _stop_met(stop: Mapping[str, float], row: Mapping[str, Any]) -> bool:
-    values = {key: as_number(row.get(key)) for key in stop}
+    values = {key: as_number(flat_get(row, key)) for key in stop}
     return any(v is not None and v >= stop[k] for k, v in values.items())
 
 
