@@ -22,6 +22,7 @@ import time
 from typing import Any, TextIO
 
 from .. import protocol as p
+from .eta import eta_line, total_trials
 from .fit_settings import FitSettings, trainable_name
 from .progress_reporter import CLIReporter, ProgressReporter
 from .trial import TrialView
@@ -243,9 +244,16 @@ class Console:
             "",
             "Trial status: " + " | ".join(f"{n} {s}" for s, n in counts.items()),
             f"Current time: {now}. Total running time: {running}",
-            f"Logical resource usage: {cpu:g}/{cap.get('cpu', 0):g} CPUs, "
-            f"{gpu:g}/{cap.get('gpu', 0):g} GPUs",
         ]
+        tc = self.fit.tune_config
+        total = total_trials(tc, self.accepted.trial_ids, views)
+        eta = eta_line(views, total, time.time() - self.started, tc.time_budget_s)
+        if eta is not None:  # tuned's one line of its own: Ray's stay as Ray prints them
+            lines.append(eta)
+        lines.append(
+            f"Logical resource usage: {cpu:g}/{cap.get('cpu', 0):g} CPUs, "
+            f"{gpu:g}/{cap.get('gpu', 0):g} GPUs"
+        )
         best = self._best(views)
         if best is not None:
             metric = self.fit.tune_config.metric
