@@ -26,8 +26,9 @@ from .events_apply import fold, view_from_info
 from .fit_settings import FitSettings
 from .link import RECONNECT_TIMEOUT_S, STOPPED_WAIT_S, daemon_stopped, reconnect
 from .output import Console
-from .result import ResultGrid, TuneError
+from .result import TuneError
 from .result_checks import check_result
+from .result_grid import ResultGrid
 from .results_builder import build_results
 from .stopper.state import StopperKeeper
 from .trial import TrialView

@@ -27,7 +27,8 @@ from .config import TuneConfig
 from .fit_settings import FitSettings, trainable_name
 from .follower import Follower
 from .link import open_connection
-from .result import ResultGrid, TuneError
+from .result import TuneError
+from .result_grid import ResultGrid
 from .scheduler_state import save_scheduler
 from .schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 from .search.basic_variant import BasicVariantGenerator, _merge

@@ -25,13 +25,14 @@ from .link import open_connection
 from .options import check_at_fit, check_options
 from .restore import (
     can_restore,
-    fit_restored,
     load_state,
     restore_flags,
     restored_settings,
     results_on_disk,
 )
-from .result import ResultGrid, TuneError
+from .result import TuneError
+from .result_grid import ResultGrid
+from .resume import fit_restored
 from .spec import experiment_spec
 from .steering import check_steering, fit_steered
 from .trainable import Trainable

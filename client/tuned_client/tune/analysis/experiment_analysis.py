@@ -26,7 +26,8 @@ from .metrics import (
 )
 
 if TYPE_CHECKING:
-    from ..result import Result, ResultGrid
+    from ..result import Result
+    from ..result_grid import ResultGrid
 
 log = logging.getLogger("tuned_client")
 TRAINING_ITERATION = "training_iteration"
@@ -107,7 +108,8 @@ class ExperimentAnalysis:
         default_metric: str | None = None,
         default_mode: str | None = None,
     ) -> None:
-        from ..result import ResultGrid, load_results
+        from ..result import load_results
+        from ..result_grid import ResultGrid
 
         if default_mode and default_mode not in ("min", "max"):
             raise ValueError("`default_mode` has to be None or one of [min, max]")
