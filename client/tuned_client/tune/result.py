@@ -50,7 +50,9 @@ BLACKLISTED_KEYS = frozenset(
         "_report_on",
     }
 )  # fmt: skip
-AUTO_KEYS = frozenset(AUTO_RESULT_KEYS) | BLACKLISTED_KEYS | {"checkpoint_dir_name"}
+# What a printed Result leaves out of its metrics: Ray's automatic keys, as the seed
+# document shows it (Ray 2.0's one line: 'done', 'trial_id', 'experiment_tag' stay).
+AUTO_KEYS = frozenset(AUTO_RESULT_KEYS) | {"checkpoint_dir_name"}
 
 
 def unpack_metrics(packed: bytes, status: str) -> dict[str, Any]:
@@ -187,23 +189,20 @@ class Result(TrialFolder):
                     rows.append(json.loads(line))
         return rows
 
-    def _repr(self, indent: int = 0) -> str:
-        """As Ray's: a field a line (the error's type first, if any), the metrics
-        without the keys Ray fills in itself."""
-        metrics = self.peek_metrics()
-        shown: dict[str, Any] = {}
-        if self.error is not None:
-            shown["error"] = type(self.error).__name__
-        shown["metrics"] = (
-            {k: v for k, v in metrics.items() if k not in AUTO_KEYS} if metrics else metrics
-        )
-        shown.update(path=self.path, filesystem="local", checkpoint=self.checkpoint)
-        pad, inner = " " * indent, " " * (indent + 2)
-        fields = ",\n".join(f"{inner}{key}={value!r}" for key, value in shown.items())
-        return f"{pad}Result(\n{fields}\n{pad})"
-
     def __repr__(self) -> str:
-        return self._repr()
+        """As the seed document prints it (Ray 2.0): one line, metrics without Ray's
+        automatic keys, the error's type, the folder. (Ray 2.5+ prints a field a line.)"""
+        metrics = self.peek_metrics()
+        shown = (
+            {k: v for k, v in metrics.items() if k not in AUTO_KEYS}
+            if metrics is not None
+            else None
+        )
+        error = None if self.error is None else type(self.error).__name__
+        parts = [f"metrics={shown!r}", f"error={error!r}", f"log_dir={self.log_dir!r}"]
+        if self.checkpoint is not None:
+            parts.append(f"checkpoint={self.checkpoint!r}")
+        return f"Result({', '.join(parts)})"
 
 
 def kept_checkpoints(trial_dir: str) -> list[tuple[Checkpoint, dict[str, Any]]]:

@@ -105,7 +105,7 @@ class ResultGrid:
         return results_dataframe(self._results, filter_metric, filter_mode)
 
     def __repr__(self) -> str:
-        inner = ",\n".join(r._repr(indent=2) for r in self._results)
+        inner = ",\n".join(f"  {r!r}" for r in self._results)
         return f"ResultGrid<[\n{inner}\n]>"
 
 
