@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from .config import TuneConfig
-from .search.basic_variant import BasicVariantGenerator
 from .trial import TrialView
 
 
@@ -44,5 +43,9 @@ def total_trials(tc: TuneConfig, submitted: Sequence[str], views: Sequence[Trial
     adds all of its at once (so they are the trials seen)."""
     if submitted:
         return len(submitted)
-    searcher = tc.search_alg is not None and not isinstance(tc.search_alg, BasicVariantGenerator)
+    if tc.search_alg is None:
+        return len(views)
+    from .search.basic_variant import BasicVariantGenerator
+
+    searcher = not isinstance(tc.search_alg, BasicVariantGenerator)
     return tc.num_samples if searcher else len(views)

@@ -27,10 +27,9 @@ from .fit_settings import FitSettings
 from .link import RECONNECT_TIMEOUT_S, STOPPED_WAIT_S, daemon_stopped, reconnect
 from .output import Console
 from .result import TuneError
-from .result_checks import check_result
+from .result_checks import check_result, needs_checks
 from .result_grid import ResultGrid
 from .results_builder import build_results
-from .stopper.state import StopperKeeper
 from .trial import TrialView
 
 # How long fit() waits, after a callback raised, for the cancelled trials to stop.
@@ -65,12 +64,15 @@ class Follower:
         self.stopper = stop if callable(stop) else None
         self.stopped: set[str] = set()  # trials a stop rule or scheduler asked to stop
         # A stopper's state is saved with the experiment, for Tuner.restore (as Ray's).
-        self.stopper_keeper = (
-            StopperKeeper(self.stopper, accepted.path) if self.stopper is not None else None
-        )
+        self.stopper_keeper: Any = None
+        if self.stopper is not None:  # (a run without one never loads the stoppers)
+            from .stopper.state import StopperKeeper
+
+            self.stopper_keeper = StopperKeeper(self.stopper, accepted.path)
         self.name_creator = fit.tune_config.trial_name_creator
         self._set_up = False
         self._callbacks_saved = 0.0
+        self.checks_results = needs_checks(fit)
 
     # ------------------------------------------------------------ hooks for the steering loop
 
@@ -221,28 +223,32 @@ class Follower:
         if msg.seq <= self.last_seq:
             return False  # already applied before a reconnect
         self.last_seq = msg.seq
-        trials = list(self.trials.values()) if self.callbacks else []
-        self.callbacks.on_step_begin(iteration=self.iteration, trials=trials)
+        called = bool(self.callbacks)  # no callbacks: no hook is called, no list is built
+        if called:
+            trials = list(self.trials.values())
+            self.callbacks.on_step_begin(iteration=self.iteration, trials=trials)
         hooks = fold(self.trials, msg)
         if isinstance(msg, p.TrialQueued) and self.name_creator is not None:
             view = self.trials[msg.trial_id]
             view.name = str(self.name_creator(view))  # Ray's trial_name_creator(trial)
         self.console.on_event(msg, self.trials)
         if isinstance(msg, p.TrialResult):
-            check_result(self.fit, self.trials[msg.trial_id].last_result or {})
+            if self.checks_results:
+                check_result(self.fit, self.trials[msg.trial_id].last_result or {})
             if self.stopper is not None:
                 self._stop_rules(msg.trial_id)
         self.on_event(msg)
-        if self.callbacks:
+        if called:
             trials = list(self.trials.values())
             for hook, kwargs in hooks:
                 getattr(self.callbacks, hook)(iteration=self.iteration, trials=trials, **kwargs)
         if isinstance(msg, p.TrialResult) and msg.decide:
             self.decide(msg)
-        elif isinstance(msg, p.TrialFinished):
+        elif called and isinstance(msg, p.TrialFinished):
             self.save_callbacks()
         self.iteration += 1
-        self.callbacks.on_step_end(iteration=self.iteration, trials=trials)
+        if called:
+            self.callbacks.on_step_end(iteration=self.iteration, trials=trials)
         return isinstance(msg, p.ExperimentFinished)
 
     def idle_step(self) -> None:

@@ -285,6 +285,8 @@ class Console:
         self._print(f"\nTrial {view} {what}")
 
     def _finished(self, view: TrialView) -> None:
+        if view.status != "ERROR" and (self.verbose < 1 or self.legacy is not None):
+            return  # nothing to print: its result stays packed, unread
         result = view.last_result or {}
         iters = result.get("training_iteration", 0)
         now, running = _clock(self.started)

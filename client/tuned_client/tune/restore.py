@@ -20,8 +20,6 @@ from .config import RunConfig, TuneConfig
 from .fit_settings import FitSettings
 from .result import load_results
 from .result_grid import ResultGrid
-from .search.searcher import restore_searcher
-from .stopper.state import load_stopper
 from .tuner_state import (
     check_param_space,
     check_trainable,
@@ -86,6 +84,9 @@ def restored_settings(
         )
         rc = run_config or RunConfig()
         space = param_space
+    from .search.searcher import restore_searcher
+    from .stopper.state import load_stopper
+
     if (run_config is None or run_config.stop is None) and (saved_stop := load_stopper(path)):
         rc.stop = saved_stop  # the stopper goes on with the state it had (as Ray's)
     searcher = None

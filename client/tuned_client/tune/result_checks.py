@@ -73,3 +73,16 @@ def check_result(fit: FitSettings, result: Mapping[str, Any]) -> None:
                     f"Stopping criteria {key} not provided in result dict. "
                     f"Keys are {list(result.keys())}."
                 )
+
+
+def needs_checks(fit: FitSettings) -> bool:
+    """Whether any result could fail ``check_result``: a plain sweep (no metric, no
+    scheduler, searcher or stop dict) skips it on every result, at no cost."""
+    tc = fit.tune_config
+    metric = tc.metric not in (None, DEFAULT_METRIC)
+    return (
+        metric
+        or _metric_of(tc.scheduler) is not None
+        or _metric_of(tc.search_alg) is not None
+        or isinstance(fit.run_config.stop, Mapping)
+    )

@@ -17,8 +17,6 @@ from .fit_settings import FitSettings, trainable_name
 from .parameters import parameters_folder
 from .resources import resources_of, to_bundles, trial_bundles
 from .result import TuneError
-from .schedulers.trial_scheduler import FIFOScheduler
-from .search.basic_variant import BasicVariantGenerator
 from .search.variant_generator import generate_variants, make_spec
 from .trainable import to_function
 
@@ -51,6 +49,11 @@ def needs_decisions(fit: FitSettings) -> bool:
     results are pipelined (the fast path).
     """
     tc = fit.tune_config
+    if tc.scheduler is None and tc.search_alg is None:  # the plain sweep loads neither
+        return callable(fit.run_config.stop)
+    from .schedulers.trial_scheduler import FIFOScheduler
+    from .search.basic_variant import BasicVariantGenerator
+
     scheduler = tc.scheduler is not None and type(tc.scheduler) is not FIFOScheduler
     searcher = tc.search_alg is not None and not isinstance(tc.search_alg, BasicVariantGenerator)
     return scheduler or searcher or callable(fit.run_config.stop)

@@ -32,9 +32,7 @@ from .restore import (
 )
 from .result import TuneError
 from .result_grid import ResultGrid
-from .resume import fit_restored
 from .spec import experiment_spec
-from .steering import check_steering, fit_steered
 from .trainable import Trainable
 from .tuner_state import save_tuner, save_tuner_early
 
@@ -82,7 +80,10 @@ class Tuner:
         self._fit = fit
         self._results: ResultGrid | None = None
         self._restore: tuple[str, dict[str, bool]] | None = None
-        check_steering(fit.tune_config)
+        if fit.tune_config.search_alg is not None or fit.tune_config.scheduler is not None:
+            from .steering import check_steering  # a plain sweep never loads the steering
+
+            check_steering(fit.tune_config)
         check_options(fit)
 
     @property
@@ -110,10 +111,14 @@ class Tuner:
     def fit(self) -> ResultGrid:
         check_at_fit(self._fit)
         if self._restore is not None and load_state(self._restore[0]) is not None:
+            from .resume import fit_restored
+
             self._results = fit_restored(self._fit, *self._restore)
             return self._results
         # a new experiment (or a restored Tuner whose experiment never reached a daemon)
         if self.tune_config.search_alg is not None or self.tune_config.scheduler is not None:
+            from .steering import fit_steered
+
             self._results = fit_steered(self._fit)
             return self._results
         spec = experiment_spec(self._fit)
