@@ -37,7 +37,7 @@ from .search.searcher import Searcher, save_searcher
 from .search.variant_generator import format_vars, generate_variants
 from .spec import experiment_spec
 from .trial import TrialView
-from .tuner_state import save_tuner
+from .tuner_state import keep_tuner
 
 # Adaptive searchers get one queued trial at a time: each suggestion is made as
 # late as possible, so it learns from every result that came before it.
@@ -331,7 +331,7 @@ def fit_steered(fit: FitSettings) -> ResultGrid:
         except DaemonError as exc:
             raise TuneError(exc.message) from None
         assert isinstance(accepted, p.Accepted)
-        save_tuner(fit, accepted.path)
+        keep_tuner(fit, accepted.path)
         control = Connection.open(conn.socket_path, autostart=False)
         run = SteeredFollower(
             fit, conn, accepted, started, autostarted=autostarted, decides=spec.decide_results

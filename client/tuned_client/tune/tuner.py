@@ -34,7 +34,7 @@ from .result import TuneError
 from .result_grid import ResultGrid
 from .spec import experiment_spec
 from .trainable import Trainable
-from .tuner_state import save_tuner, save_tuner_early
+from .tuner_state import keep_tuner, save_tuner_early
 
 
 class Tuner:
@@ -132,7 +132,7 @@ class Tuner:
             assert isinstance(accepted, p.Accepted)
             decides = spec.decide_results
             del spec  # every trial's spec, packed: the daemon has them, fit() need not hold them
-            save_tuner(self._fit, accepted.path)
+            keep_tuner(self._fit, accepted.path)
             run = Follower(
                 self._fit, conn, accepted, started, autostarted=autostarted, decides=decides
             )

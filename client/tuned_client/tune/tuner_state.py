@@ -107,6 +107,19 @@ def save_tuner(fit: FitSettings, experiment_dir: str | os.PathLike[str]) -> None
         raise
 
 
+def keep_tuner(fit: FitSettings, experiment_dir: str | os.PathLike[str]) -> None:
+    """``save_tuner`` once the experiment runs: a full or read-only disk costs the
+    restore its saved settings (said on stderr), never the run itself."""
+    try:
+        save_tuner(fit, experiment_dir)
+    except OSError as exc:
+        print(
+            f"tuned: could not write {TUNER_STATE_FILE} into {experiment_dir} ({exc}); "
+            "Tuner.restore will need the settings passed again",
+            file=sys.stderr,
+        )
+
+
 def save_tuner_early(fit: FitSettings, storage_path: str) -> None:
     """At ``Tuner(...)``, as Ray: only with a name given, and never over a run's folder."""
     name = fit.run_config.name
