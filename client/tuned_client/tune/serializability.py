@@ -9,7 +9,6 @@ pickled. This finds it among the function's closure and the globals it names
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import cloudpickle
@@ -34,6 +33,8 @@ def _fails(obj: Any) -> BaseException | None:
 
 def _captured(fn: Any) -> dict[str, Any]:
     """What a function carries into its pickle: its closure and the globals it names."""
+    import inspect  # only once pickling failed: a plain Tuner() never loads it
+
     if not inspect.isfunction(fn):
         return dict(getattr(fn, "__dict__", {}))
     found: dict[str, Any] = {}
