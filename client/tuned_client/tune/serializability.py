@@ -14,6 +14,11 @@ from typing import Any
 import cloudpickle
 
 from .parameters import parameters_left_out
+from .trial_errors import TuneError
+
+
+class TrainableNotSerializable(TuneError, TypeError):
+    """Ray raises ``TypeError`` here; it is a ``TuneError`` too, as tuned's other refusals."""
 
 _HINT = (
     "was found to be non-serializable. There may be multiple other undetected variables "
@@ -55,7 +60,7 @@ def check_serializable(trainable: Any) -> None:
         if _fails(value) is not None
     ] or [f"\tFailTuple({getattr(trainable, '__name__', trainable)!r} [obj={trainable!r}])"]
     trace = "\n".join(culprits)
-    raise TypeError(
+    raise TrainableNotSerializable(
         "The provided trainable is not serializable, which is a requirement since the "
         "trainable is serialized and deserialized when transferred to remote workers. See "
         "below for a trace of the non-serializable objects that were found in your "
