@@ -29,6 +29,7 @@ from . import (
     seed,
     subscribers,
     throughput,
+    trackers,
     web,
 )
 from .figures import Figure
@@ -51,6 +52,7 @@ def benches(quick: bool) -> dict[str, Callable[[], list[Figure]]]:
         "flat_memory": lambda: flat_memory.measure(2_000 if quick else 25_000),
         "disk": lambda: disk.measure(2.0 if quick else 6.0),
         "web": lambda: web.measure(n=500 if quick else 1_000),
+        "trackers": lambda: trackers.measure(2 if quick else 5),
         "ray": lambda: ray_side.measure(1 if quick else 3),  # only when asked for
     }
 

@@ -101,7 +101,7 @@ def render_ms(trials: int, results: int) -> tuple[float, float, int]:
         assert out.stdout.strip() == "0", out
         exp_id = _experiment_id(d)
         with web(d) as url, chromium() as drv:
-            drv.get(url)  # the cookie; the overview
+            drv.get(url)  # the token; the overview
             times = []
             for _ in range(2):
                 drv.get("about:blank")

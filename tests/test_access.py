@@ -15,7 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import RunningDaemon, as_other_user, start_daemon
+import pytest
+from conftest import RunningDaemon, as_other_user, socket_path, start_daemon
 
 
 def mode(path: Path) -> int:
@@ -27,6 +28,7 @@ def test_by_default_only_the_owner_can_reach_the_socket(daemon: RunningDaemon) -
     assert mode(daemon.socket) == 0o600
 
 
+@pytest.mark.root
 def test_allow_group_opens_the_socket_to_that_group_only(daemon_factory: object) -> None:
     nogroup = grp.getgrgid(65534).gr_name
     d: RunningDaemon = daemon_factory("--num-cpus", "1", "--allow-group", nogroup)  # type: ignore[operator]
@@ -36,6 +38,7 @@ def test_allow_group_opens_the_socket_to_that_group_only(daemon_factory: object)
     assert as_other_user(d.socket, 65533, 65533) == "unreachable: PermissionError"
 
 
+@pytest.mark.root
 def test_allow_uid_lets_everyone_reach_the_socket_and_the_uid_check_decides(
     daemon_factory: object,
 ) -> None:
@@ -61,7 +64,7 @@ def test_a_private_directory_left_open_is_closed_again(daemon_factory: object) -
 def test_a_link_planted_where_the_socket_directory_goes_is_refused(tmp_path: Path) -> None:
     target = tmp_path / "attacker"
     target.mkdir()
-    planted = Path(f"/tmp/tuned-test-planted-{os.getpid()}")
+    planted = socket_path("planted").parent / "here"  # in the session's socket folder
     planted.symlink_to(target)
     try:
         out = subprocess.run(

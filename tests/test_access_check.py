@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tuned import access
 from tuned.config import Settings
+from tuned.serve import access
 
 SETTINGS = Settings(socket_path=Path("/nonexistent/tuned.sock"), state_dir=Path("/nonexistent"))
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, RunningDaemon
+from gates import Barrier
 from tuned_client import tune
 
 EXAMPLE = REPO / "examples" / "basic_experiment.py"
@@ -93,13 +94,16 @@ def test_impossible_requests_are_refused_at_submit(daemon: RunningDaemon) -> Non
 
 SPAN_SCRIPT = """
 import os, sys, time
+sys.path.insert(0, {tests!r})
+from gates import arrive
 from tuned_client import tune
 
-OUT = sys.argv[1]
+OUT, BARRIER = sys.argv[1], sys.argv[2:]
 
 def trial(config):
     start = time.time()
-    time.sleep(0.3)
+    if BARRIER:  # the first two trials wait for each other, whoever submitted them
+        arrive(BARRIER[0])
     with open(os.path.join(OUT, f"{{config['i']}}-{{os.getpid()}}"), "w") as f:
         f.write(f"{{start}} {{time.time()}}")
     return {{"i": config["i"]}}
@@ -108,6 +112,7 @@ r = tune.Tuner(trial, param_space={{"i": tune.grid_search(list(range({n})))}},
                run_config=tune.RunConfig(verbose=0)).fit()
 assert r.num_terminated == {n}, r.errors
 """
+TESTS = str(Path(__file__).parent)
 
 
 def peak_overlap(spans: list[tuple[float, float]]) -> int:
@@ -132,28 +137,30 @@ def test_two_clients_at_once_share_one_ledger(daemon: RunningDaemon, tmp_path: P
     spans = tmp_path / "spans"
     spans.mkdir()
     script = tmp_path / "client.py"
-    script.write_text(SPAN_SCRIPT.format(n=4))
-    procs = [
-        subprocess.Popen([sys.executable, str(script), str(spans)], env=daemon.env())
-        for _ in range(2)
-    ]
-    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    script.write_text(SPAN_SCRIPT.format(n=4, tests=TESTS))
+    barrier = Barrier(tmp_path / "barrier", 2)
+    try:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(script), str(spans), str(barrier.folder)], env=daemon.env()
+            )
+            for _ in range(2)
+        ]
+        assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    finally:
+        barrier.close()
     found = read_spans(spans)
     assert len(found) == 8
     assert peak_overlap(found) == 2  # two CPUs, one each: never more than two at once
 
 
 def test_the_client_starts_a_daemon_and_the_next_run_reuses_it(tmp_path: Path) -> None:
-    sock = Path(f"/tmp/tuned-test-auto-{os.getpid()}") / "tuned.sock"
-    env = dict(os.environ)
-    env.update(
-        TUNED_SOCKET=str(sock),
-        TUNED_STATE_DIR=str(tmp_path / "state"),
-        TUNED_STORAGE_PATH=str(tmp_path / "results"),
-        TUNED_IDLE_TIMEOUT="60",
-    )
+    """Nothing set: the socket, state and results go where a user's would (this test's HOME)."""
+    env = {**os.environ, "TUNED_IDLE_TIMEOUT": "60"}
+    sock = Path(os.environ["XDG_RUNTIME_DIR"]) / "tuned" / "tuned.sock"
+    state = Path(os.environ["XDG_STATE_HOME"]) / "tuned"
     script = tmp_path / "client.py"
-    script.write_text(SPAN_SCRIPT.format(n=2))
+    script.write_text(SPAN_SCRIPT.format(n=2, tests=TESTS))
     spans = tmp_path / "spans"
     spans.mkdir()
     pids = []
@@ -164,9 +171,11 @@ def test_the_client_starts_a_daemon_and_the_next_run_reuses_it(tmp_path: Path) -
                 text=True, timeout=120,
             )  # fmt: skip
             assert out.returncode == 0, out.stderr
-            pids.append(int((tmp_path / "state" / "tuned.pid").read_text()))
+            pids.append(int((state / "tuned.pid").read_text()))
         assert pids[0] == pids[1]
         os.kill(pids[0], 0)  # still alive for the next run
+        assert sock.is_socket()
     finally:
-        subprocess.run([sys.executable, "-m", "tuned", "stop", "--socket", str(sock)], env=env)
-    assert not (tmp_path / "state" / "tuned.pid").exists()
+        subprocess.run([sys.executable, "-m", "tuned", "stop"], env=env)
+    assert not (state / "tuned.pid").exists()
+    assert len(list((Path.home() / "tuned_results").glob("*/*/result.json"))) == 4

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunningDaemon
+from conftest import RunningDaemon, next_event
+from tuned_client import protocol as p
 from tuned_client import tune
 
 
@@ -175,13 +176,12 @@ def test_the_scheduler_is_named(daemon: RunningDaemon, capsys: pytest.CaptureFix
 
 WAITER = textwrap.dedent(
     """
-    import time
+    import threading
     from tuned_client import tune
 
     def slow(config):
-        for i in range(600):
-            time.sleep(0.1)
-            tune.report({"i": i})
+        tune.report({"i": 0})
+        threading.Event().wait()  # runs until the daemon goes
 
     tune.Tuner(slow, run_config=tune.RunConfig(verbose=0)).fit()
     """
@@ -197,11 +197,8 @@ def test_a_daemon_stopped_under_fit_is_said_at_once(daemon: RunningDaemon, tmp_p
     )
     try:
         with daemon.connect() as conn:
-            from tuned_client import protocol as p
-
             conn.send(p.Subscribe(experiment_id="", since=-1))
-            while not isinstance(conn.recv(), p.TrialResult):
-                pass
+            next_event(conn, p.TrialResult)
         daemon.stop(signal.SIGTERM)
         assert proc.stderr is not None
         line = proc.stderr.readline()  # the first thing it says, as soon as the daemon is gone

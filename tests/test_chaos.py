@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import psutil
-from conftest import RunningDaemon, ledger_in_use, restart_daemon
+from conftest import RunningDaemon, alive, ledger_in_use, restart_daemon, start_script
+from gates import wait_until
 from tuned_client import tune
 
 STEPS = 8
+# Read at import: each test's environment is private (conftest's ``isolated``).
+SEED = int(os.environ.get("TUNED_CHAOS_SEED") or random.randrange(2**32))
 
 
 def train_checkpointing(config: dict) -> None:
@@ -51,33 +53,23 @@ print(json.dumps([[r.status, r.config["x"], (r.metrics or {{}}).get("step"), r.p
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _wait_for_rows(storage: Path, at_least: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while sum(len(f.read_bytes().splitlines()) for f in storage.glob("*/*/result.json")) < at_least:
-        assert time.monotonic() < deadline, "the experiment made no progress"
-        time.sleep(0.02)  # watching another process's output
+def _rows(storage: Path) -> int:
+    return sum(len(f.read_bytes().splitlines()) for f in storage.glob("*/*/result.json"))
 
 
 def test_sigkilled_daemon_twice_loses_nothing(daemon: RunningDaemon, tmp_path: Path) -> None:
     pids = tmp_path / "pids.log"
-    script = tmp_path / "client.py"
-    script.write_text(CLIENT.format(tests=str(Path(__file__).parent), pids=str(pids)))
-    client = subprocess.Popen(
-        [sys.executable, str(script)], env=daemon.env(), stdout=subprocess.PIPE, text=True
-    )
-    rng = random.Random()
+    source = CLIENT.format(tests=str(Path(__file__).parent), pids=str(pids))
+    client = start_script(daemon, tmp_path / "client.py", source, stdout=subprocess.PIPE, text=True)
+    print(f"seed {SEED} (TUNED_CHAOS_SEED={SEED} makes the same choices)")  # shown on failure
+    rng = random.Random(SEED)
     current = daemon
     try:
         for kill in range(2):
-            _wait_for_rows(daemon.storage, at_least=rng.randint(3, 10) + 14 * kill)
-            time.sleep(rng.uniform(0, 0.15))  # a random moment, mid-report or not
+            rows, delay = rng.randint(3, 10) + 14 * kill, rng.uniform(0, 0.15)
+            print(f"kill {kill + 1}: after {rows} result rows and {delay:.3f} s more")
+            wait_until(lambda: _rows(daemon.storage) >= rows, f"{rows} result rows")  # noqa: B023
+            time.sleep(delay)  # a random moment, mid-report or not
             current.stop(signal.SIGKILL)
             current = restart_daemon(current)
         out, _ = client.communicate(timeout=60)
@@ -91,7 +83,7 @@ def test_sigkilled_daemon_twice_loses_nothing(daemon: RunningDaemon, tmp_path: P
             assert [r["training_iteration"] for r in rows] == list(range(1, STEPS + 1))
             csv = (Path(path) / "progress.csv").read_text().splitlines()
             assert len(csv) == STEPS + 1
-        leftovers = [int(x) for x in pids.read_text().split() if _alive(int(x))]
+        leftovers = [int(x) for x in pids.read_text().split() if alive(int(x))]
         assert leftovers == [], "processes of the experiment outlived it"
         assert ledger_in_use(current) == {"cpu": 0, "gpu": 0, "memory": 0}
     finally:

@@ -7,31 +7,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunningDaemon
+from conftest import RunningDaemon, tuned, tuned_bg
+from gates import GATE_WAIT, Gate, wait_until
 
 PY = sys.executable
-
-
-def cli(
-    d: RunningDaemon, cmd: str, *args: str, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PY, "-m", "tuned", cmd, "--socket", str(d.socket), *args],
-        env=d.env(), capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
-
-
-def cli_bg(d: RunningDaemon, cmd: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [PY, "-m", "tuned", cmd, "--socket", str(d.socket), *args],
-        env=d.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
 
 
 def json_lines(proc: subprocess.Popen[str]) -> Iterator[dict[str, Any]]:
@@ -53,28 +37,25 @@ def read_until(
 
 
 def submit(d: RunningDaemon, *args: str) -> dict[str, Any]:
-    out = cli(d, "submit", "--json", *args)
+    out = tuned(d, "submit", "--json", *args)
     assert out.returncode == 0, out.stderr
     result: dict[str, Any] = json.loads(out.stdout.splitlines()[0])
     return result
 
 
 def status_json(d: RunningDaemon) -> dict[str, Any]:
-    out = cli(d, "status", "--json")
+    out = tuned(d, "status", "--json")
     assert out.returncode == 0, out.stderr
     result: dict[str, Any] = json.loads(out.stdout)
     return result
 
 
-WAIT_FOR_FILE = "import os, sys, time\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.02)\n"
-
-
 def test_status_shows_running_trials_and_cancel_returns_the_ledger(
     daemon: RunningDaemon, tmp_path: Path
 ) -> None:
-    gate = tmp_path / "never"
-    exp = submit(daemon, "--cpu", "1", "--gpu", "0.5", "--", PY, "-c", WAIT_FOR_FILE, str(gate))
-    tail = cli_bg(daemon, "tail", "--json", exp["experiment_id"])
+    gate = Gate(tmp_path / "never")  # the trial runs until cancelled
+    exp = submit(daemon, "--cpu", "1", "--gpu", "0.5", "--", PY, "-c", GATE_WAIT, str(gate))
+    tail = tuned_bg(daemon, "tail", "--json", exp["experiment_id"])
     started = read_until(tail, lambda e: e["kind"] == "trial_started")[-1]
 
     st = status_json(daemon)
@@ -84,11 +65,11 @@ def test_status_shows_running_trials_and_cancel_returns_the_ledger(
     assert running["gpu_ids"] == "0" and running["rss"] > 0
     assert st["gpus"][0]["used"] == 0.5
     assert {r["name"]: r["used"] for r in st["resources"]}["cpu"] == 1.0
-    text = cli(daemon, "status").stdout
+    text = tuned(daemon, "status").stdout
     assert f"{started['pid']}" in text and "cpu=1 gpu=0.5" in text
     assert "0.50 allocated" in text and "1 RUNNING" in text
 
-    out = cli(daemon, "cancel", exp["experiment_id"])
+    out = tuned(daemon, "cancel", exp["experiment_id"])
     assert out.returncode == 0 and f"cancelled {exp['experiment_id']}" in out.stdout
     end = read_until(tail, lambda e: e["kind"] == "experiment_finished")
     assert tail.wait(timeout=10) == 0  # tail EXPERIMENT ends with it
@@ -105,7 +86,7 @@ def test_unknown_ids_get_clear_errors(daemon: RunningDaemon) -> None:
         ("logs", "no trial 'nope'"),
         ("tail", "no experiment 'nope'"),
     ):
-        out = cli(daemon, cmd, "nope")
+        out = tuned(daemon, cmd, "nope")
         assert out.returncode == 1, (cmd, out)
         assert expected in out.stderr and "Traceback" not in out.stderr
 
@@ -113,7 +94,7 @@ def test_unknown_ids_get_clear_errors(daemon: RunningDaemon) -> None:
 def test_tail_json_streams_every_event_of_an_experiment_in_order(
     daemon: RunningDaemon, tmp_path: Path
 ) -> None:
-    everything = cli_bg(daemon, "tail", "--json", "--since", "0")
+    everything = tuned_bg(daemon, "tail", "--json", "--since", "0")
     script = tmp_path / "steps.py"
     script.write_text(
         "import sys\nfrom tuned_client import tune\n"
@@ -121,7 +102,7 @@ def test_tail_json_streams_every_event_of_an_experiment_in_order(
     )
     exp = submit(daemon, "--cpu", "1", "--grid", "x=1,2,3,4", "--", PY, str(script), "{x}")
     exp_id = exp["experiment_id"]
-    one = cli_bg(daemon, "tail", "--json", exp_id)  # started while it runs; ends with it
+    one = tuned_bg(daemon, "tail", "--json", exp_id)  # started while it runs; ends with it
     mine = list(json_lines(one))
     assert one.wait(timeout=30) == 0
 
@@ -142,7 +123,7 @@ def test_tail_json_streams_every_event_of_an_experiment_in_order(
 
 def test_tail_without_a_terminal_prints_a_line_per_event(daemon: RunningDaemon) -> None:
     exp = submit(daemon, "--cpu", "1", "--", "true")
-    out = cli(daemon, "tail", exp["experiment_id"])
+    out = tuned(daemon, "tail", exp["experiment_id"])
     lines = out.stdout.splitlines()
     assert out.returncode == 0 and len(lines) == 5, out
     assert "accepted" in lines[0] and "queued" in lines[1] and "started pid" in lines[2]
@@ -158,41 +139,41 @@ def test_submit_runs_a_command_that_reports_metrics(daemon: RunningDaemon, tmp_p
         "    print('step', step, flush=True)\n"
         "    tune.report({'loss': lr * (3 - step), 'step': step})\n"
     )
-    out = cli(daemon, "submit", "--cpu", "0.5", "--wait", "--", PY, str(script), "--lr", "0.5")
+    out = tuned(daemon, "submit", "--cpu", "0.5", "--wait", "--", PY, str(script), "--lr", "0.5")
     assert out.returncode == 0, out.stderr
     trial_id = out.stdout.split("trial ")[1].split()[0]
     assert "TERMINATED" in out.stderr  # --wait follows it
-    path = Path(json.loads(cli(daemon, "ls", "--json").stdout)[0]["path"])
+    path = Path(json.loads(tuned(daemon, "ls", "--json").stdout)[0]["path"])
     [trial_dir] = [p for p in path.iterdir() if p.is_dir()]
     rows = [json.loads(x) for x in (trial_dir / "result.json").read_text().splitlines()]
     assert [r["loss"] for r in rows] == [1.5, 1.0, 0.5]
     assert [r["training_iteration"] for r in rows] == [1, 2, 3]
     assert all(r["trial_id"] == trial_id for r in rows)
 
-    logs = cli(daemon, "logs", trial_id)
+    logs = tuned(daemon, "logs", trial_id)
     assert logs.returncode == 0 and logs.stdout == "step 0\nstep 1\nstep 2\n"
 
 
 def test_a_failing_command_is_an_error_with_its_exit_code(daemon: RunningDaemon) -> None:
-    out = cli(daemon, "submit", "--wait", "--", "sh", "-c", "echo bad input >&2; exit 3")
+    out = tuned(daemon, "submit", "--wait", "--", "sh", "-c", "echo bad input >&2; exit 3")
     assert out.returncode == 1
     assert "ERROR: the trial process exited with code 3" in out.stderr
     trial_id = out.stdout.split("trial ")[1].split()[0]
-    assert cli(daemon, "logs", "--stderr", trial_id).stdout == "bad input\n"
+    assert tuned(daemon, "logs", "--stderr", trial_id).stdout == "bad input\n"
 
 
 def test_a_grid_queues_one_command_per_combination(daemon: RunningDaemon) -> None:
     show = "import sys, json; print(json.dumps(sys.argv[1:]))"
-    out = cli(
+    out = tuned(
         daemon, "submit", "--wait", "--cpu", "0.5", "--grid", "lr=0.1,1e-3", "--grid", "bs=8,16",
         "--", PY, "-c", show, "--lr", "{lr}", "--bs", "{bs}",
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     trial_ids = [line.split()[1] for line in out.stdout.splitlines() if "trial " in line]
     assert len(trial_ids) == 4
-    argvs = [json.loads(cli(daemon, "logs", t).stdout) for t in trial_ids]
+    argvs = [json.loads(tuned(daemon, "logs", t).stdout) for t in trial_ids]
     assert argvs == [["--lr", lr, "--bs", bs] for lr in ("0.1", "1e-3") for bs in ("8", "16")]
-    exp_path = Path(json.loads(cli(daemon, "ls", "--json").stdout)[0]["path"])
+    exp_path = Path(json.loads(tuned(daemon, "ls", "--json").stdout)[0]["path"])
     params = [json.loads((d / "params.json").read_text()) for d in exp_path.iterdir() if d.is_dir()]
     assert len(params) == 4  # numbers stay numbers where they read back as typed
     assert {"lr": 0.1, "bs": 8} in params and {"lr": "1e-3", "bs": 16} in params
@@ -200,19 +181,19 @@ def test_a_grid_queues_one_command_per_combination(daemon: RunningDaemon) -> Non
 
 def test_braces_are_placeholders_only_for_grid_names(daemon: RunningDaemon) -> None:
     report = "from tuned_client import tune; tune.report({'answer': 42})"
-    out = cli(daemon, "submit", "--wait", "--", PY, "-c", report)
+    out = tuned(daemon, "submit", "--wait", "--", PY, "-c", report)
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in _result_lines(daemon)]
     assert [r["answer"] for r in rows] == [42]
     show = "import sys, json; print(json.dumps(sys.argv[1:]))"
     args = ['{"lr": {lr}}', "{print $1}", "{{x}}", "{other}"]
-    out = cli(daemon, "submit", "--wait", "--grid", "lr=0.5", "--", PY, "-c", show, *args)
+    out = tuned(daemon, "submit", "--wait", "--grid", "lr=0.5", "--", PY, "-c", show, *args)
     assert out.returncode == 0, out.stderr
     note = out.stderr.splitlines()[0]
     assert "{other}" in note and "names no --grid key: passed as typed" in note
     trial_id = out.stdout.split("trial ")[1].split()[0]
     assert f"{trial_id}  {PY} -c {show} " + '{"lr": 0.5}' in out.stdout
-    assert json.loads(cli(daemon, "logs", trial_id).stdout) == [
+    assert json.loads(tuned(daemon, "logs", trial_id).stdout) == [
         '{"lr": 0.5}',
         "{print $1}",
         "{{x}}",
@@ -221,30 +202,30 @@ def test_braces_are_placeholders_only_for_grid_names(daemon: RunningDaemon) -> N
 
 
 def _result_lines(daemon: RunningDaemon) -> list[str]:
-    exp_path = Path(json.loads(cli(daemon, "ls", "--json").stdout)[0]["path"])
+    exp_path = Path(json.loads(tuned(daemon, "ls", "--json").stdout)[0]["path"])
     return [line for f in exp_path.glob("*/result.json") for line in f.read_text().splitlines()]
 
 
 def test_submit_refuses_what_it_cannot_run(daemon: RunningDaemon) -> None:
-    out = cli(daemon, "submit", "--metric", "loss", "--", "true")
+    out = tuned(daemon, "submit", "--metric", "loss", "--", "true")
     assert out.returncode == 1 and "--metric and --mode go together" in out.stderr
-    out = cli(daemon, "submit", "--gpu", "2", "--", "true")
+    out = tuned(daemon, "submit", "--gpu", "2", "--", "true")
     assert out.returncode == 1 and "gpu" in out.stderr
-    assert cli(daemon, "submit").returncode == 1
-    assert json.loads(cli(daemon, "ls", "--json").stdout) == []
+    assert tuned(daemon, "submit").returncode == 1
+    assert json.loads(tuned(daemon, "ls", "--json").stdout) == []
 
 
 def test_logs_follow_streams_until_the_trial_ends(daemon: RunningDaemon, tmp_path: Path) -> None:
-    gate = tmp_path / "go"
-    code = "import os, sys, time\nprint('first', flush=True)\n" + WAIT_FOR_FILE.split("\n", 1)[1]
+    gate = Gate(tmp_path / "go")
+    code = "print('first', flush=True)\n" + GATE_WAIT
     code += "print('second', flush=True)\n"
     exp = submit(daemon, "--", PY, "-c", code, str(gate))
-    tail = cli_bg(daemon, "tail", "--json", exp["experiment_id"])
+    tail = tuned_bg(daemon, "tail", "--json", exp["experiment_id"])
     read_until(tail, lambda e: e["kind"] == "trial_started")
-    follow = cli_bg(daemon, "logs", "-f", exp["trial_ids"][0])
+    follow = tuned_bg(daemon, "logs", "-f", exp["trial_ids"][0])
     assert follow.stdout is not None
     assert follow.stdout.readline() == "first\n"  # shown while the trial still runs
-    gate.touch()
+    gate.open()
     rest, err = follow.communicate(timeout=30)
     assert follow.returncode == 0, err
     assert rest == "second\n"
@@ -252,12 +233,13 @@ def test_logs_follow_streams_until_the_trial_ends(daemon: RunningDaemon, tmp_pat
 
 
 # A trial reporting six metrics, then (all but the first) waiting for a file.
-REPORT_THEN_WAIT = """import os, sys, time
+REPORT_THEN_WAIT = """import fcntl, sys
 from tuned_client import tune
 i = float(sys.argv[2])
 tune.report({"loss": i, "accuracy": 1 - i / 10, "validation_loss": i + 1,
              "learning_rate_now": i / 100, "epoch_seconds": 1.5, "gradient_norm": 2.0})
-while i and not os.path.exists(sys.argv[1]): time.sleep(0.02)
+if i:
+    with open(sys.argv[1]) as gate: fcntl.flock(gate, fcntl.LOCK_SH)
 """
 METRICS = ("loss", "accuracy", "validation_loss", "learning_rate_now", "epoch_seconds")
 
@@ -265,12 +247,12 @@ METRICS = ("loss", "accuracy", "validation_loss", "learning_rate_now", "epoch_se
 def test_status_shows_best_trial_eta_and_every_metric_in_80_columns(
     daemon: RunningDaemon, tmp_path: Path
 ) -> None:
-    gate = tmp_path / "go"
+    gate = Gate(tmp_path / "go")
     exp = submit(
         daemon, "--name", "six-metrics-sweep", "--metric", "loss", "--mode", "min",
         "--grid", "i=0,2,1", "--", PY, "-c", REPORT_THEN_WAIT, str(gate), "{i}",
     )  # fmt: skip
-    tail = cli_bg(daemon, "tail", "--json", exp["experiment_id"])
+    tail = tuned_bg(daemon, "tail", "--json", exp["experiment_id"])
     seen: dict[str, int] = {}
 
     def reported_and_one_ended(e: dict[str, Any]) -> bool:
@@ -290,36 +272,40 @@ def test_status_shows_best_trial_eta_and_every_metric_in_80_columns(
     assert "1/3 done, ETA " in out.stdout and "ETA ?" not in out.stdout
     for name in (*METRICS, "gradient_norm"):
         assert name in out.stdout, name
-    gate.touch()
+    gate.open()
     read_until(tail, lambda e: e["kind"] == "experiment_finished")
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="the live view is driven in tmux")
 def test_the_live_view_in_a_terminal(daemon: RunningDaemon, tmp_path: Path) -> None:
-    gate = tmp_path / "go"
+    gate = Gate(tmp_path / "go")
     exp = submit(
         daemon, "--name", "live", "--metric", "loss", "--mode", "min", "--grid", "i=0,2,1",
         "--", PY, "-c", REPORT_THEN_WAIT, str(gate), "{i}",
     )  # fmt: skip
-    session = f"tuned-test-{daemon.proc.pid}"
-    tuned = f"{PY} -m tuned tail --socket {daemon.socket} {exp['experiment_id']}"
+    # A tmux server of this test's own (its socket, no config): never the user's sessions.
+    tmux = ["tmux", "-S", str(tmp_path / "tmux.sock"), "-f", "/dev/null"]
+    command = f"{PY} -m tuned tail --socket {daemon.socket} {exp['experiment_id']}"
     subprocess.run(
-        ["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "40",
-         f"{tuned}; echo TAIL-EXITED-$?; sleep 60"],
-        check=True,
+        [*tmux, "new-session", "-d", "-s", "live", "-x", "80", "-y", "40",
+         f"{command}; echo TAIL-EXITED-$?; sleep 600"],
+        check=True, env={k: v for k, v in daemon.env().items() if k != "TMUX"},
     )  # fmt: skip
     try:
 
         def pane_shows(text: str) -> str:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                pane = subprocess.run(
-                    ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
+            screen = [""]
+
+            def shows() -> str:
+                screen[0] = subprocess.run(
+                    [*tmux, "capture-pane", "-p", "-t", "live"], capture_output=True, text=True
                 ).stdout
-                if text in pane:
-                    return pane
-                time.sleep(0.1)  # another process's screen: nothing to await
-            raise AssertionError(f"{text!r} never showed:\n{pane}")
+                return screen[0] if text in screen[0] else ""
+
+            try:  # another process's screen: polled, nothing to await
+                return wait_until(shows, f"{text!r} on the screen", timeout=60)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; it shows:\n{screen[0]}") from None
 
         pane = pane_shows("2 RUNNING, 1 TERMINATED")
         assert pane.count("== Status ==") == 1  # redrawn in place, not scrolled
@@ -329,15 +315,15 @@ def test_the_live_view_in_a_terminal(daemon: RunningDaemon, tmp_path: Path) -> N
         assert "(running)  ETA 0:" in pane
         for name in (*METRICS, "gradient_norm"):  # every metric, in 80 columns
             assert name in pane, name
-        gate.touch()
+        gate.open()
         pane = pane_shows("TAIL-EXITED-0")
         assert "3/3 done  (3 TERMINATED)" in pane and pane.count("== Status ==") == 1
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+        subprocess.run([*tmux, "kill-server"], check=False)
 
 
 def test_tail_of_everything_follows_until_ctrl_c(daemon: RunningDaemon) -> None:
-    tail = cli_bg(daemon, "tail", "--json", "--since", "0")  # no race with the submit
+    tail = tuned_bg(daemon, "tail", "--json", "--since", "0")  # no race with the submit
     exp = submit(daemon, "--", "true")
     ev = read_until(tail, lambda e: e["kind"] == "experiment_finished")[-1]
     assert ev["experiment_id"] == exp["experiment_id"]

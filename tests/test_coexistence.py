@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import RunningDaemon
+from conftest import RunningDaemon, socket_path
 from tuned_client import protocol as p
 from tuned_client.connection import daemon_command
 from tuned_client.framing import encode_frame
@@ -27,11 +27,10 @@ PY = sys.executable
 
 
 @pytest.fixture
-def fake_server(tmp_path: Path) -> Iterator[Callable[[bytes], Path]]:
+def fake_server() -> Iterator[Callable[[bytes], Path]]:
     """A Unix socket whose server answers any connection with ``reply`` and closes it."""
     servers: list[socket.socket] = []
-    folder = Path(f"/tmp/tuned-fake-{os.getpid()}-{abs(hash(tmp_path)) % 10**8}")
-    folder.mkdir(mode=0o700)
+    folder = socket_path("fake").parent
 
     def start(reply: bytes) -> Path:
         path = folder / f"s{len(servers)}.sock"
@@ -115,7 +114,7 @@ def test_the_client_never_starts_a_tuned_from_path_that_is_not_ours(
     monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))  # no `tuned` beside it
     assert daemon_command() == [str(tmp_path / "python"), "-m", "tuned"]
     ours = tmp_path / "bin" / "tuned"
-    ours.write_text("#!/venv/bin/python\nimport sys\nfrom tuned.cli import main\n")
+    ours.write_text("#!/venv/bin/python\nimport sys\nfrom tuned.cli.main import main\n")
     assert daemon_command() == [str(ours)]
 
 

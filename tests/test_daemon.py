@@ -8,12 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 import psutil
 import pytest
-from conftest import RunningDaemon, use_daemon
+from conftest import RunningDaemon, next_event, socket_path, start_script, use_daemon
 from tuned_client import protocol as p
 from tuned_client import tune
 from tuned_client.framing import HEADER, encode_frame, read_frame
@@ -42,25 +43,14 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-def wait_for(conn: object, kind: type) -> object:
-    while True:
-        msg = conn.recv()  # type: ignore[attr-defined]
-        if isinstance(msg, kind):
-            return msg
-
-
 def test_sigterm_stops_the_daemon_and_takes_running_trials_with_it(
     daemon: RunningDaemon, tmp_path: Path
 ) -> None:
     watcher = daemon.connect()
     watcher.send(p.Subscribe())
-    script = tmp_path / "client.py"
-    script.write_text(HANGING_CLIENT)
-    client = subprocess.Popen(
-        [sys.executable, str(script)], env=daemon.env(), stderr=subprocess.DEVNULL
-    )
+    client = start_script(daemon, tmp_path / "client.py", HANGING_CLIENT, stderr=subprocess.DEVNULL)
     try:
-        started = wait_for(watcher, p.TrialStarted)
+        started = next_event(watcher, p.TrialStarted)
         assert isinstance(started, p.TrialStarted)
         assert group_alive(started.pid)
         assert daemon.stop(signal.SIGTERM) == 0
@@ -115,7 +105,7 @@ def test_bad_frames_get_an_error_naming_the_problem_and_the_daemon_serves_on(
 
 
 def test_tuned_start_in_the_background_then_stop(tmp_path: Path) -> None:
-    sock = Path(f"/tmp/tuned-test-cli-{os.getpid()}") / "tuned.sock"
+    sock = socket_path("cli")
     state = tmp_path / "state"
     base = [sys.executable, "-m", "tuned"]
     where = ["--socket", str(sock), "--state-dir", str(state)]
@@ -138,20 +128,30 @@ def test_tuned_start_in_the_background_then_stop(tmp_path: Path) -> None:
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
-def slow(config: dict) -> dict:
-    import time
+def outlasts_the_idle_timeout(config: dict) -> dict:
+    """Runs until a connection it opens is closed for idling: as long as the idle timeout."""
+    from tuned_client.connection import Connection
+    from tuned_client.framing import recv_message
 
-    time.sleep(1.0)
+    with Connection.open(config["socket"], autostart=False) as idle:
+        assert isinstance(recv_message(idle.sock), p.Error)
     return {"ok": 1}
 
 
+@pytest.mark.timeout(120)  # a daemon that never leaves fails here
 def test_an_idle_daemon_exits_by_itself_but_not_while_it_has_work(
-    daemon_factory: object, monkeypatch: pytest.MonkeyPatch
+    daemon_factory: Callable[..., RunningDaemon], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    d: RunningDaemon = daemon_factory("--num-cpus", "2", "--idle-timeout", "0.5")  # type: ignore[operator]
+    d = daemon_factory(
+        "--num-cpus", "2", "--idle-timeout", "0.5", "--idle-connection-timeout", "0.5"
+    )  # fmt: skip
     use_daemon(d, monkeypatch)
     # A trial longer than the idle timeout: the daemon must stay for it.
-    results = tune.Tuner(slow, run_config=tune.RunConfig(verbose=0)).fit()
+    results = tune.Tuner(
+        outlasts_the_idle_timeout,
+        param_space={"socket": str(d.socket)},
+        run_config=tune.RunConfig(verbose=0),
+    ).fit()
     assert results.num_terminated == 1
     assert d.proc.wait(timeout=30) == 0  # then, idle, it leaves on its own
     assert not d.socket.exists()
@@ -166,7 +166,7 @@ def test_a_second_daemon_on_the_same_state_folder_is_refused(
     ).fit()
     assert not results.errors
     archived = sorted((daemon.state_dir / "archive").iterdir())
-    other_socket = Path(f"{daemon.socket.parent}-other") / "tuned.sock"
+    other_socket = socket_path("other")
     try:
         out = subprocess.run(
             [sys.executable, "-m", "tuned", "start", "--foreground", "--num-cpus", "1",

@@ -12,15 +12,14 @@ import json
 import resource
 import signal
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from conftest import RunningDaemon, restart_daemon, start_daemon, use_daemon
-from tuned_client import protocol as p
+from gates import Gate, pass_gate, wait_until
 from tuned_client import tune
 
-from tuned.journal import Journal
+from tuned.store.journal import Journal
 
 LIMIT = 256 * 1024
 PAD = "x" * 60_000  # each padded submit puts ~120 KB into the journal
@@ -37,22 +36,13 @@ def start_limited(base: Path, fsize: int, args: list[str], name: str = "full") -
 
 def waits_for_release(config: dict) -> None:
     Path(config["dir"], f"started-{config['i']}").touch()
-    release = Path(config["dir"], "release")
-    while not release.exists():  # the trial's own wait: the test decides when it may go on
-        time.sleep(0.05)
+    pass_gate(config["release"])  # the test decides when it may go on
     for step in range(1, 4):
         tune.report({"step": step})
 
 
 def trivial(config: dict) -> dict:
     return {"ok": 1}
-
-
-def wait_for(path: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
 
 
 def test_a_full_disk_refuses_new_work_and_keeps_the_running_experiment(
@@ -63,19 +53,24 @@ def test_a_full_disk_refuses_new_work_and_keeps_the_running_experiment(
         use_daemon(d, monkeypatch)
         work = tmp_path / "work"
         work.mkdir()
+        release = Gate(tmp_path / "release")
         running: list[tune.ResultGrid] = []
         first = threading.Thread(
             target=lambda: running.append(
                 tune.Tuner(
                     waits_for_release,
-                    param_space={"dir": str(work), "i": tune.grid_search([0, 1])},
+                    param_space={
+                        "dir": str(work),
+                        "release": str(release),
+                        "i": tune.grid_search([0, 1]),
+                    },
                     run_config=tune.RunConfig(name="running", verbose=0),
                 ).fit()
             )
         )
         first.start()
-        wait_for(work / "started-0")
-        wait_for(work / "started-1")
+        started = [work / "started-0", work / "started-1"]
+        wait_until(lambda: all(f.exists() for f in started), "both trials to start")
 
         refusal = None
         for i in range(8):  # fill the journal with experiments until the disk says no
@@ -95,14 +90,13 @@ def test_a_full_disk_refuses_new_work_and_keeps_the_running_experiment(
         with pytest.raises(tune.TuneError, match="takes no new work"):  # and it stays so
             tune.Tuner(trivial, run_config=tune.RunConfig(name="later", verbose=0)).fit()
 
-        (work / "release").touch()  # the experiment that was running goes on to its end
+        release.open()  # the experiment that was running goes on to its end
         first.join(timeout=120)
         assert not first.is_alive()
         results = running[0]
         assert not results.errors
         assert sorted(r.metrics["step"] for r in results) == [3, 3]
-        with d.connect() as conn:
-            assert isinstance(conn.request(p.GetStatus()), p.StatusReply)
+        d.status()  # it serves on
         assert d.stop(signal.SIGTERM) == 0  # it never crashed, and stops cleanly
     finally:
         if d.proc.poll() is None:
@@ -118,10 +112,7 @@ def test_a_full_disk_refuses_new_work_and_keeps_the_running_experiment(
 
     again = restart_daemon(d)  # room again: it replays the journal and takes work
     try:
-        with again.connect() as conn:
-            reply = conn.request(p.GetStatus())
-            assert isinstance(reply, p.StatusReply)
-            assert {e.name for e in reply.experiments} >= {"running", "pad0"}
+        assert {e.name for e in again.status().experiments} >= {"running", "pad0"}
         results = tune.Tuner(trivial, run_config=tune.RunConfig(name="after", verbose=0)).fit()
         assert not results.errors
     finally:
@@ -147,8 +138,7 @@ def test_a_trial_whose_results_no_longer_fit_fails_alone_with_whole_rows(
         assert all(line.endswith(b"\n") for line in lines)  # no half row was left behind
         steps = [json.loads(line)["step"] for line in lines]
         assert steps == list(range(1, len(lines) + 1))
-        with d.connect() as conn:  # the daemon serves on
-            assert isinstance(conn.request(p.GetStatus()), p.StatusReply)
+        d.status()  # the daemon serves on
         assert d.stop(signal.SIGTERM) == 0
     finally:
         if d.proc.poll() is None:

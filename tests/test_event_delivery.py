@@ -7,8 +7,8 @@ import time
 import anyio
 from tuned_client import protocol as p
 
-from tuned import events
-from tuned.events import EventBus, Subscriber
+from tuned.serve import events
+from tuned.serve.events import EventBus, Subscriber
 
 
 def _result(bus: EventBus, experiment_id: str = "e") -> p.TrialResult:

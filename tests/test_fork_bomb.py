@@ -80,9 +80,10 @@ def run_bomb(tmp_path: Path, end: str, **tune_config: Any) -> tune.ResultGrid:
     ).fit()
 
 
-def survivors(tmp_path: Path, end: str) -> list[int]:
+def survivors(tmp_path: Path, end: str, armed: int = TOTAL) -> list[int]:
+    """The bomb's descendants still running; at least ``armed`` of them must have started."""
     pids = [int(line) for line in (tmp_path / f"{end}.pids").read_text().split()]
-    assert len(pids) >= TOTAL, f"the bomb started only {len(pids)} processes"
+    assert len(pids) >= armed, f"the bomb started only {len(pids)} processes"
     alive = []
     for pid in pids:
         try:
@@ -111,7 +112,9 @@ def test_every_descendant_dies_when_the_trial_times_out(
 ) -> None:
     results = run_bomb(tmp_path, "timeout", trial_timeout_s=5.0)
     assert "time limit" in str(results.errors[0])
-    assert survivors(tmp_path, "timeout") == []
+    # Usually armed well within the limit; on a loaded machine the limit may strike
+    # mid-bomb, forks in flight: a harder case, and still nothing may survive it.
+    assert survivors(tmp_path, "timeout", armed=1) == []
 
 
 @pytest.mark.daemon_args("--num-cpus", "2", "--num-gpus", "0")

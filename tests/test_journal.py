@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import msgspec
 import pytest
-from conftest import RunningDaemon, restart_daemon
-from test_daemon import wait_for
+from conftest import RunningDaemon, next_event, restart_daemon, start_script
 from tuned_client import protocol as p
 from tuned_client import tune
 
-from tuned.journal import Control, Journal
+from tuned.core.records import Control
+from tuned.store.journal import Journal
 
 
 def _event(seq: int) -> p.TrialResult:
@@ -100,11 +98,9 @@ def test_a_pbt_restart_with_a_new_config_survives_a_daemon_crash(
 ) -> None:
     watcher = daemon.connect()
     watcher.send(p.Subscribe())
-    script = tmp_path / "client.py"
-    script.write_text(HANGING_PAIR)
-    client = subprocess.Popen([sys.executable, str(script)], env=daemon.env())
+    client = start_script(daemon, tmp_path / "client.py", HANGING_PAIR)
     try:
-        started = wait_for(watcher, p.TrialStarted)  # one runs, the other waits for the cpu
+        started = next_event(watcher, p.TrialStarted)  # one runs, the other waits for the cpu
         with daemon.connect() as conn:
             reply = conn.request(p.GetExperiment(experiment_id=started.experiment_id))
             assert isinstance(reply, p.ExperimentReply)

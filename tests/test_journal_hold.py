@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 from tuned_client import protocol as p
 
-from tuned.journal import Control, Journal, encode_record
+from tuned.core.records import Control
+from tuned.store.journal import Journal, encode_record
 
 
 def _result(seq: int) -> bytes:
@@ -29,8 +31,8 @@ def test_held_records_are_written_together_when_the_turn_ends(tmp_path: Path) ->
         journal.append_encoded(_result(1), hold=True)
         journal.append_encoded(_result(2), hold=True)
         assert path.stat().st_size == 0  # still held
-        await anyio.sleep(0)
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()  # one turn of the loop
+        await anyio.lowlevel.checkpoint()  # one turn of the loop
         assert _kinds(path) == [1, 2]
         journal.close()
 

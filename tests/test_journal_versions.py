@@ -14,15 +14,16 @@ import sys
 import zlib
 from pathlib import Path
 
+import anyio
 import pytest
 
-from tuned import snapshots
 from tuned.config import Settings
 from tuned.daemon import Daemon
-from tuned.inventory import NoGpus
-from tuned.journal import Journal, JournalUnreadable
-from tuned.launcher import SpawnLauncher
-from tuned.recovery import recover
+from tuned.daemon.recovery import recover
+from tuned.run.inventory import NoGpus
+from tuned.run.launcher import SpawnLauncher
+from tuned.serve import views
+from tuned.store.journal import Journal, JournalUnreadable
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures").glob("journal-*.bin"))
 
@@ -36,7 +37,7 @@ def test_a_released_versions_journal_replays(fixture: Path, tmp_path: Path) -> N
         socket_path=tmp_path / "s.sock", state_dir=state, num_cpus=2, num_gpus=0, memory=1 << 30
     )
     daemon = Daemon(settings, NoGpus(), SpawnLauncher())
-    recover(daemon)
+    anyio.run(recover, daemon)
     daemon.journal.close()
     by_name = {e.spec.name: e for e in daemon.experiments.values()}
     assert set(by_name) == {"grid", "flaky", "broken", "steered", "cancelled"}
@@ -47,9 +48,9 @@ def test_a_released_versions_journal_replays(fixture: Path, tmp_path: Path) -> N
     assert sum(by_name["steered"].counts().values()) == 4
     assert by_name["cancelled"].counts() == {"ERROR": 1} and by_name["cancelled"].cancelled
     # Finished trials were archived with what they knew: errors, checkpoints.
-    broken = snapshots.experiment_reply(daemon, by_name["broken"].id).trials[0]
+    broken = views.experiment_reply(daemon, by_name["broken"].id).trials[0]
     assert "ValueError: always fails" in broken.error
-    for info in snapshots.experiment_reply(daemon, by_name["grid"].id).trials:
+    for info in views.experiment_reply(daemon, by_name["grid"].id).trials:
         assert info.checkpoint.endswith("checkpoint_000001")
 
 

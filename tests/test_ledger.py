@@ -19,7 +19,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from tuned.ledger import (
+from tuned.core.ledger import (
     SCALE,
     Allocation,
     Bundle,
@@ -501,3 +501,4 @@ LedgerMachine.TestCase.settings = settings(
     max_examples=300, stateful_step_count=40, suppress_health_check=[HealthCheck.too_slow]
 )
 TestLedgerMachine = LedgerMachine.TestCase
+TestLedgerMachine.pytestmark = [pytest.mark.slow]  # 300 runs of 40 steps: ~40 s

@@ -11,18 +11,20 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 
-from tuned.leftovers import Proc, Target, kill_leftovers, select
+from tuned.run.leftovers import Proc, Target, kill_leftovers, select
 
 ME, UID, OTHER_UID = 999_999, 1000, 1001
 T0 = 1_000_000.0  # when the trial started
 TRIAL = Target("abcde_00000", pid=4242, started=T0)
 
 
+MARK = "/state"
+
+
 def chosen(*rows: Proc) -> list[int]:
-    return select([TRIAL], rows, own_pid=ME, own_uid=UID)
+    return select([TRIAL], rows, own_pid=ME, own_uid=UID, marker=MARK)
 
 
 def test_the_trial_leader_and_its_group_are_killed() -> None:
@@ -39,7 +41,7 @@ def test_a_reused_leader_pid_and_its_group_are_left_alone() -> None:
 
 
 def test_orphans_of_a_dead_leader_are_killed() -> None:
-    orphan = Proc(5001, 4242, UID, T0 + 5)  # the leader died with the daemon; it did not
+    orphan = Proc(5001, 4242, UID, T0 + 5, marker=MARK)  # its leader died with the daemon
     assert chosen(orphan) == [5001]
 
 
@@ -63,13 +65,8 @@ def test_other_users_zombies_and_the_daemon_itself_are_never_chosen() -> None:
 
 def test_the_real_scan_kills_a_trials_group_and_spares_a_bystander() -> None:
     """A 'trial' leading its own session with a child, and an unrelated process beside it."""
-    trial = subprocess.Popen(
-        [sys.executable, "-c", "import subprocess, sys, time; "
-         "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
-         "time.sleep(600)"],
-        start_new_session=True,
-    )  # fmt: skip
-    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    trial = subprocess.Popen(["sh", "-c", "sleep 600 & sleep 600"], start_new_session=True)
+    bystander = subprocess.Popen(["sleep", "600"])
     try:
         started = time.time()
         killed = kill_leftovers([Target("zzzzz_00000", trial.pid, started)])

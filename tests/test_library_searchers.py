@@ -111,6 +111,7 @@ def test_hyperopt_through_the_daemon(daemon: RunningDaemon) -> None:
 # ------------------------------------------------------------------ BayesOpt
 
 
+@pytest.mark.slow
 def test_bayesopt(tmp_path: Path) -> None:
     pytest.importorskip("bayes_opt", reason="BayesOptSearch needs the bayesopt extra")
     from tuned_client.tune.search.bayesopt import BayesOptSearch
@@ -171,6 +172,7 @@ def test_nevergrad(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ Ax
 
 
+@pytest.mark.slow
 def test_ax(tmp_path: Path) -> None:
     pytest.importorskip("ax", reason="AxSearch needs the ax extra (ax-platform, CPU torch)")
     from tuned_client.tune.search.ax import AxSearch

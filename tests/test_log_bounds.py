@@ -8,7 +8,7 @@ import socket
 import pytest
 from conftest import RunningDaemon
 
-from tuned.lograte import Throttle, is_stale_wakeup, loop_exception_handler
+from tuned.serve.lograte import Throttle, is_stale_wakeup, loop_exception_handler
 
 
 def test_a_throttle_lets_one_line_a_second_through_and_counts_the_rest() -> None:

@@ -6,14 +6,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunningDaemon, restart_daemon
+from conftest import RunningDaemon, first_of_each, restart_daemon, start_script
+from gates import Gate
 from tuned_client import protocol as p
 from tuned_client import tune
 from tuned_client.tune.schedulers import PopulationBasedTraining
@@ -106,7 +106,7 @@ def test_explore_shifts_list_values_and_scales_numbers() -> None:
 
 
 EXPLOITED = """
-import json, os, sys, tempfile, time
+import fcntl, json, os, sys, tempfile
 from pathlib import Path
 from tuned_client import tune
 
@@ -116,8 +116,9 @@ def train(config):
     folder = tempfile.mkdtemp(dir=config["dir"])
     (Path(folder) / "who").write_text(f"from trial {config['i']}")
     tune.report({"x": config["x"], "restored": restored}, checkpoint=tune.Checkpoint(folder))
-    while restored == "none" and not os.path.exists(config["go"]):
-        time.sleep(0.02)
+    if restored == "none":  # the first attempts wait for the test
+        with open(config["go"]) as go:
+            fcntl.flock(go, fcntl.LOCK_SH)
     return {"x": config["x"], "restored": restored}
 
 results = tune.Tuner(
@@ -134,20 +135,15 @@ def test_an_acknowledged_exploit_survives_a_crash_before_the_attempt_ends(
     daemon: RunningDaemon, tmp_path: Path
 ) -> None:
     """PBT restarts a running trial from a better one's checkpoint; the daemon dies first."""
-    script = tmp_path / "exploited.py"
-    script.write_text(EXPLOITED)
-    go = tmp_path / "go"
-    run = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path), str(go)],
-        env=daemon.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    go = Gate(tmp_path / "go")
+    run = start_script(
+        daemon, tmp_path / "exploited.py", EXPLOITED, str(tmp_path), str(go),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    checkpoints: dict[str, str] = {}
     with daemon.connect() as conn:
         conn.send(p.Subscribe(since=0))
-        while len(checkpoints) < 2:  # both trials have checkpointed and wait at the barrier
-            event = conn.recv()
-            if isinstance(event, p.TrialCheckpoint):
-                checkpoints[event.trial_id] = event.path
+        saved = first_of_each(conn, p.TrialCheckpoint, 2)  # both checkpointed, at their gate
+    checkpoints = {trial_id: event.path for trial_id, event in saved.items()}
     donor, exploited = sorted(checkpoints)
     with daemon.connect() as conn:
         new_config = p.pack_user({"i": 1, "x": 99, "dir": str(tmp_path), "go": str(go)})
@@ -158,7 +154,7 @@ def test_an_acknowledged_exploit_survives_a_crash_before_the_attempt_ends(
     daemon.stop(signal.SIGKILL)
     again = restart_daemon(daemon)
     try:
-        go.touch()
+        go.open()
         out, err = run.communicate(timeout=180)
         assert run.returncode == 0, err
         final = json.loads(out.strip().splitlines()[-1])
@@ -167,6 +163,8 @@ def test_an_acknowledged_exploit_survives_a_crash_before_the_attempt_ends(
     finally:
         again.stop()
 
+
+@pytest.mark.slow
 @pytest.mark.daemon_args("--num-cpus", "4")
 def test_pb2_explores_inside_its_bounds(
     daemon: RunningDaemon,

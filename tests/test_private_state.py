@@ -9,15 +9,14 @@ holds no environment at all.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
+from conftest import socket_path as new_socket_path
 from tuned_client import protocol as p
 
 SECRET = "hf_do_not_leak_4f9a2c"
@@ -33,10 +32,8 @@ tune.Tuner(
 
 
 @pytest.fixture
-def socket_path() -> Iterator[Path]:
-    folder = Path(f"/tmp/tuned-test-{os.getpid()}-private")
-    yield folder / "tuned.sock"
-    shutil.rmtree(folder, ignore_errors=True)
+def socket_path() -> Path:
+    return new_socket_path("private")
 
 
 def tuned(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

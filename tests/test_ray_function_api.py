@@ -23,10 +23,10 @@ import pytest
 from tuned_client import train as ray_train  # Ray's test imports ``ray.train``
 from tuned_client import tune
 from tuned_client.train import CheckpointConfig
+from tuned_client.tune import with_parameters
 from tuned_client.tune.execution.placement_groups import PlacementGroupFactory
 from tuned_client.tune.result import DEFAULT_METRIC
 from tuned_client.tune.schedulers import ResourceChangingScheduler
-from tuned_client.tune.trainable import with_parameters
 
 
 @pytest.mark.usefixtures("module_daemon")

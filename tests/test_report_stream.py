@@ -11,18 +11,18 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from conftest import RunningDaemon, restart_daemon
+from conftest import RunningDaemon, restart_daemon, start_script
+from gates import wait_until
 from tuned_client import protocol as p
 from tuned_client import tune
 
-from tuned.server import REPORTS_BEFORE_BATCHING
+from tuned.serve.workers import REPORTS_BEFORE_BATCHING
 
 STEPS = 200
 CHECKPOINT_AT = 120  # after more plain reports than it takes for batching to start
@@ -56,7 +56,6 @@ def train_streaming(config: dict[str, Any]) -> None:
             tune.report({"step": step, "tag": 'a,b "c"'})
         if start == 0 and step == CHECKPOINT_AT + 30:
             signal.pause()  # until the daemon's death takes it down
-        time.sleep(0.002)
 
 
 CLIENT = """
@@ -77,19 +76,13 @@ def test_a_daemon_killed_right_after_a_checkpoint_loses_nothing_acknowledged(
     daemon: RunningDaemon, tmp_path: Path
 ) -> None:
     log = str(tmp_path / "attempts.log")
-    script = tmp_path / "client.py"
-    script.write_text(CLIENT.format(tests=str(Path(__file__).parent), log=log))
-    client = subprocess.Popen(
-        [sys.executable, str(script)], env=daemon.env(), stdout=subprocess.PIPE, text=True
-    )
+    source = CLIENT.format(tests=str(Path(__file__).parent), log=log)
+    client = start_script(daemon, tmp_path / "client.py", source, stdout=subprocess.PIPE, text=True)
     current = daemon
     try:
-        marker = Path(log + ".checkpointed")
-        deadline = time.monotonic() + 60
-        while not marker.exists():
-            assert time.monotonic() < deadline, "the trial never checkpointed"
-            assert client.poll() is None, "the client ended early"
-            time.sleep(0.005)  # watching another process's output
+        marker = Path(log + ".checkpointed")  # the trial's word: its checkpoint was acknowledged
+        wait_until(lambda: marker.exists() or client.poll() is not None, "the checkpoint")
+        assert client.poll() is None, "the client ended early"
         current.stop(signal.SIGKILL)  # right after the checkpoint's acknowledgement
         current = restart_daemon(current)
         out, _ = client.communicate(timeout=120)

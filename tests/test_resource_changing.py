@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,7 @@ def grows(config: dict[str, Any]) -> None:
     if checkpoint is not None:
         step = json.loads(Path(checkpoint.path, "s.json").read_text())["step"] + 1
     cpus = sum(b.get("cpu", b.get("CPU", 0)) for b in tune.get_context().get_trial_resources())
-    for i in range(step, 12):
-        time.sleep(0.1)  # a step of work, so the reallocation lands mid-run
+    for i in range(step, 12):  # the scheduler decides on each report before the next step
         with tempfile.TemporaryDirectory() as folder:
             Path(folder, "s.json").write_text(json.dumps({"step": i}))
             tune.report(

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from conftest import RunningDaemon, ledger_in_use, restart_daemon
+from conftest import RunningDaemon, ledger_in_use, next_event, restart_daemon, start_script
+from gates import Gate, pass_gate
+from tuned_client import protocol as p
 from tuned_client import tune
 
 STEPS = 4
@@ -24,10 +24,11 @@ def train_counting(config: dict) -> None:
     with open(config["log"], "a") as f:
         f.write(f"start {config['x']} {start}\n")
     for step in range(start + 1, STEPS + 1):
-        time.sleep(0.1)
         with tempfile.TemporaryDirectory() as d:
             (Path(d) / "state.json").write_text(json.dumps({"step": step}))
             tune.report({"step": step}, checkpoint=tune.Checkpoint.from_directory(d))
+        if config["x"] == 1:
+            pass_gate(config["gate"])  # trial 1 is mid-run until the test has interrupted it
     with open(config["log"], "a") as f:
         f.write(f"done {config['x']}\n")
 
@@ -39,25 +40,25 @@ from test_restore import train_counting
 from tuned_client import tune
 tune.Tuner(
     train_counting,
-    param_space={{"x": tune.grid_search([0, 1, 2, 3]), "log": {log!r}}},
+    param_space={{"x": tune.grid_search([0, 1, 2, 3]), "log": {log!r}, "gate": {gate!r}}},
     tune_config=tune.TuneConfig(max_concurrent_trials=1),
     run_config=tune.RunConfig(name="restorable", verbose=0),
 ).fit()
 """
 
 
-def _start_client(daemon: RunningDaemon, tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
+def _start_client(
+    daemon: RunningDaemon, tmp_path: Path
+) -> tuple[subprocess.Popen[bytes], Path, Gate]:
+    """The experiment's client, once trial 1 has reported and waits at the returned gate."""
     log = tmp_path / "starts.log"
-    script = tmp_path / "client.py"
-    script.write_text(CLIENT.format(tests=str(Path(__file__).parent), log=str(log)))
-    client = subprocess.Popen(
-        [sys.executable, str(script)], env=daemon.env(), stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 20
-    while "start 1" not in (log.read_text() if log.exists() else ""):
-        assert time.monotonic() < deadline, "the experiment made no progress"
-        time.sleep(0.02)  # watching another process's output
-    return client, log
+    gate = Gate(tmp_path / "gate")
+    source = CLIENT.format(tests=str(Path(__file__).parent), log=str(log), gate=str(gate))
+    client = start_script(daemon, tmp_path / "client.py", source, stderr=subprocess.DEVNULL)
+    with daemon.connect() as conn:
+        conn.send(p.Subscribe(since=0))
+        next_event(conn, p.TrialResult, lambda e: e.trial_id.endswith("_00001"))
+    return client, log, gate
 
 
 def _check_finished(results: tune.ResultGrid, log: Path) -> None:
@@ -72,11 +73,12 @@ def _check_finished(results: tune.ResultGrid, log: Path) -> None:
 
 
 def test_restore_after_client_and_daemon_were_killed(daemon: RunningDaemon, tmp_path: Path) -> None:
-    client, log = _start_client(daemon, tmp_path)
+    client, log, gate = _start_client(daemon, tmp_path)
     client.kill()
     client.wait()
     daemon.stop(signal.SIGKILL)
     again = restart_daemon(daemon)
+    gate.open()
     try:
         path = daemon.storage / "restorable"
         assert tune.Tuner.can_restore(str(path))
@@ -93,16 +95,14 @@ def test_restore_after_client_and_daemon_were_killed(daemon: RunningDaemon, tmp_
 def test_ctrl_c_stops_the_experiment_and_restore_resumes_it(
     daemon: RunningDaemon, tmp_path: Path
 ) -> None:
-    client, log = _start_client(daemon, tmp_path)
+    client, log, gate = _start_client(daemon, tmp_path)
     client.send_signal(signal.SIGINT)
-    assert client.wait(timeout=20) == 0
-    with daemon.connect() as conn:
-        from tuned_client import protocol as p
-
-        status = conn.request(p.GetStatus())
-    assert isinstance(status, p.StatusReply) and status.running == []
+    assert client.wait(timeout=60) == 0
+    status = daemon.status()
+    assert status.running == []
     assert status.experiments[0].finished
-    assert "done 3" not in log.read_text()
+    assert "done 1" not in log.read_text() and "start 2" not in log.read_text()
+    gate.open()
     restored = tune.Tuner.restore(
         str(daemon.storage / "restorable"), train_counting, run_config=tune.RunConfig(verbose=0)
     )

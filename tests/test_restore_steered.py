@@ -261,7 +261,7 @@ def test_the_live_view_follows_an_experiment_begun_before_its_history(
     make a finished experiment run again."""
     import io
 
-    from tuned.live import LiveView
+    from tuned.cli.live import LiveView
 
     grid = tune.Tuner(lambda config: {"x": 1}, run_config=tune.RunConfig(verbose=0)).fit()
     exp_id = grid[0].trial_id.split("_")[0]

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tuned.results import TrialFiles
+from tuned.store.results import TrialFiles
 
 ROWS: list[dict[str, Any]] = [
     {"loss": 0.1, "i": 1, "ok": True, "none": None, "tag": "a,b", "q": 'say "hi"'},

@@ -16,9 +16,10 @@ import sys
 from pathlib import Path
 
 from conftest import RunningDaemon, restart_daemon
+from gates import Gate
 
 SCRIPT = """
-import json, os, sys, time
+import fcntl, json, sys
 from tuned_client import tune
 
 WHO, BARRIER = sys.argv[1], sys.argv[2]
@@ -30,8 +31,8 @@ class Started(tune.Callback):
 
 def train(config):
     if config["i"] == 0:
-        while not os.path.exists(BARRIER):
-            time.sleep(0.02)
+        with open(BARRIER) as gate:
+            fcntl.flock(gate, fcntl.LOCK_SH)  # until the test opens it
     return {"who": WHO}
 
 results = tune.Tuner(
@@ -46,7 +47,7 @@ print(json.dumps(sorted(r.metrics["who"] for r in results)), flush=True)
 """
 
 
-def run(d: RunningDaemon, tmp_path: Path, who: str, barrier: Path) -> subprocess.Popen[str]:
+def run(d: RunningDaemon, tmp_path: Path, who: str, barrier: Gate) -> subprocess.Popen[str]:
     script = tmp_path / "same.py"
     script.write_text(SCRIPT)
     return subprocess.Popen(
@@ -68,14 +69,14 @@ def last_line(out: str) -> list[str]:
 def test_a_second_live_experiment_with_the_same_name_is_refused(
     daemon: RunningDaemon, tmp_path: Path
 ) -> None:
-    barrier = tmp_path / "go"
+    barrier = Gate(tmp_path / "go")
     first = run(daemon, tmp_path, "A", barrier)
     wait_started(first)
-    second = run(daemon, tmp_path, "B", tmp_path / "unused")
+    second = run(daemon, tmp_path, "B", barrier)
     _out, err = second.communicate(timeout=60)
     assert second.returncode != 0
     assert "is still running in" in err and "same" in err and "tuned cancel" in err
-    barrier.touch()
+    barrier.open()
     out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
     assert last_line(out) == ["A"] * 4
@@ -93,7 +94,7 @@ def test_a_second_live_experiment_with_the_same_name_is_refused(
 def test_recovery_loads_the_trainable_that_was_submitted(
     daemon: RunningDaemon, tmp_path: Path
 ) -> None:
-    barrier = tmp_path / "go"
+    barrier = Gate(tmp_path / "go")
     first = run(daemon, tmp_path, "A", barrier)
     wait_started(first)
     [trainable] = (tmp_path / "results" / "same").glob("trainable-*.pkl")
@@ -101,7 +102,7 @@ def test_recovery_loads_the_trainable_that_was_submitted(
     daemon.stop(signal.SIGKILL)
     again = restart_daemon(daemon)
     try:
-        barrier.touch()
+        barrier.open()
         out, err = first.communicate(timeout=180)
         assert first.returncode == 0, err
         assert last_line(out) == ["A"] * 4

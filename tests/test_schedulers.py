@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import RunningDaemon
+from gates import Barrier, arrive, pass_gate
 from tuned_client import tune
 from tuned_client.tune.progress import TrialView
 from tuned_client.tune.schedulers import (
@@ -78,10 +80,19 @@ MAX_T = 9
 
 
 def curve(config: dict[str, Any]) -> None:
-    """Deterministic learning curves: a lower ``q`` is better at every step."""
+    """Deterministic learning curves: a lower ``q`` is better at every step.
+
+    Given ``last`` (a barrier's folder, who waits and for whom), the trial with
+    ``q == last["q"]`` starts only once those of ``last["after"]`` have ended.
+    """
+    last = config.get("last") or {"q": None, "after": []}
+    if config["q"] == last["q"]:
+        pass_gate(Path(last["barrier"]) / "gate")
     for step in range(1, MAX_T + 1):
-        time.sleep(0.03)
+        time.sleep(0.03)  # a step of work: the trials' reports interleave
         tune.report({"loss": config["q"] + 1.0 / step})
+    if config["q"] in last["after"]:
+        arrive(last["barrier"])
 
 
 def total_iterations(results: tune.ResultGrid) -> int:
@@ -109,11 +120,19 @@ def test_asha_stops_bad_trials_early_and_keeps_the_best(daemon: RunningDaemon) -
     assert total_iterations(results) < 0.75 * len(qs) * MAX_T
 
 
+@pytest.mark.timeout(120)  # a barrier never met fails here
 @pytest.mark.daemon_args("--num-cpus", "4")
-def test_median_stopping_rule_through_the_daemon(daemon: RunningDaemon) -> None:
+def test_median_stopping_rule_through_the_daemon(daemon: RunningDaemon, tmp_path: Path) -> None:
+    # The bad trial starts once the two best have ended (a barrier, not timing): the
+    # rule compares it with their whole curves however the machine schedules the four.
+    # (Those two are never stopped; 0.3 may be, depending on when its results come.)
+    barrier = Barrier(tmp_path / "best", parties=2)
     results = tune.Tuner(
         curve,
-        param_space={"q": tune.grid_search([0.1, 0.2, 0.3, 5.0])},
+        param_space={
+            "q": tune.grid_search([0.1, 0.2, 0.3, 5.0]),
+            "last": {"q": 5.0, "after": [0.1, 0.2], "barrier": str(barrier.folder)},
+        },
         tune_config=tune.TuneConfig(
             metric="loss", mode="min",
             scheduler=MedianStoppingRule(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +100,6 @@ def test_optuna_suggests_inside_the_space_and_learns_from_results() -> None:
 
 
 def objective(config: dict[str, Any]) -> None:
-    time.sleep(0.05)
     tune.report({"y": (config["x"] - 1) ** 2 + config["c"]})
 
 

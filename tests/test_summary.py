@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from tuned_client import protocol as p
 
-from tuned.summary import Fold, best_line
-from tuned.views import wrapped
+from tuned.cli.status import wrapped
+from tuned.cli.summary import Fold, best_line
 from tuned.web.model import Series, WebModel
 
 

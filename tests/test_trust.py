@@ -14,13 +14,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import REPO, need_other_uids
+from conftest import REPO, need_other_uids, socket_path
 from tuned_client import trust
 from tuned_client.connection import Connection
 from tuned_client.session import Session
@@ -69,8 +68,11 @@ class Squatter:
 
 @pytest.fixture
 def shared_tmp() -> Iterator[Path]:
-    """A folder like /tmp: world-writable, sticky; removed with all it holds."""
-    base = Path(tempfile.mkdtemp(prefix="tuned-test-squat-", dir="/tmp"))
+    """A folder like /tmp: world-writable, sticky; removed with all it holds.
+
+    It lives in the session's socket folder, which others may pass through (0711).
+    """
+    base = socket_path("squat").parent
     base.chmod(0o1777)
     try:
         yield base
@@ -100,6 +102,7 @@ def refusal_of_nobody(text: str, squat: Squatter) -> None:
     assert f"belongs to nobody (uid {NOBODY})" in text
 
 
+@pytest.mark.root
 def test_the_library_refuses_a_squatted_socket_and_sends_nothing(squatter: Squatter) -> None:
     with pytest.raises(trust.UntrustedSocket) as refused:
         Connection.open(squatter.socket, autostart=True)
@@ -107,6 +110,7 @@ def test_the_library_refuses_a_squatted_socket_and_sends_nothing(squatter: Squat
     assert squatter.received() == b""
 
 
+@pytest.mark.root
 def test_fit_sends_neither_code_nor_secrets_to_a_squatter(
     squatter: Squatter, tmp_path: Path
 ) -> None:
@@ -125,6 +129,7 @@ def test_fit_sends_neither_code_nor_secrets_to_a_squatter(
     assert squatter.received() == b""
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("command", [["status"], ["start", "--num-cpus", "1"], ["stop"]])
 def test_the_cli_refuses_a_squatted_socket(
     squatter: Squatter, tmp_path: Path, command: list[str]
@@ -140,6 +145,7 @@ def test_the_cli_refuses_a_squatted_socket(
     assert squatter.received() == b""
 
 
+@pytest.mark.root
 def test_a_trial_worker_refuses_a_squatted_socket(squatter: Squatter) -> None:
     with pytest.raises(trust.UntrustedSocket) as refused:
         Session.connect(str(squatter.socket), "abcde_00000", "token")
@@ -147,6 +153,7 @@ def test_a_trial_worker_refuses_a_squatted_socket(squatter: Squatter) -> None:
     assert squatter.received() == b""
 
 
+@pytest.mark.root
 def test_a_listener_of_another_uid_is_refused_even_in_our_own_folder(shared_tmp: Path) -> None:
     """Our folder, but someone else listening (the folder was theirs for a moment)."""
     need_other_uids()
@@ -180,6 +187,7 @@ def test_a_folder_others_can_write_to_is_refused(tmp_path: Path) -> None:
     assert "is writable by others (mode 0777)" in str(refused.value)
 
 
+@pytest.mark.root
 def test_a_named_daemon_uid_is_trusted_and_no_other(
     shared_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,12 +14,12 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import RunningDaemon
+from conftest import RunningDaemon, tuned_bg, tuned_ok
+from gates import GATE_WAIT, Gate
 from webpage import WebProcess, start_web
 
 PY = sys.executable
-WAIT = "import os, sys, time\nprint('hello from the trial', flush=True)\n"
-WAIT += "while not os.path.exists(sys.argv[1]): time.sleep(0.02)\n"
+WAIT = "print('hello from the trial', flush=True)\n" + GATE_WAIT  # until its gate opens
 
 
 @pytest.fixture
@@ -30,21 +30,13 @@ def web(daemon: RunningDaemon) -> Iterator[WebProcess]:
 
 
 def submit(d: RunningDaemon, *args: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [PY, "-m", "tuned", "submit", "--socket", str(d.socket), "--json", *args],
-        env=d.env(), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    result: dict[str, Any] = json.loads(out.stdout.splitlines()[0])
+    result: dict[str, Any] = json.loads(tuned_ok(d, "submit", "--json", *args).splitlines()[0])
     return result
 
 
 def wait_event(d: RunningDaemon, experiment: str, kind: str) -> dict[str, Any]:
     """Follow the experiment's events (from its start) to the first of ``kind``."""
-    tail = subprocess.Popen(
-        [PY, "-m", "tuned", "tail", "--socket", str(d.socket), "--json", experiment],
-        env=d.env(), stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    tail = tuned_bg(d, "tail", "--json", experiment)
     assert tail.stdout is not None
     try:
         for line in tail.stdout:
@@ -57,22 +49,24 @@ def wait_event(d: RunningDaemon, experiment: str, kind: str) -> dict[str, Any]:
         tail.wait()
 
 
-PROTECTED = ["/", "/static/app.js", "/static/uPlot.iife.min.js", "/api/stream", "/api/trial/x"]
+PROTECTED = ["/api/stream", "/api/trial/x", "/api/trial/x/stdout", "/api/auth"]
 
 
 def test_nothing_is_served_without_the_token(web: WebProcess) -> None:
     for path in PROTECTED:
         assert web.request("GET", path, auth=False)[0] == 403, path
-        bad = {"Cookie": f"tuned_web_{web.port}={web.token[:-1]}x"}
+        bad = {"X-Tuned-Token": f"{web.token[:-1]}x"}
         assert web.request("GET", path, bad, auth=False)[0] == 403, path
         assert web.request("GET", f"{path}?token=nope", auth=False)[0] == 403, path
-    # The printed URL: a cookie, and the bare URL (the token leaves the address bar).
-    status, headers, _ = web.request("GET", f"/?token={web.token}", auth=False)
-    assert status == 303 and headers["location"] == "/"
-    cookie = headers["set-cookie"]
-    assert f"tuned_web_{web.port}={web.token}" in cookie
-    assert "HttpOnly" in cookie and "SameSite=strict" in cookie
-    status, headers, body = web.request("GET", "/")
+    assert web.request("GET", "/api/auth")[0] == 200
+    assert web.request("GET", f"/api/auth?token={web.token}", auth=False)[0] == 200
+    # The page's shell and code hold no secret: they load without the token, and the
+    # printed URL's token is left to the page's script (no cookie, no token in the HTML).
+    for path in ("/", f"/?token={web.token}", "/static/app.js"):
+        status, headers, body = web.request("GET", path, auth=False)
+        assert status == 200 and "set-cookie" not in headers, path
+        assert web.token.encode() not in body, path
+    status, headers, body = web.request("GET", "/", auth=False)
     assert status == 200 and b"app.js" in body
     assert (
         headers["referrer-policy"] == "no-referrer"
@@ -91,10 +85,11 @@ def test_another_host_name_is_refused_even_with_the_token(web: WebProcess) -> No
 def test_cancel_needs_the_page_origin_and_the_token_header(
     daemon: RunningDaemon, web: WebProcess, tmp_path: Path
 ) -> None:
-    exp = submit(daemon, "--", PY, "-c", WAIT, str(tmp_path / "never"))
+    never = Gate(tmp_path / "never")  # the trial runs until cancelled
+    exp = submit(daemon, "--", PY, "-c", WAIT, str(never))
     trial = exp["trial_ids"][0]
     wait_event(daemon, exp["experiment_id"], "trial_started")
-    # A form or script on another site has the cookie sent along, but not these.
+    # A form or script on another site can send neither the token header nor our Origin.
     assert web.cancel(trial, {"Origin": "http://evil.example"})[0] == 403
     assert web.cancel(trial, {"Origin": ""})[0] == 403
     assert web.cancel(trial, {"X-Tuned-Token": ""})[0] == 403
@@ -114,7 +109,7 @@ def test_logs_only_of_a_trial_and_never_through_a_link(
 ) -> None:
     secret = tmp_path / "secret"
     secret.write_text("not for the page")
-    gate = tmp_path / "go"
+    gate = Gate(tmp_path / "go")
     exp = submit(daemon, "--", PY, "-c", WAIT, str(gate))
     trial = exp["trial_ids"][0]
     started = wait_event(daemon, exp["experiment_id"], "trial_started")
@@ -135,13 +130,13 @@ def test_logs_only_of_a_trial_and_never_through_a_link(
     os.symlink(secret, stderr)  # planted in the trial's folder
     status, _, body = web.request("GET", f"/api/trial/{trial}/stderr")
     assert status == 200 and body == b""
-    gate.touch()
+    gate.open()
 
 
 def test_the_stream_starts_with_every_experiment(
     daemon: RunningDaemon, web: WebProcess, tmp_path: Path
 ) -> None:
-    gate = tmp_path / "go"
+    gate = Gate(tmp_path / "go")
     exp = submit(daemon, "--name", "streamed", "--grid", "i=1,2", "--", PY, "-c", WAIT, str(gate))
     wait_event(daemon, exp["experiment_id"], "trial_started")
     status, headers, body = web.request("GET", "/api/stream")
@@ -150,7 +145,7 @@ def test_the_stream_starts_with_every_experiment(
     assert first["kind"] == "overview"
     [row] = first["experiments"]
     assert row["id"] == exp["experiment_id"] and row["name"] == "streamed" and row["total"] == 2
-    gate.touch()
+    gate.open()
 
 
 def test_the_daemon_opens_no_port_and_the_page_listens_on_loopback_only(
@@ -172,7 +167,7 @@ def test_tuned_web_without_a_daemon_says_so(tmp_path: Path) -> None:
 
 
 def test_the_live_websocket_refuses_other_origins(web: WebProcess) -> None:
-    """Browsers send cookies with a cross-site WebSocket handshake: Origin must be ours."""
+    """A cross-site WebSocket handshake is refused on its Origin, even with the token."""
     upgrade = {
         "Upgrade": "websocket",
         "Connection": "Upgrade",

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import RunningDaemon
+from gates import Gate
 from test_web import PY, WAIT, submit, wait_event
 from webpage import WebProcess, start_web
 
@@ -24,12 +25,12 @@ pytestmark = pytest.mark.skipif(
     reason="needs Debian's chromium and chromium-driver (apt-get install chromium "
     "chromium-driver; .ci/run installs them)",
 )
-# Reports loss 1/i, then waits for the file GATE<i> before the next report.
-STEPS = """import os, sys, time
+# Reports loss 1/i, then waits at the gate GATE<i> before the next report.
+STEPS = """import fcntl, sys
 from tuned_client import tune
 for i in range(1, 4):
     tune.report({"loss": 1.0 / i, "accuracy": i / 4})
-    while not os.path.exists(sys.argv[1] + str(i)): time.sleep(0.02)
+    with open(sys.argv[1] + str(i)) as gate: fcntl.flock(gate, fcntl.LOCK_SH)
 """
 
 
@@ -85,7 +86,7 @@ def test_the_page_loads_only_with_the_token(browser: Any, web: WebProcess) -> No
     until(browser, "document.getElementById('conn').textContent === 'live'")
     assert browser.current_url == bare  # the token left the address bar
     assert browser.title == "tuned"
-    browser.get(bare)  # the cookie from the first visit
+    browser.get(bare)  # the token the page kept from the first visit (localStorage)
     until(browser, "document.getElementById('conn').textContent === 'live'")
 
 
@@ -93,6 +94,7 @@ def test_a_running_experiments_curve_grows_as_trials_report(
     browser: Any, web: WebProcess, daemon: RunningDaemon, tmp_path: Path
 ) -> None:
     gate = tmp_path / "gate"
+    gates = {step: Gate(tmp_path / f"gate{step}") for step in (1, 2, 3)}
     exp = submit(
         daemon, "--name", "growing", "--metric", "loss", "--mode", "min", "--grid", "w=1,2",
         "--", PY, "-c", STEPS, str(gate), "{w}",
@@ -106,13 +108,13 @@ def test_a_running_experiments_curve_grows_as_trials_report(
     assert browser.execute_script("return window.tunedStats.curveSeries") == 2
     assert browser.find_element("id", "metric").get_attribute("value") == "loss"
     for step in (1, 2):
-        (tmp_path / f"gate{step}").touch()
+        gates[step].open()
         until(browser, f"window.tunedStats.curvePoints === {2 * (step + 1)}")
     best = browser.find_element("id", "exp-best").text
     assert "loss=0.33333 (min)" in best
     table = browser.find_element("id", "trials").text
     assert "accuracy" in table and "0.75" in table
-    (tmp_path / "gate3").touch()
+    gates[3].open()
     wait_event(daemon, exp_id, "experiment_finished")
     until(browser, "document.getElementById('exp-summary').textContent.startsWith('finished')")
 
@@ -120,7 +122,8 @@ def test_a_running_experiments_curve_grows_as_trials_report(
 def test_a_cancel_from_the_page_ends_the_trial(
     browser: Any, web: WebProcess, daemon: RunningDaemon, tmp_path: Path
 ) -> None:
-    exp = submit(daemon, "--", PY, "-c", WAIT, str(tmp_path / "never"))
+    never = Gate(tmp_path / "never")  # the trial runs until cancelled
+    exp = submit(daemon, "--", PY, "-c", WAIT, str(never))
     exp_id, trial = exp["experiment_id"], exp["trial_ids"][0]
     wait_event(daemon, exp_id, "trial_started")
     browser.get(web.url)

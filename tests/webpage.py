@@ -39,11 +39,11 @@ class WebProcess:
         *,
         auth: bool = True,
     ) -> tuple[int, dict[str, str], bytes]:
-        """One request; ``auth`` sends the cookie a browser holds after its first visit."""
+        """One request; ``auth`` sends the token as the page's script does (a header)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         sent = {"Host": f"127.0.0.1:{self.port}", **(headers or {})}
         if auth:
-            sent.setdefault("Cookie", f"tuned_web_{self.port}={self.token}")
+            sent.setdefault("X-Tuned-Token", self.token)
         try:
             conn.request(method, path, body=body, headers=sent)
             resp = conn.getresponse()
@@ -64,7 +64,7 @@ class WebProcess:
         }
         sent = {k: v for k, v in sent.items() if v}
         status, _, body = self.request(
-            "POST", "/api/cancel", sent, json.dumps({"target": target}).encode()
+            "POST", "/api/cancel", sent, json.dumps({"target": target}).encode(), auth=False
         )
         try:
             return status, json.loads(body)

@@ -49,6 +49,11 @@ class Settings:
     # at ray_address, "auto" for the one this machine belongs to).
     executor: str = "local"
     ray_address: str = ""
+    # The journal is compacted into a snapshot past this many bytes (daemon.compaction):
+    # what a restart replays after the snapshot then takes a second or so.
+    compact_bytes: int = 4 << 20
+    # Tests: recovery waits until something is written to this FIFO (status answers meanwhile).
+    recovery_gate: Path | None = None
 
     @property
     def log_path(self) -> Path:
@@ -61,6 +66,10 @@ class Settings:
     @property
     def journal_path(self) -> Path:
         return self.state_dir / "journal.bin"
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.state_dir / "snapshot.bin"
 
     @property
     def lock_path(self) -> Path:

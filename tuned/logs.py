@@ -12,7 +12,7 @@ from typing import TextIO
 import structlog
 
 from .config import Settings
-from .private import open_private, rotate
+from .store.private import open_private, rotate
 
 LOG_LIMIT = 64 << 20  # tuned.log moves to tuned.log.1 (two kept) at this size
 

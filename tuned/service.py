@@ -22,18 +22,20 @@ import structlog
 from anyio.abc import SocketListener, SocketStream
 
 from .config import Settings
+from .core.ledger import SCALE
 from .daemon import Daemon
-from .inventory import GpuProbe
-from .launcher import ClusterLauncher, Launcher
-from .ledger import SCALE
-from .lograte import Throttle, loop_exception_handler
+from .daemon.recovery import recover
 from .logs import LOG_LIMIT
-from .monitor import sample_forever
-from .private import private_dir, rotate, tighten, write_private
-from .recovery import recover
-from .server import handle_connection
+from .run.inventory import GpuProbe
+from .run.launcher import ClusterLauncher, Launcher
+from .serve.lograte import Throttle, loop_exception_handler
+from .serve.server import handle_connection
+from .store.private import private_dir, rotate, tighten, write_private
 
 log = structlog.get_logger("tuned.service")
+
+# A journal past this at a clean stop is compacted then: the next start is instant.
+STOP_COMPACT_BYTES = 1 << 20
 
 
 class AlreadyRunning(Exception):
@@ -160,9 +162,9 @@ def _ignore_sigpipe() -> None:
 
 
 async def serve(daemon: Daemon) -> None:
+    """Listen, recover, serve. The socket answers ``status`` while the journal is replayed."""
     settings = daemon.settings
     asyncio.get_running_loop().set_exception_handler(loop_exception_handler(Throttle()))
-    recover(daemon)  # replays the journal, then opens it for appending
     listener = await open_listener(settings)
     try:
         write_private(settings.pid_path, f"{os.getpid()}\n".encode())
@@ -178,30 +180,37 @@ async def serve(daemon: Daemon) -> None:
     )
     try:
         async with anyio.create_task_group() as tg:
-            daemon.tg = tg
+            daemon.started(tg)
             daemon.shutdown_scope = tg.cancel_scope
             tg.start_soon(_signals, tg)
-            tg.start_soon(daemon.admission_loop, tg)
-            for exp in list(daemon.experiments.values()):
-                daemon.watch_budget(exp)  # recovered experiments' time budgets
-            tg.start_soon(sample_forever, daemon)
-            tg.start_soon(daemon.flush_results_forever)
-            if isinstance(daemon.launcher, ClusterLauncher):
-                tg.start_soon(daemon.launcher.watch, daemon)
-            if settings.idle_timeout_s > 0:
-                tg.start_soon(_idle_watch, daemon, tg)
-            if settings.ready_fd is not None:
-                os.write(settings.ready_fd, b"1")
-                os.close(settings.ready_fd)
 
             async def accept(stream: SocketStream) -> None:
                 await handle_connection(daemon, stream)
 
             tg.start_soon(listener.serve, accept, tg)
+            if settings.ready_fd is not None:
+                os.write(settings.ready_fd, b"1")
+                os.close(settings.ready_fd)
+            if settings.recovery_gate is not None:
+                await _wait_for_word(settings.recovery_gate)
+            await recover(daemon)  # the snapshot and the journal after it
+            daemon.recovered.set()
+            daemon.maybe_compact()  # a long replay is not paid twice
+            tg.start_soon(daemon.admission_loop, tg)
+            for exp in list(daemon.experiments.values()):
+                daemon.watch_budget(exp)  # recovered experiments' time budgets
+            tg.start_soon(daemon.sample_forever)
+            tg.start_soon(daemon.flush_results_forever)
+            if isinstance(daemon.launcher, ClusterLauncher):
+                tg.start_soon(daemon.launcher.watch, daemon.resize)
+            if settings.idle_timeout_s > 0:
+                tg.start_soon(_idle_watch, daemon, tg)
     finally:
         daemon.stopping = True
         with anyio.CancelScope(shield=True):
             await listener.aclose()
+            if daemon.recovered.is_set() and daemon.journal.size > STOP_COMPACT_BYTES:
+                daemon.compact_now()  # the next start reads a snapshot, not the journal
             daemon.journal.close()
             if isinstance(daemon.launcher, ClusterLauncher):
                 daemon.launcher.close()
@@ -209,6 +218,18 @@ async def serve(daemon: Daemon) -> None:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
         log.info("tuned daemon stopped")
+
+
+async def _wait_for_word(fifo: Path) -> None:
+    """Tests: hold recovery back until the test writes to ``fifo`` (an event, not a poll)."""
+    fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # a writer of our own: no EOF to spin on
+    try:
+        while True:
+            await anyio.wait_readable(fd)
+            if os.read(fd, 1):
+                return
+    finally:
+        os.close(fd)
 
 
 async def _signals(tg: anyio.abc.TaskGroup) -> None:

@@ -3,7 +3,7 @@
 A frame is a 4-byte big-endian unsigned length followed by that many bytes of
 msgpack. The length is checked against the cap before the body is read, so a
 hostile or corrupt peer cannot make us allocate gigabytes. The daemon's async
-reader (``tuned.wire``) shares ``HEADER``, ``encode_frame`` and ``check_length``.
+reader (``tuned.serve.wire``) shares ``HEADER``, ``encode_frame`` and ``check_length``.
 """
 
 from __future__ import annotations

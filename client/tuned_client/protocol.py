@@ -131,7 +131,15 @@ class GetStatus(_Req, tag="status"):
 
 
 class GetExperiment(_Req, tag="get_experiment"):
+    """Ask for an experiment and its trials, a page at a time (``Connection.get_experiment``).
+
+    A reply holds the trials from ``start`` that fit in ``page_bytes`` (0: as many
+    as a frame holds); its ``next_start`` says where the next page begins.
+    """
+
     experiment_id: str
+    start: int = 0
+    page_bytes: int = 0
 
 
 class Shutdown(_Req, tag="shutdown"):
@@ -381,6 +389,9 @@ class StatusReply(_Msg, tag="status"):
     running: list[TrialRow]
     # Trials the daemon holds in memory: the unfinished ones (finished ones are on disk).
     trials_in_memory: int = 0
+    # Still reading its journal after a start: the state shown is partial, and requests
+    # other than status wait until it is done.
+    recovering: bool = False
 
 
 class TrialInfo(msgspec.Struct, omit_defaults=True):
@@ -410,6 +421,7 @@ class ExperimentReply(_Msg, tag="experiment"):
     started_at: float = 0.0
     metric: str = ""
     mode: str = ""
+    next_start: int = 0  # more trials from this index on (GetExperiment.start); 0: no more
 
 
 class TrialReply(_Msg, tag="trial"):
@@ -451,6 +463,8 @@ class TrialQueued(_Event, tag="trial_queued"):
     attempt: int = 0
     tag: str = ""
     resources: list[dict[str, float]] = []  # the trial's own bundles (journal replay)
+    # Queued at the front of its experiment (it ran before: a crash, an exploit), not the back.
+    front: bool = False
 
 
 class TrialStarted(_Event, tag="trial_started"):

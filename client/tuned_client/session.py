@@ -27,8 +27,16 @@ from typing import Any
 
 from . import trust
 from .checkpoint import Checkpoint, copy_tree
-from .framing import ConnectionClosed, decode_message, read_frame, send_message
+from .framing import (
+    HEADER,
+    ConnectionClosed,
+    decode_message,
+    encode_frame,
+    read_frame,
+    send_message,
+)
 from .protocol import (
+    MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
     Assignment,
     Error,
@@ -209,11 +217,19 @@ class Session:
             iterations_since_restore=self.iteration - self.assignment.iteration,
             experiment_tag=self.tag,
         )
+        wait = self.assignment.decide and not done
+        report = Report(seq=self.sent + 1, metrics=pack_metrics(row), checkpoint=cp_path, wait=wait)
+        frame = encode_frame(report)
+        if len(frame) - HEADER.size > MAX_FRAME_BYTES:
+            self.iteration -= 1  # not sent: the trial may catch this and report again
+            raise ValueError(
+                f"tune.report: this result is {len(frame):,} bytes once encoded, over the "
+                f"{MAX_FRAME_BYTES:,}-byte limit of one message to the daemon; keep large "
+                "objects (arrays, models, images) in a checkpoint, not in the metrics"
+            )
         self.last_report = now
         self.sent += 1
-        wait = self.assignment.decide and not done
-        report = Report(seq=self.sent, metrics=pack_metrics(row), checkpoint=cp_path, wait=wait)
-        send_message(self.sock, report)
+        self.sock.sendall(frame)
         if cp_path or wait:
             self._wait_acks(self.sent)
         else:

@@ -38,7 +38,7 @@ from tuned_client import protocol as p
 from tuned_client.connection import DaemonError
 
 from .feed import Feed, daemon_request
-from .guard import Guard
+from .guard import WS_PROTOCOL, Guard
 from .model import WebModel
 
 PUSH_INTERVAL_S = 0.5
@@ -116,7 +116,8 @@ async def _live(ws: WebSocket) -> None:
     if view and not TRIAL_ID.fullmatch(view):
         await ws.close(code=1008)
         return
-    await ws.accept()
+    offered = ws.scope.get("subprotocols", [])
+    await ws.accept(subprotocol=WS_PROTOCOL if WS_PROTOCOL in offered else None)
     hub: Hub = ws.app.state.hub
     parts = hub.stream(view, ws.app.state.feed)
 
@@ -138,8 +139,13 @@ async def _live(ws: WebSocket) -> None:
 
 
 def _page(request: Request) -> Response:
-    html = (STATIC / "index.html").read_text()
-    return HTMLResponse(html.replace("{{TOKEN}}", request.app.state.token))
+    """The shell: no secret in it (its script takes the token from the printed URL)."""
+    return HTMLResponse((STATIC / "index.html").read_text())
+
+
+def _auth(request: Request) -> Response:
+    """200 to a request with the token (the ``Guard`` refused any other): the page's check."""
+    return JSONResponse({"ok": True})
 
 
 async def _stream(request: Request) -> Response:
@@ -231,6 +237,7 @@ def build_app(
         middleware=[Middleware(Guard, token=token, port=port)],
         routes=[
             Route("/", _page),
+            Route("/api/auth", _auth),
             Route("/api/stream", _stream),
             WebSocketRoute("/api/live", _live),
             Route("/api/trial/{trial_id}", _trial),

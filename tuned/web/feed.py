@@ -43,6 +43,12 @@ def daemon_request(socket_path: Path, req: Any) -> Any:
         return conn.request(req)
 
 
+def fetch_experiment(socket_path: Path, exp_id: str) -> p.ExperimentReply:
+    """An experiment with all its trials, a page at a time (in a worker thread)."""
+    with Connection.open(socket_path, autostart=False, client="tuned-web") as conn:
+        return conn.get_experiment(exp_id)
+
+
 def read_results(path: str) -> list[dict[str, Any]]:
     """A trial's result.json rows (a JSON object a line); a torn last line is skipped."""
     rows: list[dict[str, Any]] = []
@@ -135,8 +141,7 @@ class Feed:
 
     async def _fetch_now(self, exp_id: str) -> None:
         try:
-            req = p.GetExperiment(experiment_id=exp_id)
-            reply = await anyio.to_thread.run_sync(daemon_request, self.socket_path, req)
+            reply = await anyio.to_thread.run_sync(fetch_experiment, self.socket_path, exp_id)
         except DaemonError:
             self.held.pop(exp_id, None)  # forgotten meanwhile
             return

@@ -17,8 +17,8 @@ from typing import Any
 
 from tuned_client import protocol as p
 
-from ..eventfmt import AUTO_KEYS
-from ..summary import ExperimentSummary, Fold, TrialSummary, number, short
+from ..cli.eventfmt import AUTO_KEYS
+from ..cli.summary import ExperimentSummary, Fold, TrialSummary, number, short
 
 USAGE_POINTS = 900  # 30 minutes of the daemon's 2 s samples, per trial and for the machine
 

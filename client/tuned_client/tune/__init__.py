@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from . import analysis, schedulers, search, stopper, utils
     from .analysis import ExperimentAnalysis
     from .callback import Callback
+    from .parameters import with_parameters
     from .progress_reporter import CLIReporter, JupyterNotebookReporter, ProgressReporter
     from .result import Result, TrialError, TuneError
     from .result_grid import ResultGrid
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
         uniform,
     )
     from .stopper import Stopper
-    from .trainable import Trainable, with_parameters
+    from .trainable import Trainable
     from .tune import run
     from .tuner import Tuner
 
@@ -58,7 +59,7 @@ _LAZY = {
     "Stopper": ".stopper",
     "run": ".tune",
     "Trainable": ".trainable",
-    "with_parameters": ".trainable",
+    "with_parameters": ".parameters",
     "Tuner": ".tuner",
     **dict.fromkeys(
         [

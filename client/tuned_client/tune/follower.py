@@ -25,6 +25,7 @@ from .callback import CallbackList
 from .events_apply import fold, view_from_info
 from .fit_settings import FitSettings
 from .link import RECONNECT_TIMEOUT_S, STOPPED_WAIT_S, daemon_stopped, reconnect
+from .logger.defaults import with_default_loggers
 from .output import Console
 from .result import TuneError
 from .result_checks import check_result, needs_checks
@@ -56,7 +57,9 @@ class Follower:
         self.autostarted = autostarted  # we started the daemon: start it again if it crashes
         self.decides = decides  # trials wait on our decision after each result
         self.trials: dict[str, TrialView] = {}
-        self.callbacks = CallbackList(list(fit.run_config.callbacks or []))
+        self.callbacks = CallbackList(
+            with_default_loggers(fit.run_config.callbacks, conn.socket_path, accepted)
+        )
         self.console = Console(fit, accepted, started)
         self.iteration = 0
         self.last_seq = 0  # the last event seen: a reconnect resubscribes after it
@@ -293,8 +296,7 @@ class Follower:
         """Rebuild the trial views from a snapshot after ``Lagged``; True if finished."""
         self.conn.close()
         self.conn = Connection.open(self.fit.socket, autostart=self.autostarted)
-        reply = self.conn.request(p.GetExperiment(experiment_id=self.accepted.experiment_id))
-        assert isinstance(reply, p.ExperimentReply)
+        reply = self.conn.get_experiment(self.accepted.experiment_id)
         self.absorb(reply)
         if reply.finished:
             return True

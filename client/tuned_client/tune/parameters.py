@@ -1,6 +1,6 @@
 """``tune.with_parameters``' objects: stored once, beside the experiment, not in it.
 
-(``with_parameters`` itself is in ``trainable``, with the classes it also takes.)
+(``with_parameters`` itself is here too: it takes a ``Trainable`` class as well.)
 
 Ray puts the objects in its object store and lets each trial fetch them. Here
 the Tuner pickles the trainable inside ``parameters_folder(experiment_dir)``:
@@ -21,6 +21,7 @@ the experiment's folder), the objects travel inline, as before.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 from collections.abc import Iterator, Mapping
@@ -29,6 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
+
+from .. import safedir
+from .resources import resources_of, with_resources
+from .trainable import Trainable
 
 PARAMETERS_DIR = ".parameters"
 INLINE_LIMIT = 64 * 1024  # smaller pickles stay in the trainable: a file costs more
@@ -63,11 +68,15 @@ def parameters_folder(experiment_dir: str | os.PathLike[str]) -> Iterator[Path]:
 def store(folder: Path, blob: bytes) -> Path:
     """Write ``blob`` under its sha256 in ``folder`` unless it is there already."""
     path = folder / f"{hashlib.sha256(blob).hexdigest()}.pkl"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    safedir.check(folder.parent)  # trials unpickle what is here: nobody else may write it
+    safedir.check(folder)
     if path.is_file() and path.stat().st_size == len(blob):
         return path
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # one a killed run left
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(blob)
@@ -139,4 +148,25 @@ class Parameters(Mapping[str, Any]):
         return (_restore, (inline, stored))
 
 
-__all__ = ["INLINE_LIMIT", "PARAMETERS_DIR", "Parameters", "parameters_folder"]
+def with_parameters(trainable: Any, **kwargs: Any) -> Any:
+    """Pass large objects to every trial once, as ``ray.tune.with_parameters`` does."""
+    params = Parameters(kwargs)
+    if isinstance(trainable, type) and issubclass(trainable, Trainable):
+        bound = type(trainable.__name__, (trainable,), {"__tuned_parameters__": params})
+        bound.__module__ = trainable.__module__
+        return bound
+    if not callable(trainable) or isinstance(trainable, type):
+        raise ValueError(
+            "`tune.with_parameters() only works with function trainables or classes that "
+            f"inherit from `tune.Trainable()`. Got type: {type(trainable)}."
+        )
+    resources = resources_of(trainable)
+
+    @functools.wraps(trainable)
+    def inner(config: dict[str, Any]) -> Any:
+        return trainable(config, **params)
+
+    return with_resources(inner, resources) if resources is not None else inner
+
+
+__all__ = ["INLINE_LIMIT", "PARAMETERS_DIR", "Parameters", "parameters_folder", "with_parameters"]

@@ -16,9 +16,9 @@ from typing import Any
 import msgspec
 
 from .. import protocol as p
+from .analysis.loading import load_results
 from .config import RunConfig, TuneConfig
 from .fit_settings import FitSettings
-from .result import load_results
 from .result_grid import ResultGrid
 from .tuner_state import (
     check_param_space,

@@ -9,17 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .. import protocol as p
 from ..checkpoint import Checkpoint
 from ..protocol import unpack_user
 from ..session import DEFAULT_METRIC
-from .analysis.loading import (
-    latest_checkpoint,
-    load_state,
-    moved_trials,
-    read_rows,
-)
 from .analysis.metrics import metric_analysis
+from .analysis.trial_folder import read_trial_folder
 from .trial_errors import ERROR_PICKLE, TrialError, TuneError, trial_error
 
 # Ray's ``ray.tune.result.AUTO_RESULT_KEYS``: what it fills in on every result.
@@ -177,7 +171,19 @@ class Result(TrialFolder):
     @classmethod
     def from_path(cls, path: str | os.PathLike[str]) -> Result:
         """The Result of the trial whose folder is ``path`` (``ray.tune.Result.from_path``)."""
-        return result_from_folder(Path(path))
+        found = read_trial_folder(Path(path))
+        error = None
+        if found.error_text is not None:
+            error = trial_error(found.error_line, found.error_text, found.trial_id, str(path))
+        return cls(
+            found.last,
+            found.config,
+            str(found.path),
+            error=error,
+            checkpoint=found.checkpoint,
+            trial_id=found.trial_id,
+            status="ERROR" if error is not None else "TERMINATED",
+        )
 
     def history(self) -> list[dict[str, Any]]:
         """Every reported row, from the trial's ``result.json``."""
@@ -223,79 +229,6 @@ def kept_checkpoints(trial_dir: str) -> list[tuple[Checkpoint, dict[str, Any]]]:
     return [(Checkpoint(str(d)), metrics.get(d.name, {})) for d in found]
 
 
-# ------------------------------------------------------------ reading them back
-
-
-def result_from_info(info: p.TrialInfo, experiment_dir: Path) -> Result:
-    path = info.path or str(experiment_dir / info.name)
-    error = None
-    if info.status == "ERROR":
-        error = trial_error(info.error or "trial failed", info.traceback, info.trial_id, path)
-    metrics: dict[str, Any] | None = p.unpack_user(info.last_result) if info.last_result else None
-    if metrics is not None and info.status == "TERMINATED":
-        metrics["done"] = True
-    return Result(
-        metrics,
-        p.unpack_user(info.config),
-        path,
-        error=error,
-        checkpoint=Checkpoint(info.checkpoint) if info.checkpoint else None,
-        trial_id=info.trial_id,
-        status=info.status,
-    )
-
-
-def result_from_folder(trial_dir: Path) -> Result:
-    """A trial's Result from its folder alone (``Result.from_path``)."""
-    if not trial_dir.is_dir():
-        raise FileNotFoundError(f"{trial_dir} is not a trial folder")
-    config: dict[str, Any] = {}
-    params = trial_dir / "params.json"
-    if params.is_file():
-        config = json.loads(params.read_text())
-    rows = read_rows(trial_dir)
-    if not params.is_file() and not rows:
-        raise FileNotFoundError(f"{trial_dir} holds no params.json or result.json of a trial")
-    last = dict(rows[-1]) if rows else None
-    error_txt = trial_dir / "error.txt"
-    trial_id = str((last or {}).get("trial_id", ""))
-    error = None
-    if error_txt.is_file():
-        text = error_txt.read_text()
-        first = next((ln for ln in reversed(text.strip().splitlines()) if ln.strip()), "")
-        error = trial_error(first or "trial failed", text, trial_id, str(trial_dir))
-    return Result(
-        last,
-        config,
-        str(trial_dir),
-        error=error,
-        checkpoint=latest_checkpoint(trial_dir),
-        trial_id=trial_id,
-        status="ERROR" if error is not None else "TERMINATED",
-    )
-
-
-def load_results(path: str | os.PathLike[str]) -> list[Result]:
-    """Every trial of the experiment in ``path``, in trial order."""
-    folder = Path(path).expanduser()
-    if folder.is_file():  # Ray takes the state file itself too
-        folder = folder.parent
-    state = load_state(folder)
-    if state is not None:
-        return [result_from_info(info, folder) for info in moved_trials(state, folder)]
-    trials = (
-        sorted(d for d in folder.iterdir() if d.is_dir() and (d / "params.json").is_file())
-        if folder.is_dir()
-        else []
-    )
-    if not trials:
-        raise ValueError(
-            f"No experiment found in {path}: it holds neither {p.EXPERIMENT_STATE_FILE} nor "
-            "trial folders (with a params.json); pass the folder fit() printed as its logdir"
-        )
-    return [result_from_folder(d) for d in trials]
-
-
 __all__ = [
     "AUTO_RESULT_KEYS",
     "BLACKLISTED_KEYS",
@@ -304,6 +237,5 @@ __all__ = [
     "Result",
     "TrialError",
     "TuneError",
-    "load_results",
     "trial_error",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .analysis.loading import results_dataframe
+from .analysis.dataframes import results_dataframe
 from .analysis.metrics import best_index, check_scope
 from .result import Result
 

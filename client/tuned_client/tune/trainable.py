@@ -9,7 +9,6 @@ only ever run functions, and retries, stop rules and schedulers work alike.
 
 from __future__ import annotations
 
-import functools
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -20,7 +19,6 @@ import cloudpickle
 from ..checkpoint import Checkpoint
 from ..protocol import as_number
 from ..session import flat_get, require_session
-from .parameters import Parameters
 from .resources import resources_of, with_resources
 
 
@@ -176,25 +174,4 @@ def to_function(
     return with_resources(fn, resources) if resources is not None else fn
 
 
-def with_parameters(trainable: Any, **kwargs: Any) -> Any:
-    """Pass large objects to every trial once, as ``ray.tune.with_parameters`` does."""
-    params = Parameters(kwargs)
-    if isinstance(trainable, type) and issubclass(trainable, Trainable):
-        bound = type(trainable.__name__, (trainable,), {"__tuned_parameters__": params})
-        bound.__module__ = trainable.__module__
-        return bound
-    if not callable(trainable) or isinstance(trainable, type):
-        raise ValueError(
-            "`tune.with_parameters() only works with function trainables or classes that "
-            f"inherit from `tune.Trainable()`. Got type: {type(trainable)}."
-        )
-    resources = resources_of(trainable)
-
-    @functools.wraps(trainable)
-    def inner(config: dict[str, Any]) -> Any:
-        return trainable(config, **params)
-
-    return with_resources(inner, resources) if resources is not None else inner
-
-
-__all__ = ["Trainable", "class_runner", "to_function", "with_parameters"]
+__all__ = ["Trainable", "class_runner", "to_function"]

@@ -2,7 +2,20 @@
 // Text from trials (names, configs, errors, logs) only ever goes in through textContent.
 "use strict";
 
-const TOKEN = document.querySelector('meta[name="tuned-token"]').content;
+// The token comes once in the printed URL's ?token=; it is kept in this origin's
+// localStorage (per port: another local user's page on another port cannot read it)
+// and sent as a header or WebSocket subprotocol, never as a cookie (which browsers
+// would send to every port of 127.0.0.1).
+const TOKEN = (() => {
+  const given = new URLSearchParams(location.search).get("token");
+  if (given) {
+    localStorage.setItem("tuned-token", given);
+    history.replaceState(null, "", "/" + location.hash);  // out of the address bar
+    return given;
+  }
+  return localStorage.getItem("tuned-token") || "";
+})();
+const AUTH = { "X-Tuned-Token": TOKEN };
 const $ = (id) => document.getElementById(id);
 const S = {
   exps: new Map(), machine: [], view: "", trials: new Map(), selected: new Set(),
@@ -58,7 +71,8 @@ function connect(view) {
   S.view = view; S.trials = new Map(); S.selected = new Set(); S.metric = ""; S.full = false;
   rowEls.clear(); $("trials").tBodies[0].replaceChildren();
   destroyCharts();
-  const ws = new WebSocket(`ws://${location.host}/api/live` + (view ? "?view=" + encodeURIComponent(view) : ""));
+  const ws = new WebSocket(`ws://${location.host}/api/live` + (view ? "?view=" + encodeURIComponent(view) : ""),
+    ["tuned", "tuned-token." + TOKEN]);
   source = ws;
   ws.onopen = () => { $("conn").textContent = "live"; $("conn").className = "conn live"; };
   ws.onmessage = (e) => apply(JSON.parse(e.data));
@@ -404,12 +418,12 @@ function drawMachine() {
 // ---------------------------------------------------------------- one trial
 
 async function loadTrial(id) {
-  const r = await fetch(`/api/trial/${encodeURIComponent(id)}`);
+  const r = await fetch(`/api/trial/${encodeURIComponent(id)}`, { headers: AUTH });
   if (!r.ok) { notice(`No trial ${id}`, true); return; }
   S.trialInfo = await r.json();
   S.trialDirty = true;
   for (const which of ["stdout", "stderr"]) {
-    const log = await fetch(`/api/trial/${encodeURIComponent(id)}/${which}`);
+    const log = await fetch(`/api/trial/${encodeURIComponent(id)}/${which}`, { headers: AUTH });
     $(`trial-${which}`).textContent = log.ok ? await log.text() : `(${log.status})`;
   }
   schedule(true);
@@ -454,4 +468,12 @@ $("scope").onchange = (e) => { S.scope = e.target.value; schedule(true); };
 window.addEventListener("hashchange", route);
 window.addEventListener("resize", () => { destroyChartsOnly(); schedule(true); });
 function destroyChartsOnly() { for (const k of Object.keys(charts)) { charts[k].destroy(); delete charts[k]; } curvesShape = ""; }
-route();
+// Without the token the page shows how to get in, and connects nothing.
+(async () => {
+  const r = await fetch("/api/auth", { headers: AUTH }).catch(() => null);
+  if (r && r.status === 403) {
+    document.body.replaceChildren(el("p", "tuned web: open the URL with the token that `tuned web` printed"));
+    return;
+  }
+  route();
+})();

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...checkpoint import Checkpoint
-from .loading import read_rows, results_dataframe
+from .dataframes import results_dataframe
+from .loading import load_results, load_state
 from .metrics import (
     best_index,
     check_scope,
@@ -24,6 +26,7 @@ from .metrics import (
     validate_metric,
     validate_mode,
 )
+from .trial_folder import read_rows
 
 if TYPE_CHECKING:
     from ..result import Result
@@ -108,7 +111,6 @@ class ExperimentAnalysis:
         default_metric: str | None = None,
         default_mode: str | None = None,
     ) -> None:
-        from ..result import load_results
         from ..result_grid import ResultGrid
 
         if default_mode and default_mode not in ("min", "max"):
@@ -277,10 +279,6 @@ class ExperimentAnalysis:
 
 def _trainable_name(experiment_path: str) -> str:
     """The trainable's name as the daemon recorded it, for printing trials as Ray does."""
-    from pathlib import Path
-
-    from .loading import load_state
-
     try:
         state = load_state(Path(experiment_path))
     except ValueError:

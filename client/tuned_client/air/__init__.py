@@ -1,0 +1,1 @@
+"""``ray.air``: the part Ray Tune users import, ``air.integrations`` (the trackers)."""

@@ -1,0 +1,1 @@
+"""Helpers of the integrations (Ray's ``ray.air._internal``)."""

@@ -1,0 +1,163 @@
+"""``experiment_state.msgpack`` in each experiment's folder: what ``Tuner.restore`` reads.
+
+Written atomically, at most every half second and whenever it matters (submit,
+end); a large experiment's is written in steps so the daemon never stalls on
+it. It holds no environment: the results folder is shared, the environment
+has the user's secrets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Coroutine, Generator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+import structlog
+from tuned_client import protocol as p
+
+from ..core.model import Experiment
+from . import archive
+
+log = structlog.get_logger("tuned.store.statefile")
+
+STATE_WRITE_INTERVAL_S = 0.5
+STATE_WRITE_COST_RATIO = 20.0  # seconds between state writes per second one takes
+STATE_STEPS_FROM = 10_000  # trials from which the periodic state write goes in steps
+STATE_CHUNK_BYTES = 1 << 18  # a piece of the state file: about 800 trials
+
+Spawn = Callable[[Callable[[Experiment], Coroutine[Any, Any, None]], Experiment], None]
+
+
+def state_chunks(exp: Experiment, socket_path: Path) -> Generator[bytes]:
+    """``experiment_state.msgpack`` (a ``p.ExperimentState``) in pieces of ``STATE_CHUNK_BYTES``.
+
+    Encoded by hand around the trials, which are copied as the archive holds
+    them (``archive.trial_rows``): memory stays at a piece and the per-trial
+    resources, however many trials there are.
+    """
+    head: list[tuple[str, object]] = [
+        ("experiment_id", exp.id),
+        ("socket", str(socket_path)),
+        # No environment: it holds the user's secrets, and this file is in the results
+        # folder. Tuner.restore runs with the environment of the script that restores.
+        ("spec", msgspec.structs.replace(exp.spec, trials=[], trainable=b"", env={})),
+        ("finished", exp.done),
+        ("cancelled", exp.cancelled),
+    ]
+    n = len(exp.trials)  # trials added while this is written are in the next one
+    buf = bytearray(archive.map_header(len(head) + 2))
+    for key, value in head:
+        buf += archive.encode(key) + archive.encode(value)
+    buf += archive.encode("trials") + archive.array_header(n)
+    resources: list[bytes] = []
+    same: dict[bytes, bytes] = {}  # most trials share their bundles: keep one copy
+    for info, bundles in archive.trial_rows(exp, n):
+        buf += info
+        raw = bytes(bundles)
+        resources.append(same.setdefault(raw, raw))
+        if len(buf) >= STATE_CHUNK_BYTES:
+            yield bytes(buf)
+            buf.clear()
+    buf += archive.encode("resources") + archive.array_header(n)
+    for raw in resources:
+        buf += raw
+        if len(buf) >= STATE_CHUNK_BYTES:
+            yield bytes(buf)
+            buf.clear()
+    yield bytes(buf)
+
+
+def state_of(exp: Experiment, socket_path: Path) -> p.ExperimentState:
+    """The state file's contents, decoded (for tests and tools)."""
+    return msgspec.msgpack.decode(b"".join(state_chunks(exp, socket_path)), type=p.ExperimentState)
+
+
+class StateFiles:
+    """Writes each experiment's state file; ``spawn`` runs a write in steps as a task."""
+
+    def __init__(self, socket_path: Path, spawn: Spawn | None = None) -> None:
+        self.socket_path = socket_path
+        self.spawn = spawn
+
+    def write(self, exp: Experiment, *, force: bool = False) -> None:
+        """Rewrite the experiment's state file (atomically), at most every half second.
+
+        Forced at submit and when the experiment finishes; in between, a stale file
+        only means ``Tuner.restore`` reruns a trial the daemon had just finished,
+        and only when the daemon has lost the experiment too.
+
+        A write costs O(trials), so its cost is bounded two ways: the writes are
+        spaced ``STATE_WRITE_COST_RATIO`` times as long as the last one kept the
+        loop busy (under 5 % of the daemon's time, however many trials), and an
+        experiment of more than ``STATE_STEPS_FROM`` trials is written in steps,
+        a piece per turn of the loop, so that a million trials never stall it.
+        """
+        due = exp.state_written + max(STATE_WRITE_INTERVAL_S, exp.state_every)
+        if force:
+            exp.state_generation += 1  # a write in steps now under way is out of date
+        elif exp.state_writing or time.monotonic() < due:
+            return
+        if force or len(exp.trials) <= STATE_STEPS_FROM or self.spawn is None:
+            self._write_now(exp)
+            return
+        exp.state_writing = True
+        self.spawn(self._write_in_steps, exp)
+
+    def _write_now(self, exp: Experiment) -> None:
+        started = time.monotonic()
+        path = exp.path / p.EXPERIMENT_STATE_FILE
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                for chunk in state_chunks(exp, self.socket_path):
+                    f.write(chunk)
+            os.replace(tmp, path)
+        except OSError as exc:  # disk full: the old state file stays whole, the daemon serves on
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            log.warning("could not write the experiment state", experiment=exp.id, error=str(exc))
+        self._written(exp, time.monotonic() - started)
+
+    async def _write_in_steps(self, exp: Experiment) -> None:
+        """A large experiment's periodic state write, a piece per turn of the loop.
+
+        Trials change between pieces; each is written as it is when its turn
+        comes, and the file holds the trials there were when the write began. A
+        forced write meanwhile makes this one give up (``state_generation``).
+        """
+        generation = exp.state_generation
+        path = exp.path / p.EXPERIMENT_STATE_FILE
+        tmp = path.with_name(f".{path.name}.steps.tmp")
+        busy = 0.0
+        chunks = state_chunks(exp, self.socket_path)
+        try:
+            with open(tmp, "wb") as f:
+                while generation == exp.state_generation:
+                    started = time.monotonic()
+                    chunk = next(chunks, None)
+                    if chunk is not None:
+                        f.write(chunk)
+                    busy += time.monotonic() - started
+                    if chunk is None:
+                        break
+                    await anyio.sleep(0)  # the loop serves everyone else between pieces
+            if generation == exp.state_generation:
+                os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("could not write the experiment state", experiment=exp.id, error=str(exc))
+        finally:
+            chunks.close()
+            with contextlib.suppress(OSError):
+                tmp.unlink()  # gone already once it has replaced the state file
+            exp.state_writing = False
+            self._written(exp, busy)
+
+    @staticmethod
+    def _written(exp: Experiment, busy: float) -> None:
+        exp.state_written = time.monotonic()
+        exp.state_every = STATE_WRITE_COST_RATIO * busy
