@@ -3,7 +3,8 @@
 ``--with-ray`` adds ``ray``: the seed sweep under Ray Tune beside ours (Ray is
 installed into bench/.ray-venv on request; never a dependency). ``--quick`` uses
 fewer trials for a smoke run; the table says so. ``--only NAME,...`` runs some
-benchmarks (names below; ``--only ray`` runs the Ray side alone) and replaces
+benchmarks (names below; ``--only ray`` runs the Ray side alone, ``--only
+before_after`` the fast path of main's tree beside this one) and replaces
 just their rows in the table. Each benchmark is also a module of its own:
 ``python -m bench.admission`` and so on.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from . import (
     admission,
+    before_after,
     disk,
     events,
     flat_memory,
@@ -54,6 +56,8 @@ def benches(quick: bool) -> dict[str, Callable[[], list[Figure]]]:
         "web": lambda: web.measure(n=500 if quick else 1_000),
         "trackers": lambda: trackers.measure(2 if quick else 5),
         "ray": lambda: ray_side.measure(1 if quick else 3),  # only when asked for
+        # only when asked for: this tree against main's (python -m bench.before_after REF)
+        "before_after": lambda: before_after.measure("main", 1 if quick else 5),
     }
 
 
@@ -98,7 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     every = benches(args.quick)
-    chosen = {n: b for n, b in every.items() if n != "ray"}
+    chosen = {n: b for n, b in every.items() if n not in ("ray", "before_after")}
     if args.only:
         names = [n.strip() for n in args.only.split(",") if n.strip()]
         unknown = [n for n in names if n not in every]
