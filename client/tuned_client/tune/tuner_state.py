@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import cloudpickle
 
 from .. import protocol as p
+from .. import safedir
 from .config import RunConfig, TuneConfig
 from .fit_settings import FitSettings, trainable_name
 from .utils import flatten_dict
@@ -129,6 +130,8 @@ def save_tuner_early(fit: FitSettings, storage_path: str) -> None:
     if (folder / p.EXPERIMENT_STATE_FILE).exists():
         return  # an experiment ran (or runs) there: its tuner.pkl is replaced at fit()
     with contextlib.suppress(OSError):  # an unwritable storage_path is reported at fit()
+        if folder.is_dir():  # nothing of ours in a folder another user could change:
+            safedir.check(folder)  # the daemon refuses it at fit(), saying why
         save_tuner(fit, folder)
 
 
