@@ -163,7 +163,7 @@ class Console:
             return
         if self.legacy is not None:
             if self.dirty and self.legacy.should_report(list(trials.values())):
-                self._print(self.legacy.report_text(list(trials.values())))
+                self._legacy_report(trials, done=False)
                 self.dirty = False
             return
         if trials and self.dirty and time.monotonic() - self.last_heartbeat >= HEARTBEAT_S:
@@ -173,7 +173,7 @@ class Console:
         self.output.poll(trials, final=True)
         if self.verbose >= 1:
             if self.legacy is not None:
-                self._print(self.legacy.report_text(list(trials.values()), done=True))
+                self._legacy_report(trials, done=True)
             else:
                 self._heartbeat(trials)
             elapsed = time.time() - self.started
@@ -210,6 +210,14 @@ class Console:
         self._print("tuned: the daemon is back; following the experiment again", err=True)
 
     # ------------------------------------------------------------ pieces
+
+    def _legacy_report(self, trials: dict[str, TrialView], done: bool) -> None:
+        """Ray calls the reporter's ``report``: a subclass that overrides it (or
+        JupyterNotebookReporter, which draws in the cell) is heard as in Ray."""
+        assert self.legacy is not None
+        self.out.flush()
+        self.legacy.report(list(trials.values()), done)
+        sys.stdout.flush()
 
     def _print(self, text: str, err: bool = False) -> None:
         stream = sys.stderr if err else self.out
