@@ -37,7 +37,7 @@ from .search.searcher import Searcher, save_searcher
 from .search.variant_generator import format_vars, generate_variants
 from .spec import experiment_spec
 from .trial import TrialView
-from .tuner_state import keep_tuner
+from .tuner_state import discard_early_tuner, keep_tuner, storage_of
 
 # Adaptive searchers get one queued trial at a time: each suggestion is made as
 # late as possible, so it learns from every result that came before it.
@@ -329,6 +329,7 @@ def fit_steered(fit: FitSettings) -> ResultGrid:
         try:
             accepted = conn.request(p.Submit(experiment=spec))
         except DaemonError as exc:
+            discard_early_tuner(fit, storage_of(fit))
             raise TuneError(exc.message) from None
         assert isinstance(accepted, p.Accepted)
         keep_tuner(fit, accepted.path)

@@ -17,7 +17,6 @@ from typing import Any
 
 from .. import protocol as p
 from ..connection import DaemonError
-from ..paths import default_storage_path
 from .config import RunConfig, TuneConfig
 from .fit_settings import FitSettings
 from .follower import Follower
@@ -34,7 +33,7 @@ from .result import TuneError
 from .result_grid import ResultGrid
 from .spec import experiment_spec
 from .trainable import Trainable
-from .tuner_state import keep_tuner, save_tuner_early
+from .tuner_state import discard_early_tuner, keep_tuner, save_tuner_early, storage_of
 
 
 class Tuner:
@@ -73,8 +72,7 @@ class Tuner:
                 _socket,
             )
         )
-        rc = self._fit.run_config
-        save_tuner_early(self._fit, rc.storage_path or rc.local_dir or str(default_storage_path()))
+        save_tuner_early(self._fit, storage_of(self._fit))
 
     def _setup(self, fit: FitSettings) -> None:
         self._fit = fit
@@ -128,6 +126,7 @@ class Tuner:
             try:
                 accepted = conn.request(p.Submit(experiment=spec))
             except DaemonError as exc:
+                discard_early_tuner(self._fit, storage_of(self._fit))
                 raise TuneError(exc.message) from None
             assert isinstance(accepted, p.Accepted)
             decides = spec.decide_results

@@ -29,6 +29,7 @@ import cloudpickle
 
 from .. import protocol as p
 from .. import safedir
+from ..paths import default_storage_path
 from .config import RunConfig, TuneConfig
 from .fit_settings import FitSettings, trainable_name
 from .utils import flatten_dict
@@ -121,18 +122,45 @@ def keep_tuner(fit: FitSettings, experiment_dir: str | os.PathLike[str]) -> None
         )
 
 
-def save_tuner_early(fit: FitSettings, storage_path: str) -> None:
-    """At ``Tuner(...)``, as Ray: only with a name given, and never over a run's folder."""
+def storage_of(fit: FitSettings) -> str:
+    """Where the experiment's folder goes, as ``Tuner(...)`` knows it."""
+    rc = fit.run_config
+    return rc.storage_path or rc.local_dir or str(default_storage_path())
+
+
+def _early_folder(fit: FitSettings, storage_path: str) -> Path | None:
+    """The folder of ``RunConfig(name=)``, if named and no experiment ran (or runs) there."""
     name = fit.run_config.name
     if not name or os.path.basename(name) != name or name in (".", ".."):
-        return  # a made-up name is known at fit(); a bad one is refused there
+        return None  # a made-up name is known at fit(); a bad one is refused there
     folder = Path(storage_path).expanduser() / name
     if (folder / p.EXPERIMENT_STATE_FILE).exists():
-        return  # an experiment ran (or runs) there: its tuner.pkl is replaced at fit()
+        return None  # its tuner.pkl is replaced at fit(), once the daemon accepts it
+    return folder
+
+
+def save_tuner_early(fit: FitSettings, storage_path: str) -> None:
+    """At ``Tuner(...)``, as Ray: only with a name given, and never over a run's folder."""
+    folder = _early_folder(fit, storage_path)
+    if folder is None:
+        return
     with contextlib.suppress(OSError):  # an unwritable storage_path is reported at fit()
         if folder.is_dir():  # nothing of ours in a folder another user could change:
             safedir.check(folder)  # the daemon refuses it at fit(), saying why
         save_tuner(fit, folder)
+
+
+def discard_early_tuner(fit: FitSettings, storage_path: str) -> None:
+    """The daemon refused ``fit()``: nothing ran, so the ``tuner.pkl`` of ``Tuner(...)``
+    goes, and its folder if that leaves it empty (a refused request leaves nothing)."""
+    folder = _early_folder(fit, storage_path)
+    if folder is None:
+        return
+    with contextlib.suppress(OSError):
+        if folder.stat().st_uid != os.getuid():
+            return  # never ours: nothing of ours was written there (safedir)
+        tuner_state_path(folder).unlink(missing_ok=True)
+        folder.rmdir()  # only if empty
 
 
 def load_tuner(experiment_dir: str | os.PathLike[str]) -> SavedTuner | None:
