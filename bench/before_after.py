@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import resource
 import shutil
 import subprocess
@@ -112,7 +113,8 @@ def measure(ref: str = "main", pairs: int = 5, n: int = 2_000) -> list[Figure]:
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
     sides = f"{ref} vs the working tree at {head}"
-    note = f"median of {pairs} alternating pairs; {sides}"
+    load = os.getloadavg()[1]  # a busy machine: the CPU seconds are the steadier figure
+    note = f"median of {pairs} alternating pairs; {sides}; load average {load:.0f}"
     figures: list[Figure] = []
     for label, got, unit, higher, cpu_label, cpu_unit in (
         ("seed sweep fit() (FIFO)", seed, "s", False, "client CPU", "s"),
