@@ -1,10 +1,12 @@
 """``python -m bench``: run every benchmark, print each figure, write bench/RESULTS.md.
 
 ``--with-ray`` adds ``ray``: the seed sweep under Ray Tune beside ours (Ray is
-installed into bench/.ray-venv on request; never a dependency). ``--quick`` uses
+installed into bench/.ray-venv on request; never a dependency). ``packing``
+always runs its mixes under Ray Tune too, in the same run (a half hour in all). ``--quick`` uses
 fewer trials for a smoke run; the table says so. ``--only NAME,...`` runs some
-benchmarks (names below; ``--only ray`` runs the Ray side alone, ``--only
-before_after`` the fast path of main's tree beside this one) and replaces
+benchmarks (names below; ``--only ray`` runs the Ray side alone, ``--only soak`` the
+million-trial history, ``--only before_after`` the fast path of main's tree beside this
+one, none of which a plain run includes) and replaces
 just their rows in the table. Each benchmark is also a module of its own:
 ``python -m bench.admission`` and so on.
 """
@@ -20,15 +22,18 @@ from pathlib import Path
 
 from . import (
     admission,
+    admission_cost,
     before_after,
     disk,
     events,
     flat_memory,
     heavy_import,
     memory,
+    packing,
     queued,
     ray_side,
     seed,
+    soak,
     subscribers,
     throughput,
     trackers,
@@ -47,6 +52,7 @@ def benches(quick: bool) -> dict[str, Callable[[], list[Figure]]]:
         "throughput": lambda: throughput.measure(1_000 if quick else 10_000),
         "memory": memory.measure,
         "admission": lambda: admission.measure(100 if quick else 300),
+        "admission_cost": admission_cost.measure,
         "heavy_import": lambda: heavy_import.measure(50 if quick else 200),
         "events": lambda: events.measure(20_000 if quick else 40_000, 5_000 if quick else 20_000),
         "subscribers": lambda: subscribers.measure(500 if quick else 2_000),
@@ -55,9 +61,14 @@ def benches(quick: bool) -> dict[str, Callable[[], list[Figure]]]:
         "disk": lambda: disk.measure(2.0 if quick else 6.0),
         "web": lambda: web.measure(n=500 if quick else 1_000),
         "trackers": lambda: trackers.measure(2 if quick else 5),
+        # Ours and Ray Tune's on each mix (Ray installed into bench/.ray-venv on first use).
+        "packing": lambda: packing.measure(0.25 if quick else 1.0, (4,) if quick else (4, 8)),
         "ray": lambda: ray_side.measure(1 if quick else 3),  # only when asked for
         # only when asked for: this tree against main's (python -m bench.before_after REF)
         "before_after": lambda: before_after.measure("main", 1 if quick else 5),
+        # a million trials' history (minutes): only when asked for; TUNED_BENCH_BEFORE=PATH
+        # measures another checkout's daemon on the same history first
+        "soak": lambda: soak.measure(100_000 if quick else 1_000_000, soak.trees_from_env()),
     }
 
 
@@ -76,7 +87,17 @@ def merged_rows(figures: list[Figure]) -> list[str]:
     return rows + list(fresh.values())
 
 
+def notes() -> list[str]:
+    """What RESULTS.md says after its table (sections of notes), kept as it is."""
+    if not RESULTS.exists():
+        return []
+    lines = RESULTS.read_text().splitlines()
+    after = next((i for i, line in enumerate(lines) if line.startswith("## ")), None)
+    return [] if after is None else lines[after:]
+
+
 def write_table(rows: list[str], argv: str, seconds: float) -> None:
+    kept = notes()
     lines = [
         "# Benchmark results",
         "",
@@ -89,8 +110,9 @@ def write_table(rows: list[str], argv: str, seconds: float) -> None:
         "|---|---|---|---|---|---|",
         *rows,
         "",
+        *kept,
     ]
-    RESULTS.write_text("\n".join(lines))
+    RESULTS.write_text("\n".join(lines) + ("\n" if kept else ""))
 
 
 def main() -> None:
@@ -102,7 +124,7 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     every = benches(args.quick)
-    chosen = {n: b for n, b in every.items() if n not in ("ray", "before_after")}
+    chosen = {n: b for n, b in every.items() if n not in ("ray", "soak", "before_after")}
     if args.only:
         names = [n.strip() for n in args.only.split(",") if n.strip()]
         unknown = [n for n in names if n not in every]

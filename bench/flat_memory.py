@@ -52,21 +52,22 @@ assert results.num_errors == 0 and len(results) == n
 MILLION = 1_000_000
 WARMUP = 1_000
 EVENTS_PER_TRIAL = 3  # TrialStarted, TrialResult, TrialFinished; TrialQueued came at submit
+EVENT_BYTES = 300  # about what each of those three takes in the history, frame and entry
 STEADY_MARGIN = 500
 
 
 def steady_from() -> int:
     """Finished trials from which the slope is taken: once the event history is steady.
 
-    The daemon keeps the latest ``Settings.event_history`` events for clients
-    that resubscribe: a bounded cache. While it fills, RSS grows by the events'
-    frames, about 1 KB a trial here, and that growth ends at its size;
+    The daemon keeps the latest ``Settings.event_history_bytes`` of events for
+    clients that resubscribe: a bounded cache. While it fills, RSS grows by the
+    events' frames, about 1 KB a trial here, and that growth ends at its size;
     extrapolating it to a million trials would count the cache eighty times
     over. It is steady once it holds only the three events of finished trials
     (the ``n`` submitted with the experiment, smaller, are gone by then).
     """
-    (field,) = [f for f in dataclasses.fields(Settings) if f.name == "event_history"]
-    held = int(field.default)
+    (field,) = [f for f in dataclasses.fields(Settings) if f.name == "event_history_bytes"]
+    held = int(field.default) // EVENT_BYTES
     return max(WARMUP, math.ceil(held / EVENTS_PER_TRIAL) + STEADY_MARGIN)
 
 

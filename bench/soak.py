@@ -179,6 +179,13 @@ def measure(trials: int = 1_000_000, trees: list[tuple[str, Path]] | None = None
         shutil.rmtree(history, ignore_errors=True)
 
 
+def trees_from_env() -> list[tuple[str, Path]]:
+    """The checkouts to measure: ``TUNED_BENCH_BEFORE``'s first, if set, then this one."""
+    before = os.environ.get("TUNED_BENCH_BEFORE")
+    trees = [(f"before ({Path(before).name})", Path(before))] if before else []
+    return [*trees, ("now", REPO)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=1_000_000)

@@ -2,7 +2,9 @@
 
 Ray Tune's rule (issue 17, item 2), through a real daemon: with instant
 iterations, ASHA's stops land exactly on its rungs; a client that dies while
-its trials wait on it leaves nothing hanging; a FIFO sweep is not slowed.
+its trials wait on it leaves nothing hanging (its trial stops at the result it
+waited on, once the daemon has given the client its grace period); a FIFO
+sweep is not slowed.
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ DRIVER = textwrap.dedent(
 )
 
 
-def test_trials_waiting_on_a_dead_client_go_on(daemon: RunningDaemon, tmp_path: Path) -> None:
+@pytest.mark.daemon_args("--num-cpus", "4", "--driver-grace", "0.5")
+def test_trials_waiting_on_a_dead_client_stop_there(daemon: RunningDaemon, tmp_path: Path) -> None:
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
     flag = tmp_path / "decided"
@@ -102,9 +105,11 @@ def test_trials_waiting_on_a_dead_client_go_on(daemon: RunningDaemon, tmp_path: 
                 msg = conn.recv()
                 if isinstance(msg, p.TrialFinished):
                     break
-        assert msg.status == "TERMINATED"
+        # Unfinished (Tuner.restore resumes it): it ran no further than the result it
+        # waited on when its client died, or the next one.
+        assert (msg.status, msg.error) == ("ERROR", p.INTERRUPTED)
         rows = next((daemon.storage / "orphan").glob("*/result.json")).read_text()
-        assert len(rows.splitlines()) == 40  # it ran to its own end once its client was gone
+        assert 3 <= len(rows.splitlines()) < 40
     finally:
         if proc.poll() is None:
             proc.kill()

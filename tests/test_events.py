@@ -10,11 +10,13 @@ import threading
 import time
 from typing import Any
 
+import psutil
+import pytest
 from conftest import RunningDaemon
 from tuned_client import protocol as p
 from tuned_client import tune
 from tuned_client.connection import Connection
-from tuned_client.framing import read_frame, send_message
+from tuned_client.framing import read_frame, recv_message, send_message
 
 PAD = "x" * 4096  # a few hundred of these overflow a Unix socket's buffer
 
@@ -71,6 +73,110 @@ def test_a_subscriber_that_reads_nothing_slows_no_one(daemon: RunningDaemon) -> 
     with daemon.connect() as conn:  # and the daemon still answers everyone
         assert isinstance(conn.request(p.GetStatus()), p.StatusReply)
     stuck.close()
+
+
+def big_rows(config: dict[str, Any]) -> None:
+    pad = "x" * 20_000
+    for i in range(config["rows"]):
+        tune.report({"i": i, "pad": pad})
+
+
+HISTORY, BUFFER = 1_000_000, 300_000
+STUCK = 20  # issue 16's figure: 20 subscribers with since=0 that never read
+
+
+def stuck_subscriber(daemon: RunningDaemon) -> socket.socket:
+    """A raw connection that subscribes to the whole history and reads nothing."""
+    stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stuck.connect(str(daemon.socket))
+    send_message(stuck, p.Hello(protocol=p.PROTOCOL_VERSION, client="stuck"))
+    read_frame(stuck)  # the welcome; from here on it reads nothing until the end
+    send_message(stuck, p.Subscribe(since=0))  # the whole history, then every event
+    return stuck
+
+
+def read_until_lagged(stuck: socket.socket) -> tuple[list[int], p.Lagged]:
+    """What was under way to a stuck subscriber when it stopped reading, then ``Lagged``."""
+    stuck.settimeout(30)
+    seqs: list[int] = []
+    while True:
+        msg = recv_message(stuck)
+        if isinstance(msg, p.Lagged):
+            return seqs, msg
+        assert isinstance(msg, p.Event)
+        seqs.append(msg.seq)
+
+
+@pytest.mark.daemon_args(
+    "--num-cpus", "2", "--event-history-bytes", str(HISTORY),
+    "--subscriber-buffer-bytes", str(BUFFER),
+)  # fmt: skip
+def test_subscribers_that_never_read_cost_a_bounded_amount_then_are_told_they_lagged(
+    daemon: RunningDaemon,
+) -> None:
+    daemon_process = psutil.Process(daemon.proc.pid)
+    baseline = daemon_process.memory_info().rss
+    stuck = [stuck_subscriber(daemon) for _ in range(STUCK)]
+
+    held: list[int] = []
+    rss: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:  # what the daemon holds for events (and in all), while they flood
+        with daemon.connect() as conn:
+            while not done.is_set():
+                reply = conn.request(p.GetStatus())
+                assert isinstance(reply, p.StatusReply)
+                held.append(reply.event_bytes)
+                rss.append(daemon_process.memory_info().rss)
+                done.wait(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    rows = 400  # 8 MB of results: eight times the history, 160 MB for the stuck ones
+    try:
+        grid = tune.Tuner(
+            tune.with_resources(big_rows, {"cpu": 1}),
+            param_space={"rows": rows},
+            run_config=tune.RunConfig(verbose=0),
+        ).fit()
+    finally:
+        done.set()
+        watcher.join()
+    assert grid[0].metrics["i"] == rows - 1
+    reply = daemon.status()  # the flood is over and the stuck ones still read nothing
+    # The history, and for each stuck one the one write it is blocked on (its buffer is
+    # dropped once it is behind), with a frame of slack each: never the 8 MB sent its way.
+    bound = HISTORY + STUCK * (max(2 * BUFFER, 1 << 20) + 2 * 25_000)
+    assert held and max([*held, reply.event_bytes]) <= bound, (max(held), bound)
+    grown = max(rss) - baseline
+    assert grown <= 100 * 2**20, f"daemon RSS grew {grown / 2**20:.0f} MiB"
+    print(f"events held: at most {max(held):,} B of {bound:,}; RSS +{grown / 2**20:.0f} MiB")
+
+    for sub in stuck:
+        seqs, lagged = read_until_lagged(sub)
+        assert seqs == list(range(1, len(seqs) + 1))  # in order and nothing skipped
+        assert lagged.last_seq == seqs[-1]
+        assert len(seqs) < rows  # it was cut off: it never got most of the results
+        sub.close()
+
+    # Told it lagged, a client resyncs as fit() does: the experiment's state, then the
+    # events after it, which the history still holds.
+    (exp_id,) = [e.experiment_id for e in reply.experiments]
+    with daemon.connect() as conn:
+        state = conn.get_experiment(exp_id)
+        assert state.finished and [t.status for t in state.trials] == ["TERMINATED"]
+        assert p.unpack_user(state.trials[0].last_result)["i"] == rows - 1
+        conn.send(p.Subscribe(since=state.seq))
+        tune.Tuner(
+            tune.with_resources(big_rows, {"cpu": 1}),
+            param_space={"rows": 1},
+            run_config=tune.RunConfig(verbose=0),
+        ).fit()
+        after = [conn.recv()]
+        while not isinstance(after[-1], p.ExperimentFinished):
+            after.append(conn.recv())
+    assert [m.seq for m in after] == list(range(state.seq + 1, state.seq + 1 + len(after)))
 
 
 class Recorder(tune.Callback):

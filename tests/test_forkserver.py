@@ -151,6 +151,9 @@ def test_an_import_that_initialises_cuda_falls_back_to_spawning(
         """,
     )
     monkeypatch.syspath_prepend(str(tmp_path))
+    # The stand-in must be what `import torch` finds here too; a real torch an earlier
+    # test imported is put back afterwards (importing torch twice in one process fails).
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
     try:
         module = __import__(name)
         results = tune.Tuner(
@@ -160,7 +163,7 @@ def test_an_import_that_initialises_cuda_falls_back_to_spawning(
         ).fit()
     finally:
         sys.modules.pop(name, None)
-        sys.modules.pop("torch", None)
+        sys.modules.pop("torch", None)  # the stand-in; monkeypatch restores a real one
     assert results.num_errors == 0
     assert {r.metrics["ppid"] for r in results} == {daemon.proc.pid}
     assert "torch.cuda" in daemon.log

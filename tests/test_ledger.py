@@ -24,6 +24,7 @@ from tuned.core.ledger import (
     Allocation,
     Bundle,
     Capacity,
+    Hold,
     ImpossibleRequest,
     Ledger,
     Request,
@@ -345,6 +346,17 @@ capacities = st.builds(
 )
 
 
+OWNERS = ("", "a", "b")
+owners = st.sampled_from(OWNERS)
+holds = st.builds(
+    Hold,
+    cpu=st.integers(0, 8 * SCALE),
+    memory=st.integers(0, 8 * GiB),
+    custom=st.dictionaries(st.sampled_from(CUSTOM_NAMES), st.integers(0, 2 * SCALE)),
+    gpus=st.dictionaries(st.integers(0, 3), st.sampled_from([2_500, 5_000, SCALE])),
+)
+
+
 def expected_placement(
     used: tuple[int, ...], request: Request
 ) -> tuple[tuple[tuple[int, int], ...], ...] | None:
@@ -437,6 +449,59 @@ class LedgerMachine(RuleBasedStateMachine):
         ids = alloc.cuda_visible_devices(self.ledger.capacity)
         assert ids == ",".join(self.ledger.capacity.gpu_ids[i] for i, _ in alloc.gpus)
         assert alloc.bundle_gpus == expected_placement(used, request)
+
+    @rule(target=allocations, request=requests, hold=holds, owner=owners)
+    def acquire_beside_a_hold(self, request: Request, hold: Hold, owner: str) -> Allocation | None:
+        """What a hold keeps stays free: its amounts, its room on each device."""
+        before = self.ledger.snapshot()
+        short = self.ledger.shortfall(request, hold)
+        alloc = self.ledger.acquire(request, owner, hold)
+        assert (alloc is None) == bool(short)
+        if alloc is None:
+            assert self.ledger.snapshot() == before
+            return None
+        assert alloc.owner == owner
+        if request.total_cpu:
+            assert self.ledger.free_cpu() >= hold.cpu
+        if request.total_memory:
+            assert self.ledger.free_memory() >= hold.memory
+        for name, units in request.total_custom.items():
+            assert not units or self.ledger.free_custom(name) >= hold.custom.get(name, 0)
+        for index, _ in alloc.gpus:
+            assert self.ledger.gpu_free(index) >= hold.gpus.get(index, 0)
+        self.live[alloc.id] = (request, alloc)
+        return alloc
+
+    @rule(request=requests, others=holds)
+    def a_hold_is_placed_beside_the_others(self, request: Request, others: Hold) -> None:
+        """Whole GPUs get devices of their own, apart from any held; amounts never grow."""
+        hold = self.ledger.hold_for(request, others)
+        assert hold.cpu <= request.total_cpu and hold.memory <= request.total_memory
+        assert all(u <= request.total_custom.get(n, 0) for n, u in hold.custom.items())
+        devices = len(self.ledger.capacity.gpu_ids)
+        assert all(0 <= i < devices and 0 < u <= SCALE for i, u in hold.gpus.items())
+        whole = sum(b.gpu // SCALE for b in request.bundles if b.gpu >= SCALE)
+        open_ = [i for i in range(devices) if not others.gpus.get(i)]
+        full = [i for i, u in hold.gpus.items() if u == SCALE and not others.gpus.get(i)]
+        assert len(full) >= min(whole, len(open_))
+
+    @invariant()
+    def each_owner_s_share_is_its_largest_fraction_of_anything(self) -> None:
+        cap = self.ledger.capacity
+        for owner in OWNERS:
+            mine = [a for _, a in self.live.values() if a.owner == owner]
+            fractions = [0.0]
+            if cap.cpu:
+                fractions.append(sum(a.cpu for a in mine) / cap.cpu)
+            if cap.memory:
+                fractions.append(sum(a.memory for a in mine) / cap.memory)
+            if cap.gpu_ids:
+                gpu = sum(u for a in mine for _, u in a.gpus)
+                fractions.append(gpu / (len(cap.gpu_ids) * SCALE))
+            for name, total in cap.custom.items():
+                if total:
+                    fractions.append(sum(a.custom.get(name, 0) for a in mine) / total)
+            assert self.ledger.share(owner) == pytest.approx(max(fractions))
 
     @rule(extra=st.sampled_from(["cpu", "memory", *CUSTOM_NAMES]))
     def fill_to_the_brim(self, extra: str) -> None:

@@ -196,9 +196,11 @@ def test_fake_four_gpus_pack_best_fit_and_never_overcommit(
     }
     fit(tune.with_resources(trainable, gpu), param_space=space)
     records = spans(span_dir)
-    small = sorted((r for r in records if r["config"]["i"] < 16), key=lambda r: r["config"]["i"])
-    # All sixteen quarter-GPU trials start at once; best fit fills device 0 first, then 1, ...
-    assert [r["cuda"] for r in small] == [str(i // 4) for i in range(16)]
+    small = [r for r in records if r["config"]["i"] < 16]
+    whole = [r for r in records if r["config"]["i"] >= 16]
+    # The biggest asks go first: the four whole-GPU trials take a device each, and the
+    # quarters start once those end (where they go is the ledger's best fit, tested there).
+    assert max(r["start"] for r in whole) < min(r["start"] for r in small)
     # At every moment, the shares on each device add up to at most one device.
     for device in "0123":
         on = [r for r in records if r["cuda"] == device]
@@ -206,7 +208,6 @@ def test_fake_four_gpus_pack_best_fit_and_never_overcommit(
         for r in on:
             live = [o for o in on if o["start"] <= r["start"] < o["end"]]
             assert sum(share[id(o)] for o in live) <= 1.0
-    whole = [r for r in records if r["config"]["i"] >= 16]
     assert sorted(r["cuda"] for r in whole) == ["0", "1", "2", "3"]
 
 

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-from conftest import RunningDaemon, ledger_in_use, next_event, restart_daemon, start_script
-from gates import Gate, pass_gate
+import psutil
+import pytest
+from conftest import (
+    RunningDaemon,
+    ledger_in_use,
+    next_event,
+    restart_daemon,
+    start_script,
+    use_daemon,
+)
+from gates import Gate, pass_gate, wait_until
 from tuned_client import protocol as p
 from tuned_client import tune
 
@@ -26,7 +38,10 @@ def train_counting(config: dict) -> None:
     for step in range(start + 1, STEPS + 1):
         with tempfile.TemporaryDirectory() as d:
             (Path(d) / "state.json").write_text(json.dumps({"step": step}))
-            tune.report({"step": step}, checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report(
+                {"step": step, "ppid": os.getppid()},
+                checkpoint=tune.Checkpoint.from_directory(d),
+            )
         if config["x"] == 1:
             pass_gate(config["gate"])  # trial 1 is mid-run until the test has interrupted it
     with open(config["log"], "a") as f:
@@ -111,3 +126,43 @@ def test_ctrl_c_stops_the_experiment_and_restore_resumes_it(
     starts = log.read_text().splitlines()
     assert "start 1 0" in starts and any(s.startswith("start 1 ") for s in starts[1:])
     assert ledger_in_use(daemon) == {"cpu": 0, "gpu": 0, "memory": 0}
+
+
+def test_restore_after_the_daemon_lost_the_experiment_resumes_from_checkpoints(
+    daemon: RunningDaemon,
+    daemon_factory: Callable[..., RunningDaemon],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its journal gone (a daemon that never saw it): trials go on from their checkpoints.
+
+    Ray's restore reads ``experiment_state`` and the trial folders; so does this
+    one: trial 1 had checkpointed its first step when everything died, and goes
+    on from it, its result files holding each step once.
+    """
+    client, log, gate = _start_client(daemon, tmp_path)  # trial 1 reported step 1, waits
+    client.kill()
+    client.wait()
+    [trial_dir] = (daemon.storage / "restorable").glob("train_counting_*_00001_*")
+    rows = trial_dir / "result.json"
+    # The daemon writes result rows behind: the checkpoint's row is on disk before it dies.
+    wait_until(lambda: rows.exists() and rows.read_text().endswith("\n"), "trial 1's first row")
+    first = json.loads(rows.read_text().splitlines()[0])
+    daemon.stop(signal.SIGKILL)
+    procs = []
+    for pid in (first["pid"], first["ppid"]):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            procs.append(psutil.Process(pid))
+    _, alive = psutil.wait_procs(procs, timeout=30)
+    assert alive == []  # its trial and zygote died with it: none writes to its folder any more
+    fresh = daemon_factory(*daemon.args, name="fresh")  # another journal: it never saw it
+    use_daemon(fresh, monkeypatch)
+    assert fresh.status().experiments == []
+    gate.open()
+
+    path = daemon.storage / "restorable"
+    results = tune.Tuner.restore(str(path), train_counting, run_config=tune.RunConfig(verbose=0))
+    _check_finished(results.fit(), log)  # trial 0 not rerun; no row twice in result.json
+    starts = log.read_text().splitlines()
+    assert [s for s in starts if s.startswith("start 1")] == ["start 1 0", "start 1 1"]
+    assert ledger_in_use(fresh) == {"cpu": 0, "gpu": 0, "memory": 0}

@@ -288,3 +288,15 @@ def test_nested_dicts_lists_tuples_kept(seed: int) -> None:
         assert isinstance(c["opt"]["betas"], tuple) and 0.9 <= c["opt"]["betas"][1] <= 0.999
         assert 1 <= c["layers"][0]["units"] < 4 and c["layers"][1]["units"] in (8, 16)
     assert isinstance(space["opt"]["betas"][1], Domain)  # the input is not mutated
+
+
+def test_each_variant_is_a_copy_of_its_own_that_keeps_what_the_space_shares() -> None:
+    shared = [1, 2]
+    space = {"a": shared, "b": shared, "nested": {"x": [3]}, "g": grid_search([1, 2])}
+    first, second = (config for _, config in generate_variants(space))
+    assert first["a"] is first["b"] and first["a"] == [1, 2]  # deepcopy keeps what is shared
+    assert first["a"] is not shared and first["a"] is not second["a"]
+    plain = {"nested": {"x": [3]}, "g": grid_search([1, 2])}
+    one, two = (config for _, config in generate_variants(plain))
+    one["nested"]["x"].append(4)  # a variant's values are its own
+    assert two["nested"]["x"] == [3] and plain["nested"] == {"x": [3]}

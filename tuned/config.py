@@ -29,12 +29,18 @@ class Settings:
     handshake_timeout_s: float = 10.0
     spare_idle_s: float = 30.0  # a zygote's spare nobody took by then is retired (it may idle out)
     kill_grace_s: float = 5.0
+    # How long an experiment whose searcher/scheduler runs in a script waits for that
+    # script to reconnect before it is interrupted (``daemon.drivers``).
+    driver_grace_s: float = 30.0
     gpu_release_timeout_s: float = 10.0  # longest a device waits for a dead trial's memory
     fake_gpu_state: Path | None = None  # tests: a JSON file the fake GPU probe reads
     # The memory watchdog acts when less than this share of memory is available.
     low_memory_fraction: float = 0.05
-    event_history: int = 50_000
-    subscriber_buffer: int = 10_000
+    # Recent events kept for clients that resubscribe or start from an earlier one,
+    # and what each subscriber may have buffered before it reads the history
+    # instead: bytes, not events, so large results cannot make either huge.
+    event_history_bytes: int = 16 * 1024 * 1024
+    subscriber_buffer_bytes: int = 4 * 1024 * 1024
     ready_fd: int | None = None  # written to once the socket accepts
     # Shared workstations: other uids, or members of these groups, may use the daemon
     # (the socket's directory must let them in too). Everyone else is refused.

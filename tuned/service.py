@@ -199,6 +199,7 @@ async def serve(daemon: Daemon) -> None:
             tg.start_soon(daemon.admission_loop, tg)
             for exp in list(daemon.experiments.values()):
                 daemon.watch_budget(exp)  # recovered experiments' time budgets
+                daemon.expect_driver(exp)  # and their scripts, which may reconnect
             tg.start_soon(daemon.sample_forever)
             tg.start_soon(daemon.flush_results_forever)
             if isinstance(daemon.launcher, ClusterLauncher):

@@ -25,6 +25,10 @@ PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 TrialStatus = Literal["PENDING", "RUNNING", "TERMINATED", "ERROR"]
+# The error of a trial that ended unfinished: ``Cancel`` (Ctrl-C), or its experiment
+# interrupted because the script driving it went away. ``Tuner.restore`` resumes both.
+CANCELLED = "cancelled"
+INTERRUPTED = "interrupted"
 ErrorCode = Literal[
     "bad_request",
     "incompatible",
@@ -46,12 +50,30 @@ class _Msg(msgspec.Struct, tag_field="kind", forbid_unknown_fields=False, omit_d
 # ---------------------------------------------------------------- experiment specs
 
 
+class TrialResume(msgspec.Struct, omit_defaults=True):
+    """Where a trial that ran before goes on (``Tuner.restore`` of a lost experiment).
+
+    Its folder (inside the experiment's), its latest checkpoint (in that folder;
+    "" for none: it starts over there), the iteration and time that checkpoint
+    was taken at, and the sizes of ``result.json`` and ``progress.csv`` just after
+    its row: the files are cut back there, so no row is written twice.
+    """
+
+    dir: str
+    checkpoint: str = ""
+    iteration: int = 0
+    time_total_s: float = 0.0
+    result_bytes: int = 0
+    progress_bytes: int = 0
+
+
 class TrialSpec(msgspec.Struct, omit_defaults=True):
     """One trial as the client generated it."""
 
     tag: str  # "0_model_id=model_0": index and resolved variables, as Ray names trials
     config: msgspec.Raw  # msgpack of the resolved config (user values, see module doc)
     resources: list[dict[str, float]] = []  # bundles; empty means the experiment default
+    resume: TrialResume | None = None  # it ran before: where it goes on
 
 
 class ExperimentSpec(msgspec.Struct, omit_defaults=True):
@@ -117,8 +139,10 @@ class CloseExperiment(_Req, tag="close_experiment"):
 class Subscribe(_Req, tag="subscribe"):
     experiment_id: str = ""  # "": every experiment
     since: int = -1  # -1: from now; N: every event with seq > N still held
-    # This connection decides on the experiment's results (``Decide``): while it is
-    # open, a trial waits after each report; when it closes, waiting trials go on.
+    # This connection drives the experiment (its searcher, scheduler or stopper run
+    # here): a trial waits after each report for its ``Decide``. When the last
+    # driver's connection closes, the daemon waits a grace period for one to come
+    # back, then interrupts the experiment (``ExperimentFinished.interrupted``).
     decide: bool = False
 
 
@@ -229,7 +253,7 @@ class ResumeExperiment(_Req, tag="resume_experiment"):
     experiment_id: str
     resume: list[str] = []
     restart: list[str] = []
-    reopen: bool = False
+    reopen: bool = False  # it takes trials again (AddTrials): its searcher goes on
     path: str = ""
     trainable: bytes = b""
 
@@ -375,6 +399,9 @@ class ExperimentRow(msgspec.Struct, omit_defaults=True):
     started_at: float = 0.0  # when it was accepted (its ETA counts from here)
     metric: str = ""
     mode: str = ""
+    # The script that drove it went away: no new trials, running ones stop at their
+    # next report; ``Tuner.restore`` resumes it.
+    interrupted: bool = False
 
 
 class StatusReply(_Msg, tag="status"):
@@ -389,6 +416,8 @@ class StatusReply(_Msg, tag="status"):
     running: list[TrialRow]
     # Trials the daemon holds in memory: the unfinished ones (finished ones are on disk).
     trials_in_memory: int = 0
+    # Bytes of events held: the recent history, subscribers' buffers and their writes.
+    event_bytes: int = 0
     # Still reading its journal after a start: the state shown is partial, and requests
     # other than status wait until it is done.
     recovering: bool = False
@@ -422,6 +451,7 @@ class ExperimentReply(_Msg, tag="experiment"):
     metric: str = ""
     mode: str = ""
     next_start: int = 0  # more trials from this index on (GetExperiment.start); 0: no more
+    interrupted: bool = False  # its driver went away (``ExperimentRow.interrupted``)
 
 
 class TrialReply(_Msg, tag="trial"):
@@ -514,6 +544,7 @@ class TrialFinished(_Event, tag="trial_finished"):
 class ExperimentFinished(_Event, tag="experiment_finished"):
     counts: dict[str, int]
     cancelled: bool = False
+    interrupted: bool = False  # its driver went away: ``Tuner.restore`` resumes it
 
 
 class ResourceSnapshot(_Event, tag="resource_snapshot"):
@@ -574,6 +605,7 @@ class ExperimentState(msgspec.Struct, omit_defaults=True):
     resources: list[list[dict[str, float]]] = []  # per trial, in ``trials`` order
     finished: bool = False
     cancelled: bool = False
+    interrupted: bool = False
 
 
 # ---------------------------------------------------------------- user values

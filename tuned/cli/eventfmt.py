@@ -72,6 +72,7 @@ def to_text(event: Any) -> str:
     if isinstance(event, p.ExperimentFinished):
         counts = ", ".join(f"{n} {s}" for s, n in sorted(event.counts.items()))
         how = "cancelled" if event.cancelled else "finished"
+        how = "interrupted" if event.interrupted else how
         return f"{head} {event.experiment_id} {how} ({counts})"
     if isinstance(event, p.ResourceSnapshot):
         used = " ".join(f"{r.name}={r.used:g}/{r.total:g}" for r in event.resources)

@@ -94,8 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument(
         "--max-frame-bytes", type=int, default=MAX_FRAME_BYTES, help=argparse.SUPPRESS
     )
+    # Tests: small event bounds, so a test fills them with little data.
+    start.add_argument("--event-history-bytes", type=int, default=None, help=argparse.SUPPRESS)
+    start.add_argument("--subscriber-buffer-bytes", type=int, default=None, help=argparse.SUPPRESS)
     # Tests: how long a zygote's spare may wait for a trial before it is retired.
     start.add_argument("--spare-idle-timeout", type=float, default=30.0, help=argparse.SUPPRESS)
+    start.add_argument(
+        "--driver-grace",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long an experiment steered from a script (a searcher, scheduler or stop "
+        "function) waits for that script to reconnect before it is interrupted",
+    )
     start.add_argument(
         "--low-memory-fraction",
         type=float,
@@ -217,9 +228,20 @@ def settings_from(args: argparse.Namespace) -> Settings:
         compact_bytes=args.compact_bytes,
         recovery_gate=args.recovery_gate,
         spare_idle_s=args.spare_idle_timeout,
+        driver_grace_s=args.driver_grace,
+        **_event_bounds(args),
         executor=args.executor,
         ray_address=_ray_address(args),
     )
+
+
+def _event_bounds(args: argparse.Namespace) -> dict[str, int]:
+    """The event bounds given on the command line (the settings' defaults otherwise)."""
+    given = {
+        "event_history_bytes": args.event_history_bytes,
+        "subscriber_buffer_bytes": args.subscriber_buffer_bytes,
+    }
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _ray_address(args: argparse.Namespace) -> str:

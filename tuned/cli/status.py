@@ -153,7 +153,7 @@ def status_lines(
             [
                 e.experiment_id,
                 short(e.name, 24),
-                "finished" if e.finished else "active",
+                experiment_state(e),
                 _eta(e, now),
                 counts_text(e.counts),
             ]
@@ -228,7 +228,7 @@ def ls(args: argparse.Namespace, request: Requester) -> int:
     for e in reply.experiments:
         total = sum(e.counts.values())
         done = e.counts.get("TERMINATED", 0) + e.counts.get("ERROR", 0)
-        state = "finished" if e.finished else "active"
+        state = experiment_state(e)
         rows.append([e.experiment_id, e.name, state, f"{done}/{total}", e.path])
     print("\n".join(table(["ID", "NAME", "STATE", "DONE", "PATH"], rows)))
     return 0
@@ -239,3 +239,10 @@ def cancel(args: argparse.Namespace, request: Requester) -> int:
         request(args, p.Cancel(target=target))
         print(f"cancelled {target}")
     return 0
+
+
+def experiment_state(e: p.ExperimentRow) -> str:
+    """active, finished, or interrupted (its script went away: ``Tuner.restore`` resumes it)."""
+    if e.interrupted:
+        return "interrupted"
+    return "finished" if e.finished else "active"

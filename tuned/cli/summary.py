@@ -64,6 +64,7 @@ class ExperimentSummary:
     trials: dict[str, TrialSummary] = field(default_factory=dict)
     finished: bool = False
     cancelled: bool = False
+    interrupted: bool = False  # its script went away (Tuner.restore resumes it)
     ended: float = 0.0
 
     def counts(self) -> dict[str, int]:
@@ -78,6 +79,8 @@ class ExperimentSummary:
     def state(self) -> str:
         if self.cancelled:
             return "cancelled"
+        if self.interrupted:
+            return "interrupted"
         if self.finished:
             return "finished"
         if any(t.status == "RUNNING" for t in self.trials.values()):
@@ -141,6 +144,7 @@ class Fold:
             reply.mode,
             finished=reply.finished,
             cancelled=reply.cancelled,
+            interrupted=reply.interrupted,
         )
         for info in reply.trials:
             config = p.unpack_opaque(info.config)
@@ -171,6 +175,7 @@ class Fold:
         exp = exp_or_none
         if isinstance(ev, p.ExperimentFinished):
             exp.finished, exp.cancelled, exp.ended = True, ev.cancelled, ev.ts
+            exp.interrupted = ev.interrupted
             return exp
         if isinstance(ev, p.TrialQueued):
             if exp.finished:  # Tuner.restore queued its trials again: it runs once more

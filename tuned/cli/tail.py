@@ -5,6 +5,9 @@ stdout is a pipe or file, and a live view redrawn in place when it is a
 terminal. The daemon may tell a slow reader that it fell behind (``Lagged``);
 we then resubscribe from the last sequence number we saw, so nothing is lost
 while the daemon still holds those events, and say so on stderr when it doesn't.
+The history is bounded by bytes: an experiment whose results were large may be
+gone from it when it is tailed, and if it has finished its end is told from the
+daemon's state (the line ``ExperimentFinished`` would have printed).
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ class Follower:
             if isinstance(msg, p.Error):
                 raise DaemonError(msg.code, msg.message)
             if isinstance(msg, p.Lagged):
-                self._resume(msg.last_seq)
+                self._resume(msg.last_seq, on_event)
                 continue
             if not isinstance(msg, EVENTS):
                 continue
@@ -69,7 +72,7 @@ class Follower:
             if self.experiment_id and isinstance(msg, p.ExperimentFinished):
                 self.finished = msg.seq > self.running_after
 
-    def _resume(self, last_seq: int) -> None:
+    def _resume(self, last_seq: int, on_event: Handler) -> None:
         if not self.waiting_for_history:
             self.last = max(self.last, last_seq)
             self.subscribe(self.last)
@@ -82,13 +85,27 @@ class Follower:
         )
         self.subscribe(-1)
         if self.experiment_id:
-            self._check_finished()
+            self._check_finished(on_event)
 
-    def _check_finished(self) -> None:
+    def _check_finished(self, on_event: Handler) -> None:
+        """If the experiment has ended, say how (its end event is gone with the rest)."""
         with Connection.open(self.conn.socket_path, autostart=False, client="tuned-cli") as c:
             reply = c.request(p.GetExperiment(experiment_id=self.experiment_id, page_bytes=1))
-        if isinstance(reply, p.ExperimentReply) and reply.finished:
-            self.finished = True
+            status = c.request(p.GetStatus())
+        if not isinstance(reply, p.ExperimentReply) or not reply.finished:
+            return
+        self.finished = True
+        rows = status.experiments if isinstance(status, p.StatusReply) else []
+        counts = next((r.counts for r in rows if r.experiment_id == self.experiment_id), {})
+        on_event(
+            p.ExperimentFinished(
+                seq=reply.seq,
+                ts=time.time(),
+                experiment_id=self.experiment_id,
+                counts=counts,
+                cancelled=reply.cancelled,
+            )
+        )
 
 
 def _writer(out: Any) -> Callable[[str], None]:

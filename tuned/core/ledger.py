@@ -11,12 +11,18 @@ GPU packing follows Ray: a fractional share lives on one device, chosen best-fit
 so small trials pack onto a device before another is opened; a whole share takes
 entirely free devices, lowest index first. The ledger also decides the physical
 ids a trial sees in CUDA_VISIBLE_DEVICES.
+
+Two things serve the scheduler (``tuned.core.scheduler``) and stay pure: a ``Hold``
+sets capacity aside for queued trials (amounts that must stay free, devices that
+take no new share), which every acquire but the holder's respects; and each
+allocation names its owner (an experiment), so the ledger knows each owner's
+dominant share of the machine for fair share.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any
@@ -108,9 +114,18 @@ class Bundle:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """Bundles reserved together, all or nothing (a Ray placement group)."""
+    """Bundles reserved together, all or nothing (a Ray placement group).
+
+    ``key`` is the request by value, hashable: trials of different experiments
+    asking for the same thing share it, so the scheduler tries each once a pass.
+    """
 
     bundles: tuple[Bundle, ...]
+    key: tuple[object, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        key = tuple((b.cpu, b.gpu, b.memory, tuple(sorted(b.custom.items()))) for b in self.bundles)
+        object.__setattr__(self, "key", key)
 
     @property
     def total_cpu(self) -> int:
@@ -194,10 +209,39 @@ class Allocation:
     custom: Mapping[str, int]
     gpus: GpuShares
     bundle_gpus: tuple[GpuShares, ...]
+    owner: str = ""  # who holds it (an experiment id): its share of the machine counts it
 
     def cuda_visible_devices(self, capacity: Capacity) -> str:
         """Physical ids of the devices used, in index order: the trial's CUDA_VISIBLE_DEVICES."""
         return ",".join(capacity.gpu_ids[index] for index, _ in self.gpus)
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Capacity set aside for queued trials: amounts that must stay free.
+
+    An acquire that respects a hold leaves at least ``cpu``, ``memory`` and each
+    ``custom`` amount free (a request short of one of them can take none of it),
+    and leaves ``gpus[i]`` units of room on device ``i``: a device held whole
+    takes nothing new and only drains until its holder starts.
+    """
+
+    cpu: int = 0
+    memory: int = 0
+    custom: Mapping[str, int] = field(default_factory=dict)
+    gpus: Mapping[int, int] = field(default_factory=dict)  # device index -> units kept free
+
+    def __add__(self, other: Hold) -> Hold:
+        custom = dict(self.custom)
+        for name, units in other.custom.items():
+            custom[name] = custom.get(name, 0) + units
+        gpus = dict(self.gpus)
+        for index, units in other.gpus.items():
+            gpus[index] = min(SCALE, gpus.get(index, 0) + units)
+        return Hold(self.cpu + other.cpu, self.memory + other.memory, custom, gpus)
+
+
+NO_HOLD = Hold()
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,9 +258,17 @@ class LedgerSnapshot:
     live: int
 
 
-def _place_gpus(used: Sequence[int], request: Request) -> tuple[list[int], list[GpuShares]] | None:
-    """Place each bundle's gpu share, in order, on a scratch copy; None if any fails."""
+def _place_gpus(
+    used: Sequence[int], request: Request, kept: Mapping[int, int] | None = None
+) -> list[GpuShares] | None:
+    """Each bundle's gpu shares, placed in order; None if any does not fit.
+
+    ``kept`` is room held for other trials, per device: it counts as used here.
+    """
     scratch = list(used)
+    for index, units in (kept or {}).items():
+        if index < len(scratch):
+            scratch[index] = min(SCALE, scratch[index] + units)
     placed: list[GpuShares] = []
     for bundle in request.bundles:
         if bundle.gpu == 0:
@@ -236,7 +288,16 @@ def _place_gpus(used: Sequence[int], request: Request) -> tuple[list[int], list[
             for i in free:
                 scratch[i] = SCALE
             placed.append(tuple((i, SCALE) for i in free))
-    return scratch, placed
+    return placed
+
+
+def _gives(allocation: Allocation, short: frozenset[str], devices: Mapping[int, int]) -> bool:
+    """Whether ending ``allocation`` frees some of what a holder is short of."""
+    if ("cpu" in short and allocation.cpu) or ("memory" in short and allocation.memory):
+        return True
+    if "gpu" in short and any(index in devices for index, _ in allocation.gpus):
+        return True
+    return any(allocation.custom.get(name) for name in short)
 
 
 class Ledger:
@@ -250,6 +311,8 @@ class Ledger:
         self._gpu_used = [0] * len(capacity.gpu_ids)
         self._live: dict[int, Allocation] = {}
         self._next_id = 1
+        # Per owner: cpu, memory and gpu units held, and custom units by name.
+        self._owners: dict[str, tuple[int, int, int, dict[str, int]]] = {}
 
     @property
     def capacity(self) -> Capacity:
@@ -304,31 +367,39 @@ class Ledger:
     def _placeable_gpus(self) -> list[int]:
         return self._gpu_used[: len(self._capacity.gpu_ids)]
 
-    def shortfall(self, request: Request) -> frozenset[str]:
+    def shortfall(self, request: Request, hold: Hold = NO_HOLD) -> frozenset[str]:
         """Resources that do not fit now; empty exactly when acquire would succeed."""
-        short = self._short_without_gpu(request)
-        if _place_gpus(self._placeable_gpus(), request) is None:
+        short = self._short_without_gpu(request, hold)
+        if _place_gpus(self._placeable_gpus(), request, hold.gpus) is None:
             short.add("gpu")
         return frozenset(short)
 
-    def _short_without_gpu(self, request: Request) -> set[str]:
+    def _short_without_gpu(self, request: Request, hold: Hold = NO_HOLD) -> set[str]:
+        # A request that asks for none of a resource is never short of it because of
+        # a hold (only because the machine shrank below what is in use).
         short = {
-            name for name, units in request.total_custom.items() if units > self.free_custom(name)
+            name
+            for name, units in request.total_custom.items()
+            if units > self.free_custom(name) - hold.custom.get(name, 0)
         }
-        if request.total_cpu > self.free_cpu():
+        cpu = request.total_cpu
+        if cpu > self.free_cpu() - (hold.cpu if cpu else 0):
             short.add("cpu")
-        if request.total_memory > self.free_memory():
+        memory = request.total_memory
+        if memory > self.free_memory() - (hold.memory if memory else 0):
             short.add("memory")
         return short
 
-    def acquire(self, request: Request) -> Allocation | None:
-        """Take the whole request, or nothing and return None if it does not fit now."""
-        if self._short_without_gpu(request):
+    def acquire(self, request: Request, owner: str = "", hold: Hold = NO_HOLD) -> Allocation | None:
+        """Take the whole request, or nothing and return None if it does not fit now.
+
+        ``hold`` is capacity set aside for others: the request must fit beside it.
+        """
+        if self._short_without_gpu(request, hold):
             return None
-        placement = _place_gpus(self._placeable_gpus(), request)
-        if placement is None:
+        per_bundle = _place_gpus(self._placeable_gpus(), request, hold.gpus)
+        if per_bundle is None:
             return None
-        scratch, per_bundle = placement
         merged: dict[int, int] = {}
         for shares in per_bundle:
             for index, units in shares:
@@ -340,15 +411,92 @@ class Ledger:
             custom=request.total_custom,
             gpus=tuple(sorted(merged.items())),
             bundle_gpus=tuple(per_bundle),
+            owner=owner,
         )
         self._next_id += 1
         self._cpu_used += allocation.cpu
         self._memory_used += allocation.memory
         for name, units in allocation.custom.items():
             self._custom_used[name] += units
-        self._gpu_used[: len(scratch)] = scratch
+        for index, units in allocation.gpus:
+            self._gpu_used[index] += units
         self._live[allocation.id] = allocation
+        self._own(allocation, 1)
         return allocation
+
+    def _own(self, allocation: Allocation, sign: int) -> None:
+        cpu, memory, gpu, custom = self._owners.get(allocation.owner, (0, 0, 0, {}))
+        custom = dict(custom)
+        for name, units in allocation.custom.items():
+            custom[name] = custom.get(name, 0) + sign * units
+        gpu += sign * sum(units for _, units in allocation.gpus)
+        usage = (cpu + sign * allocation.cpu, memory + sign * allocation.memory, gpu, custom)
+        if any(usage[:3]) or any(custom.values()):
+            self._owners[allocation.owner] = usage
+        else:
+            self._owners.pop(allocation.owner, None)
+
+    def owners(self) -> list[str]:
+        """Owners holding anything now (everyone else's share is 0)."""
+        return list(self._owners)
+
+    def share(self, owner: str) -> float:
+        """The owner's dominant share: its largest fraction of any resource the machine has."""
+        usage = self._owners.get(owner)
+        if usage is None:
+            return 0.0
+        cpu, memory, gpu, custom = usage
+        cap = self._capacity
+        shares = [
+            cpu / cap.cpu if cap.cpu else 0.0,
+            memory / cap.memory if cap.memory else 0.0,
+            gpu / (len(cap.gpu_ids) * SCALE) if cap.gpu_ids else 0.0,
+        ]
+        shares += [units / cap.custom[n] for n, units in custom.items() if cap.custom.get(n)]
+        return max(shares)
+
+    def hold_for(self, request: Request, others: Hold, keep: Iterable[int] = ()) -> Hold:
+        """What to set aside so that ``request`` starts once the capacity it waits for drains.
+
+        Its amounts, and room on devices beside what ``others`` hold: for each
+        whole GPU a device of its own, entirely free if there is one, else the
+        least used (it drains soonest); for a fraction, that much room on the
+        device with the most. Devices in ``keep`` (held for it before) are kept
+        over equally used ones, and given up only for an entirely free one: what
+        drains for a holder keeps draining for it.
+
+        Of a resource it is not short of, it holds only what the trials it waits
+        for will not give back with what it is short of: a trial waiting for
+        memory keeps no CPU idle that the memory's users return with it.
+        """
+        used = list(self._placeable_gpus())
+        for index, units in others.gpus.items():
+            if index < len(used):
+                used[index] = min(SCALE, used[index] + units)
+        held = set(keep)
+        gpus: dict[int, int] = {}
+        for bundle in request.bundles:
+            if not bundle.gpu:
+                continue
+            whole = bundle.gpu >= SCALE
+            open_ = [i for i in range(len(used)) if not (whole and others.gpus.get(i))]
+            ranked = sorted(open_, key=lambda i: (used[i] != 0, i not in held, used[i], i))
+            for index in ranked[: bundle.gpu // SCALE if whole else 1]:
+                share = SCALE if whole else bundle.gpu
+                gpus[index] = min(SCALE, gpus.get(index, 0) + share)
+                used[index] = min(SCALE, used[index] + share)
+        cpu, memory, custom = request.total_cpu, request.total_memory, dict(request.total_custom)
+        short = self.shortfall(request, others)
+        givers = [a for a in self._live.values() if _gives(a, short, gpus)]
+        if givers:
+            if "cpu" not in short:
+                cpu = max(0, cpu - min(a.cpu for a in givers))
+            if "memory" not in short:
+                memory = max(0, memory - min(a.memory for a in givers))
+            for name, units in custom.items():
+                if name not in short:
+                    custom[name] = max(0, units - min(a.custom.get(name, 0) for a in givers))
+        return Hold(cpu, memory, custom, gpus)
 
     def release(self, allocation: Allocation) -> None:
         """Give back exactly what acquire took; an unknown allocation is a bug, so KeyError."""
@@ -361,6 +509,7 @@ class Ledger:
             self._custom_used[name] -= units
         for index, units in allocation.gpus:
             self._gpu_used[index] -= units
+        self._own(allocation, -1)
         self._trim_gpus()
 
     def free_cpu(self) -> int:

@@ -130,6 +130,9 @@ class Experiment:
     finished: int = 0
     errors: int = 0  # of the finished, how many ended in ERROR
     cancelled: bool = False
+    # The script driving it went away (``daemon.drivers``): no new trials, the running
+    # ones stop at their next report, and it ends ``interrupted``, for Tuner.restore.
+    interrupted: bool = False
     closed: bool = True  # no more trials will be added
     done: bool = False
     started_at: float = 0.0
@@ -164,6 +167,11 @@ class Experiment:
     def at_concurrency_limit(self) -> bool:
         limit = self.spec.max_concurrent_trials
         return limit > 0 and self.running >= limit
+
+    @property
+    def needs_driver(self) -> bool:
+        """Whether its searcher, scheduler or stopper runs in a client (``daemon.drivers``)."""
+        return self.spec.open_ended or self.spec.decide_results
 
     @property
     def complete(self) -> bool:

@@ -12,7 +12,7 @@ import signal
 from dataclasses import dataclass
 from typing import Literal
 
-from tuned_client.protocol import TrialStatus
+from tuned_client.protocol import CANCELLED, INTERRUPTED, TrialStatus
 
 from .model import Trial
 
@@ -56,8 +56,8 @@ def decide(trial: Trial, code: int | None, lost: str = "", stderr_tail: str = ""
             return Outcome("retry", error=why, counted=False)
         error = traceback = f"{lost}, {trial.losses + 1} times in a row"
     ok = code == 0 and (trial.exit_ok or (bool(spec.command) and not trial.exit_reported))
-    if trial.stop_requested and error == "cancelled":
-        return Outcome("finish", "ERROR", error, traceback)
+    if trial.stop_requested and error in (CANCELLED, INTERRUPTED):
+        return Outcome("finish", "ERROR", error, traceback)  # unfinished: Tuner.restore resumes it
     if trial.stop_requested or ok:  # StopTrial, the time budget, or done
         return Outcome("finish", "TERMINATED")
     if trial.timed_out:
@@ -70,6 +70,8 @@ def decide(trial: Trial, code: int | None, lost: str = "", stderr_tail: str = ""
             error = describe_exit(code if code is not None else -9)
             traceback = error + stderr_tail
     if trial.failures < spec.max_failures:
+        if trial.experiment.interrupted:  # no new attempt now: Tuner.restore makes it
+            return Outcome("finish", "ERROR", INTERRUPTED, traceback)
         return Outcome("retry", error=error, traceback=traceback)
     fail_fast = spec.fail_fast and not trial.experiment.cancelled
     return Outcome("finish", "ERROR", error, traceback, fail_fast=fail_fast)

@@ -25,15 +25,17 @@ class Control(msgspec.Struct, tag="control", tag_field="kind"):
     """A request that changes state without an event of its own, replayed at start-up.
 
     ``cancel`` (experiment or trial id), ``close`` (no more trials), ``stop``
-    (a trial ends TERMINATED at its next report), ``resume`` (``Tuner.restore``
-    re-opened the experiment; ``restart`` lists trials that lose their checkpoint,
-    ``reopen`` that a steered one takes new trials again, ``path`` where its folder
-    was moved, with ``resume`` the other trials queued again, which follow it),
+    (a trial ends TERMINATED at its next report), ``interrupt`` (the script driving
+    the experiment went away: no more trials, running ones stop at their next report
+    and end unfinished), ``resume`` (``Tuner.restore`` re-opened the experiment;
+    ``restart`` lists trials that lose their checkpoint, ``reopen`` that a steered one
+    takes new trials again, ``path`` where its folder was moved, with ``resume`` the
+    other trials queued again, which follow it),
     ``exploit`` (PBT: once its attempt ends, the trial runs again with ``config``
     from ``checkpoint``, a copy of a better trial's taken at ``iteration``).
     """
 
-    action: Literal["cancel", "close", "stop", "resume", "exploit"]
+    action: Literal["cancel", "close", "stop", "interrupt", "resume", "exploit"]
     target: str
     restart: list[str] = []
     config: bytes = b""  # the packed config (a Raw cannot be optional in msgspec)

@@ -82,8 +82,25 @@ def _submitted(state: State, rec: Submitted) -> Experiment:
     requests = _Requests(spec.resources)
     for trial_id, ts in zip(rec.trial_ids, trial_specs, strict=True):
         trial = _new_trial(exp, trial_id, ts.tag, ts.config, ts.resources, requests)
+        if ts.resume is not None:
+            _resume_at(trial, ts.resume)
         exp.queue.append(trial)
     return exp
+
+
+def _resume_at(trial: Trial, at: p.TrialResume) -> None:
+    """A trial that ran before (Tuner.restore of a lost experiment): on from its checkpoint.
+
+    Its folder is its old one; its first attempt cuts the result files back to
+    the checkpoint's row and hands the checkpoint to the trainable, as a retry does.
+    """
+    trial.dir = Path(at.dir)
+    trial.checkpoint_offsets = (at.result_bytes, at.progress_bytes)
+    if at.checkpoint:
+        trial.checkpoint = at.checkpoint
+        trial.checkpoint_iteration = trial.iteration = at.iteration
+        trial.checkpoint_time = trial.time_total_s = at.time_total_s
+        trial.kept_checkpoints = [(at.checkpoint, None)]
 
 
 class _Requests:
@@ -136,7 +153,7 @@ def _accepted(state: State, exp: Experiment, ev: p.ExperimentAccepted, r: Revive
 def _experiment_finished(
     state: State, exp: Experiment, ev: p.ExperimentFinished, r: Revive
 ) -> Applied:
-    exp.done, exp.cancelled = True, ev.cancelled
+    exp.done, exp.cancelled, exp.interrupted = True, ev.cancelled, ev.interrupted
     state.trainables.pop(exp.id, None)
     return Applied(experiment=exp)
 
@@ -309,16 +326,21 @@ _EVENTS: dict[type, Handler] = {
 def _control(state: State, rec: Control, revive: Revive) -> Applied:
     exp = state.experiments.get(rec.target)
     if exp is not None:
-        if rec.action == "cancel":
-            exp.cancelled = exp.closed = True
+        if rec.action in ("cancel", "interrupt"):
+            exp.closed = True
+            if rec.action == "cancel":
+                exp.cancelled = True
+            else:
+                exp.interrupted = True
+            error = p.CANCELLED if rec.action == "cancel" else p.INTERRUPTED
             for t in exp.live():
                 if t.status not in FINAL:
-                    t.error = t.error or "cancelled"
+                    t.error = t.error or error
                     t.stop_requested = t.stop_requested or t.status == "RUNNING"
         elif rec.action == "close":
             exp.closed = True
         elif rec.action == "resume":
-            exp.cancelled = exp.done = False  # its trainable file is where it was
+            exp.cancelled = exp.done = exp.interrupted = False  # its trainable file is where it was
             exp.closed = exp.closed and not rec.reopen
             for trial_id in rec.restart:  # these start again from the beginning
                 trial = _trial(exp, trial_id, revive)
@@ -335,7 +357,7 @@ def _control(state: State, rec: Control, revive: Revive) -> Applied:
         return Applied()  # it has ended (or was archived): nothing to change
     if rec.action == "cancel":
         trial.stop_requested = True
-        trial.error = trial.error or "cancelled"
+        trial.error = trial.error or p.CANCELLED
     elif rec.action == "stop":
         trial.stop_requested = True
     elif rec.action == "exploit" and rec.config:

@@ -8,13 +8,14 @@ defined beside the part) that ``Daemon`` satisfies.
 from __future__ import annotations
 
 from .compaction import Compaction
+from .drivers import Drivers
 from .intake import Intake
 from .outcomes import Outcomes
 from .reports import Reports
 from .resume import Resume
 
 
-class Daemon(Intake, Outcomes, Reports, Resume, Compaction):
+class Daemon(Intake, Drivers, Outcomes, Reports, Resume, Compaction):
     """Every verb of the daemon on one object (see each mixin's module)."""
 
 

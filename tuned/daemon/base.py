@@ -68,7 +68,7 @@ class DaemonBase:
         self.state = State()
         self.ledger = Ledger(self.capacity)
         self.scheduler = Scheduler(self.ledger)
-        self.bus = EventBus(settings.event_history, settings.subscriber_buffer)
+        self.bus = EventBus(settings.event_history_bytes, settings.subscriber_buffer_bytes)
         self.journal = Journal(settings.journal_path)
         self.archive = Archive(settings.state_dir / "archive")
         self.statefiles = StateFiles(settings.socket_path)
@@ -307,6 +307,7 @@ class DaemonBase:
             experiment_id=exp.id,
             counts=exp.counts(),
             cancelled=exp.cancelled,
+            interrupted=exp.interrupted,
         )
         self.scheduler.remove(exp)
         self.locks.release(exp.id)  # its folder may take another experiment now

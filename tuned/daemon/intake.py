@@ -109,6 +109,28 @@ def folder_taken(path: Path, locks: FolderLocks) -> str:
     )
 
 
+def check_resumes(path: Path, trials: list[p.TrialSpec]) -> None:
+    """A trial that goes on where it was (``TrialResume``) stays in the experiment's folder.
+
+    Its folder must be one of the experiment folder's, and its checkpoint one of
+    that folder's: the daemon cuts files there back and hands the checkpoint on.
+    """
+    root = path.resolve()
+    for t in trials:
+        at = t.resume
+        if at is None:
+            continue
+        folder = Path(at.dir).resolve()
+        if folder.parent != root:
+            raise Refused(
+                "bad_request", f"trial {t.tag}: {at.dir!r} is not a trial folder of {path}"
+            )
+        if at.checkpoint and folder not in Path(at.checkpoint).resolve().parents:
+            raise Refused(
+                "bad_request", f"trial {t.tag}: checkpoint {at.checkpoint!r} is not in {at.dir}"
+            )
+
+
 def new_experiment_id(taken: Collection[str], path: Path) -> str:
     """An id no experiment of this daemon has, nor any trainable file in ``path``."""
     while True:
@@ -129,6 +151,11 @@ class Intake(DaemonBase):
         path, lock = folder_for(spec, {e.path for e in self.state.unfinished()}, self.locks)
         exp_id = new_experiment_id(self.experiments, path)
         self.locks.keep(exp_id, path, lock)
+        try:
+            check_resumes(path, spec.trials)
+        except Refused:
+            self.locks.release(exp_id)
+            raise
         if spec.trainable:
             try:
                 write_private(trainable_file(path, exp_id), spec.trainable)

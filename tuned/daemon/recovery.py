@@ -199,6 +199,9 @@ def _resume_running(daemon: Daemon, exp: Experiment, trial: Trial) -> None:
     if exp.cancelled or trial.error == "cancelled":
         trial.error = "cancelled"
         daemon.finish(trial, "ERROR")
+    elif exp.interrupted:  # its script had gone: it was stopping, unfinished
+        trial.error = p.INTERRUPTED
+        daemon.finish(trial, "ERROR")
     elif trial.stop_requested:
         daemon.finish(trial, "TERMINATED")
     else:
@@ -209,6 +212,9 @@ def _ending(daemon: Daemon, exp: Experiment, trial: Trial) -> p.TrialStatus | No
     """How a queued trial ends now (cancelled, stopped, no longer fits here), if it does."""
     if exp.cancelled or trial.error == "cancelled":
         trial.error = "cancelled"
+        return "ERROR"
+    if exp.interrupted:  # its script had gone: it never starts now (Tuner.restore starts it)
+        trial.error = p.INTERRUPTED
         return "ERROR"
     if trial.stop_requested:
         return "TERMINATED"

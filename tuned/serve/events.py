@@ -1,10 +1,17 @@
-"""Fan-out of events to subscribers, each with a bounded buffer.
+"""Fan-out of events to subscribers, each with a bounded buffer; a history bounded by bytes.
 
-Each event is encoded once into a frame and shared by every subscriber. A
-subscriber whose buffer is full is not waited for: it is marked as lagging and,
-once it has drained, catches up from the recent history if the events are still
-held there, or is told with ``Lagged`` where it stopped so it can resubscribe.
-The daemon's loop never blocks on a subscriber.
+Each event is encoded once into a frame, kept in the recent history and shared
+by every subscriber. Both bounds count bytes, not events: one trial reporting
+rows of 54 KB must not make the history hold gigabytes, nor a subscriber that
+does not read.
+
+A subscriber is either live (its buffer gets each delivery) or behind: it
+subscribed from an earlier event, or its buffer overflowed. A subscriber that
+is behind holds nothing of its own: its buffer is dropped and it reads the
+history from the last event it sent, a piece at a time (``history_piece``), so
+a stuck one costs at most the piece it is blocked on. Once it has read to the
+end it is live again; if the history no longer holds where it stopped, it is
+told with ``Lagged`` and resyncs. The daemon's loop never blocks on a subscriber.
 
 Events reach the subscribers' buffers in deliveries: a quiet stream's event is
 delivered at once, a busy stream's collect and go to every subscriber together
@@ -17,10 +24,11 @@ holds many of them wakes once for all.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
+import operator
 import time
 from collections import deque
-from collections.abc import Iterator
 
 from tuned_client.framing import HEADER, encode_frame
 from tuned_client.protocol import Event
@@ -35,37 +43,58 @@ DELIVERY_S = 0.01
 DELIVERY_PER_SUBSCRIBER_S = 0.001
 MAX_DELIVERY_S = 0.1
 
+# What an event costs the history besides its frame: the tuple, the bytes
+# object's head, the list's slot. Counted so that a history of tiny events is
+# bounded by the memory it takes, not by its frames' bytes alone.
+ENTRY_OVERHEAD = 120
+PIECE_BYTES = 1 << 20  # what one write to a subscriber catching up carries at most
+
 Pending = list[tuple[int, str, bytes]]  # (seq, experiment id, frame), in seq order
+_seq_of = operator.itemgetter(0)
 
 
 class Subscriber:
-    """One subscription's buffer of encoded frames."""
+    """One subscription: its buffer of frames while live, its place while behind."""
 
     def __init__(self, experiment_id: str, capacity: int, after: int = 0) -> None:
         self.experiment_id = experiment_id
-        self.capacity = capacity
+        self.capacity = capacity  # bytes the buffer may hold
         self.after = after  # the bus's last seq when it subscribed: only later events come
         self.queue: deque[tuple[int, bytes]] = deque()
+        self.queued_bytes = 0
+        self.sending = 0  # bytes of the write under way (held until it completes)
         # One event, cleared after each wait: an anyio.Event per wait costs more than
         # the wait itself when a hundred subscribers wake at every delivery.
         self.wakeup = asyncio.Event()
-        self.lagging = False
+        self.lagging = False  # behind: reads the history, its buffer takes nothing
         self.closed = False
 
     def offer(self, seq: int, frame: bytes) -> None:
-        self.offer_many([(seq, frame)])
+        self.offer_many([(seq, frame)], len(frame))
 
-    def offer_many(self, frames: list[tuple[int, bytes]]) -> None:
-        """Queue ``frames`` (a delivery); past the capacity, queue what fits and lag."""
+    def offer_many(self, frames: list[tuple[int, bytes]], size: int) -> None:
+        """Queue ``frames`` (a delivery of ``size`` bytes); past the capacity, fall behind."""
         if self.lagging or not frames:
             return
-        room = self.capacity - len(self.queue)
-        if len(frames) > room:
-            self.queue.extend(frames[: max(room, 0)])
-            self.lagging = True
+        if self.queued_bytes + size > self.capacity:
+            self.fall_behind()
         else:
             self.queue.extend(frames)
+            self.queued_bytes += size
         self.wakeup.set()
+
+    def fall_behind(self) -> None:
+        """Drop the buffer: what it held is read again from the history."""
+        self.lagging = True
+        self.queue.clear()
+        self.queued_bytes = 0
+
+    def take(self) -> list[tuple[int, bytes]]:
+        """Everything buffered, emptying the buffer."""
+        batch = list(self.queue)
+        self.queue.clear()
+        self.queued_bytes = 0
+        return batch
 
     async def wait(self) -> None:
         await self.wakeup.wait()
@@ -73,13 +102,17 @@ class Subscriber:
 
 
 class EventBus:
-    """Sequence numbers, recent history, and the live subscribers."""
+    """Sequence numbers, recent history (bounded by bytes), and the live subscribers."""
 
-    def __init__(self, history: int, subscriber_buffer: int, first_seq: int = 0) -> None:
+    def __init__(self, history_bytes: int, subscriber_bytes: int, first_seq: int = 0) -> None:
         self.seq = first_seq
-        self._history: deque[tuple[int, str, bytes]] = deque(maxlen=history)
+        self.history_limit = history_bytes
+        self.history_bytes = 0
+        # In seq order from ``_start``: a list, so a seq is found by bisection.
+        self._history: list[tuple[int, str, bytes]] = []
+        self._start = 0
         self._subscribers: list[Subscriber] = []
-        self._buffer = subscriber_buffer
+        self._buffer = subscriber_bytes
         self._pending: Pending = []  # published, not yet delivered
         self._delivered_at = -math.inf
         self._timer: asyncio.TimerHandle | None = None
@@ -96,12 +129,26 @@ class EventBus:
         self._publish_frame(event.seq, event.experiment_id, HEADER.pack(len(body)) + body)
 
     def _publish_frame(self, seq: int, experiment_id: str, frame: bytes) -> None:
-        self._history.append((seq, experiment_id, frame))
+        self._remember(seq, experiment_id, frame)
         if not self._subscribers:
             return
         self._pending.append((seq, experiment_id, frame))
         if self._timer is None:
             self._schedule()
+
+    def _remember(self, seq: int, experiment_id: str, frame: bytes) -> None:
+        """Keep the event in the history, forgetting the oldest past its bytes."""
+        history = self._history
+        history.append((seq, experiment_id, frame))
+        self.history_bytes += len(frame) + ENTRY_OVERHEAD
+        start = self._start
+        while self.history_bytes > self.history_limit and start < len(history) - 1:
+            self.history_bytes -= len(history[start][2]) + ENTRY_OVERHEAD
+            start += 1
+        if start > 1024 and start * 2 > len(history):  # the forgotten slots go in one move
+            del history[:start]
+            start = 0
+        self._start = start
 
     def delivery_interval(self) -> float:
         """The least time between deliveries: longer the more subscribers there are."""
@@ -130,35 +177,60 @@ class EventBus:
         pending, self._pending = self._pending, []
         if not pending:
             return
-        every: list[tuple[int, bytes]] | None = None
-        by_experiment: dict[str, list[tuple[int, bytes]]] = {}
+        every: tuple[list[tuple[int, bytes]], int] | None = None
+        by_experiment: dict[str, tuple[list[tuple[int, bytes]], int]] = {}
         for sub in self._subscribers:
+            if sub.lagging:
+                continue  # it reads the history
             if sub.after >= pending[0][0]:  # subscribed after some of these were published
                 frames = [(s, f) for s, e, f in pending if s > sub.after and _wants(sub, e)]
-            elif not sub.experiment_id:
+                sub.offer_many(frames, sum(len(f) for _, f in frames))
+                continue
+            if not sub.experiment_id:
                 if every is None:
-                    every = [(s, f) for s, _e, f in pending]
-                frames = every
+                    every = _sized([(s, f) for s, _e, f in pending])
+                chosen = every
             else:
                 mine = by_experiment.get(sub.experiment_id)
                 if mine is None:
-                    mine = [(s, f) for s, e, f in pending if e == sub.experiment_id]
+                    mine = _sized([(s, f) for s, e, f in pending if e == sub.experiment_id])
                     by_experiment[sub.experiment_id] = mine
-                frames = mine
-            sub.offer_many(frames)
+                chosen = mine
+            sub.offer_many(*chosen)
 
-    def history_after(self, seq: int, experiment_id: str) -> Iterator[tuple[int, bytes]] | None:
-        """Events after ``seq`` still held, or None if some were already dropped."""
-        if seq < self.seq and (not self._history or self._history[0][0] > seq + 1):
+    def history_piece(
+        self, seq: int, experiment_id: str, limit: int = PIECE_BYTES
+    ) -> list[tuple[int, bytes]] | None:
+        """The next events after ``seq`` still held, up to about ``limit`` bytes.
+
+        None if some after ``seq`` were already forgotten; [] once there are
+        none left. At least one event when there is one, however large.
+        """
+        history, start = self._history, self._start
+        if seq < self.seq and (start == len(history) or history[start][0] > seq + 1):
             return None
-        return (
-            (s, frame)
-            for s, exp, frame in list(self._history)
-            if s > seq and (not experiment_id or exp == experiment_id)
-        )
+        at = bisect.bisect_right(history, seq, lo=start, key=_seq_of)
+        piece: list[tuple[int, bytes]] = []
+        size = 0
+        while at < len(history) and not piece:  # a bounded walk per stretch
+            for s, exp, frame in history[at : at + 4096]:
+                if experiment_id and exp != experiment_id:
+                    continue
+                piece.append((s, frame))
+                size += len(frame)
+                if size >= limit:
+                    break
+            at += 4096
+        return piece
 
-    def subscribe(self, experiment_id: str) -> Subscriber:
+    @property
+    def history_len(self) -> int:
+        return len(self._history) - self._start
+
+    def subscribe(self, experiment_id: str, since: int = -1) -> Subscriber:
+        """A subscriber from now (``since`` -1) or reading the history after ``since``."""
         sub = Subscriber(experiment_id, self._buffer, after=self.seq)
+        sub.lagging = since >= 0
         self._subscribers.append(sub)
         return sub
 
@@ -166,6 +238,11 @@ class EventBus:
         sub.closed = True
         if sub in self._subscribers:
             self._subscribers.remove(sub)
+
+    @property
+    def held_bytes(self) -> int:
+        """What events hold now: the history, the subscribers' buffers and writes."""
+        return self.history_bytes + sum(s.queued_bytes + s.sending for s in self._subscribers)
 
     @property
     def has_global_subscriber(self) -> bool:
@@ -178,3 +255,7 @@ class EventBus:
 
 def _wants(sub: Subscriber, experiment_id: str) -> bool:
     return not sub.experiment_id or sub.experiment_id == experiment_id
+
+
+def _sized(frames: list[tuple[int, bytes]]) -> tuple[list[tuple[int, bytes]], int]:
+    return frames, sum(len(f) for _, f in frames)

@@ -7,24 +7,24 @@ a client that saw a reply never loses what it said was done.
 from __future__ import annotations
 
 import contextlib
-import operator
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
 from tuned_client import protocol as p
 
 from ..errors import Refused
+from ..store.journal import Journal
 from . import views
 from .decisions import Held
 from .events import Subscriber
-from .host import Conn, Host
+from .host import Conn
 
 
 async def on_submit(conn: Conn, req: p.Submit, tg: TaskGroup) -> None:
     accepted = conn.daemon.submit(req.experiment)
-    if req.experiment.decide_results:
+    if req.experiment.decide_results or req.experiment.open_ended:  # the script drives it
         conn.daemon.decisions.add_decider(accepted.experiment_id, conn)
     await conn.daemon.journal.sync()
     await conn.send(accepted)
@@ -81,7 +81,11 @@ async def on_decide(conn: Conn, req: p.Decide, tg: TaskGroup) -> None:
         await release(daemon, held, stop=req.stop or (trial is not None and trial.stop_requested))
 
 
-async def release(daemon: Host, held: Held, *, stop: bool) -> None:
+class Journalled(Protocol):
+    journal: Journal
+
+
+async def release(daemon: Journalled, held: Held, *, stop: bool) -> None:
     """Let a trial waiting on a decision go on (or stop), its checkpoint on disk first."""
     if held.checkpoint:
         await daemon.journal.sync()
@@ -98,6 +102,8 @@ async def on_restart_trial(conn: Conn, req: p.RestartTrial, tg: TaskGroup) -> No
 
 async def on_resume(conn: Conn, req: p.ResumeExperiment, tg: TaskGroup) -> None:
     accepted = conn.daemon.resume(req)
+    if conn.daemon.experiment(req.experiment_id).needs_driver:  # the restoring script drives it
+        conn.daemon.decisions.add_decider(req.experiment_id, conn)
     await conn.daemon.journal.sync()
     await conn.send(accepted)
 
@@ -111,81 +117,84 @@ async def on_subscribe(conn: Conn, req: p.Subscribe, tg: TaskGroup) -> None:
     daemon = conn.daemon
     if req.experiment_id:
         daemon.experiment(req.experiment_id)  # refuse unknown ids
-        if req.decide:
+        if req.decide:  # its script (back after a reconnect) drives it
             daemon.decisions.add_decider(req.experiment_id, conn)
-    sub = daemon.bus.subscribe(req.experiment_id)
-    backlog = daemon.bus.history_after(req.since, req.experiment_id) if req.since >= 0 else None
-    if req.since >= 0 and backlog is None:
-        daemon.bus.unsubscribe(sub)
-        await conn.send(p.Lagged(last_seq=req.since))
-        return
-    tg.start_soon(stream_events, conn, sub, list(backlog or ()), req.since)
+            for held in daemon.decisions.seen(req.experiment_id, req.since):
+                await release(daemon, held, stop=False)
+    sub = daemon.bus.subscribe(req.experiment_id, req.since)
+    tg.start_soon(stream_events, conn, sub, req.since)
 
 
-async def stream_events(
-    conn: Conn, sub: Subscriber, backlog: list[tuple[int, bytes]], since: int
-) -> None:
-    """Send the backlog, then live events; catch up from history after lagging.
+async def stream_events(conn: Conn, sub: Subscriber, since: int) -> None:
+    """Send the history after ``since`` (if asked), then live events, until the client goes.
 
-    Whatever is queued when the task wakes goes out as one write: one syscall
-    and one wake-up of the reader for a burst of events, not one per event. The
-    bus paces the deliveries (``events.DELIVERY_S``), so a busy stream wakes this
-    task at most once per interval and every subscriber writes in the same turn.
+    A subscriber behind (from its subscription, or after its buffer overflowed)
+    reads the history a piece at a time from the last event it sent; one that
+    the history no longer covers is told ``Lagged`` and the subscription ends.
+    A live one sends whatever is buffered when it wakes as one write: one
+    syscall and one wake-up of the reader for a burst of events. The bus paces
+    the deliveries (``events.DELIVERY_S``), so a busy stream wakes this task at
+    most once per interval and every subscriber writes in the same turn.
     """
-    daemon = conn.daemon
-    last = since
+    bus = conn.daemon.bus
+    last = since if since >= 0 else bus.seq
     try:
-        last = await _send_batch(conn, backlog, last)
         while True:
-            if sub.queue:
-                batch = list(sub.queue)
-                sub.queue.clear()
-                last = await _send_batch(conn, batch, last)
             if sub.lagging:
-                missed = daemon.bus.history_after(last, sub.experiment_id)
-                if missed is None:
+                piece = bus.history_piece(last, sub.experiment_id)
+                if piece is None:
                     await conn.send(p.Lagged(last_seq=last))
                     return
-                sub.lagging = False
-                last = await _send_batch(conn, list(missed), last)
-                continue
-            await sub.wait()
+                if piece:
+                    last = await _send_batch(conn, sub, piece, last)
+                    continue
+                sub.lagging = False  # read to the end: live from here
+                sub.take()  # anything buffered meanwhile was in the history too
+            elif sub.queue:
+                last = await _send_batch(conn, sub, sub.take(), last)
+            else:
+                await sub.wait()
     finally:
-        daemon.bus.unsubscribe(sub)
+        bus.unsubscribe(sub)
 
 
-_MAX_BATCH_BYTES = 1 << 20  # a huge backlog goes out in pieces, so replies interleave
-_frame_of = operator.itemgetter(1)  # of a (seq, frame) pair
+_MAX_BATCH_BYTES = 1 << 20  # a large batch goes out in pieces, so replies interleave
 
 
-async def _send_batch(conn: Conn, frames: list[tuple[int, bytes]], last: int) -> int:
+async def _send_batch(
+    conn: Conn, sub: Subscriber, frames: list[tuple[int, bytes]], last: int
+) -> int:
     """Send the frames after ``last`` in as few writes as fit; return the last seq sent.
 
-    The journal is written first: no event leaves the daemon before its record
-    (a results record may be held for the turn, ``Daemon.emit``).
+    Only the write under way is held (``sub.sending``): the frames are shared
+    with the history, so a subscriber blocked on a write costs that piece, not
+    a copy of everything it has yet to send. The journal is written first: no
+    event leaves the daemon before its record (a results record may be held
+    for the turn, ``Daemon.emit``).
     """
     conn.daemon.journal.flush()
-    if not frames:
-        return last
-    if frames[0][0] > last:  # in seq order, none sent yet: the usual live batch
-        data = b"".join(map(_frame_of, frames))
-        if len(data) < _MAX_BATCH_BYTES:
-            await conn.send_frame(data)
-            return frames[-1][0]
     chunk: list[bytes] = []
     size = 0
     for seq, frame in frames:
         if seq <= last:
-            continue
+            continue  # sent already (read from the history, then buffered again)
         chunk.append(frame)
         size += len(frame)
         last = seq
         if size >= _MAX_BATCH_BYTES:
-            await conn.send_frame(b"".join(chunk))
+            await _write(conn, sub, chunk, size)
             chunk, size = [], 0
     if chunk:
-        await conn.send_frame(chunk[0] if len(chunk) == 1 else b"".join(chunk))
+        await _write(conn, sub, chunk, size)
     return last
+
+
+async def _write(conn: Conn, sub: Subscriber, chunk: list[bytes], size: int) -> None:
+    sub.sending = size
+    try:
+        await conn.send_frame(chunk[0] if len(chunk) == 1 else b"".join(chunk))
+    finally:
+        sub.sending = 0
 
 
 Handler = Callable[[Conn, Any, TaskGroup], Awaitable[None]]

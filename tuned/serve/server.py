@@ -20,7 +20,7 @@ from tuned_client import protocol as p
 from .. import __version__
 from ..errors import Refused
 from . import access
-from .handlers import HANDLERS, release
+from .handlers import HANDLERS
 from .host import Conn, Host
 from .wire import FrameError
 from .workers import serve_spare, serve_worker
@@ -158,9 +158,9 @@ async def _serve(conn: Conn, peer: access.Peer | None = None) -> None:
     finally:
         if subscribed:
             gate.subscribe(peer, -1)
-        with anyio.CancelScope(shield=True):  # trials must not wait on a client that is gone
-            for held in daemon.decisions.decider_gone(conn):
-                await release(daemon, held, stop=False)
+        # The experiments this connection drove: their script may be gone, or coming back.
+        for experiment_id in daemon.decisions.decider_gone(conn):
+            daemon.driver_left(experiment_id)
 
 
 async def _next_request(

@@ -87,6 +87,7 @@ def status(daemon: Sources) -> p.StatusReply:
             started_at=e.started_at,
             metric=e.spec.metric,
             mode=e.spec.mode,
+            interrupted=e.interrupted,
         )
         for e in daemon.state.experiments.values()
     ]
@@ -101,6 +102,7 @@ def status(daemon: Sources) -> p.StatusReply:
         experiments=experiments,
         running=running,
         trials_in_memory=daemon.state.trials_in_memory(),
+        event_bytes=daemon.bus.held_bytes,
         recovering=not daemon.recovered.is_set(),
     )
 
@@ -210,6 +212,7 @@ def experiment_frame(daemon: Sources, exp_id: str, start: int = 0, page_bytes: i
         ("started_at", exp.started_at),
         ("metric", exp.spec.metric),
         ("mode", exp.spec.mode),
+        ("interrupted", exp.interrupted),
     ]
     frame = bytearray(HEADER.size)
     frame += archive.map_header(len(head) + 2)

@@ -57,6 +57,7 @@ class SavedExperiment(msgspec.Struct, omit_defaults=True):
     errors: int = 0
     closed: bool = True
     cancelled: bool = False
+    interrupted: bool = False  # its driving script went away (``daemon.drivers``)
     done: bool = False
     started_at: float = 0.0
     trainable: bytes = b""  # an unfinished experiment's, as submitted
@@ -119,6 +120,7 @@ def take(state: State, epoch: int, seq: int) -> bytes:
                 errors=exp.errors,
                 closed=exp.closed,
                 cancelled=exp.cancelled,
+                interrupted=exp.interrupted,
                 done=exp.done,
                 started_at=exp.started_at,
                 trainable=state.trainables.get(exp.id, b""),
@@ -186,6 +188,7 @@ def restore(snap: Snapshot, state: State, archive: Archive) -> None:
         spec.env, spec.sys_path = snap.envs[saved.env], snap.sys_paths[saved.sys_path]
         exp = Experiment(saved.id, spec, Path(saved.path), saved.seq)
         exp.closed, exp.cancelled, exp.done = saved.closed, saved.cancelled, saved.done
+        exp.interrupted = saved.interrupted
         exp.started_at = saved.started_at
         exp.running, exp.finished, exp.errors = saved.running, saved.finished, saved.errors
         exp.trials = [None] * saved.size

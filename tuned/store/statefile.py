@@ -48,6 +48,7 @@ def state_chunks(exp: Experiment, socket_path: Path) -> Generator[bytes]:
         ("spec", msgspec.structs.replace(exp.spec, trials=[], trainable=b"", env={})),
         ("finished", exp.done),
         ("cancelled", exp.cancelled),
+        ("interrupted", exp.interrupted),
     ]
     n = len(exp.trials)  # trials added while this is written are in the next one
     buf = bytearray(archive.map_header(len(head) + 2))

@@ -143,6 +143,8 @@ class Follower:
                     continue
                 if finished:
                     break
+            if interrupted:
+                self.console.resumable(away=False)
         except BaseException:
             with contextlib.suppress(Exception):
                 self.save_callbacks(now=True)
@@ -203,17 +205,25 @@ class Follower:
         one that crashed is waited for as long as ``TUNED_RECONNECT_TIMEOUT``.
         """
         self.conn.close()
+        self.conn = self.reopen(exc, self.subscribe_request(self.last_seq))
+        self.console.daemon_back()
+
+    def reopen(self, exc: BaseException, subscribe: p.Subscribe | None = None) -> Connection:
+        """A connection to the daemon that went away, once it is back (see ``_reconnect``).
+
+        The steering loop's own connection comes back this way too: whichever of
+        the two notices first waits, and starts the daemon again if we had.
+        """
         stopped = daemon_stopped(self.fit.socket)
         wait_s = min(STOPPED_WAIT_S, RECONNECT_TIMEOUT_S) if stopped else RECONNECT_TIMEOUT_S
         self.console.daemon_lost(exc, stopped, wait_s)
-        self.conn = reconnect(
+        return reconnect(
             self.fit.socket,
             self.autostarted and not stopped,
-            self.subscribe_request(self.last_seq),
+            subscribe,
             self.accepted.path,
             wait_s,
         )
-        self.console.daemon_back()
 
     def apply(self, msg: p.Message) -> bool:
         """One message from the daemon; True once the experiment has finished."""
@@ -252,6 +262,8 @@ class Follower:
         self.iteration += 1
         if called:
             self.callbacks.on_step_end(iteration=self.iteration, trials=trials)
+        if isinstance(msg, p.ExperimentFinished) and msg.interrupted:
+            self.console.resumable(away=True)
         return isinstance(msg, p.ExperimentFinished)
 
     def idle_step(self) -> None:

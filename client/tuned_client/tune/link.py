@@ -49,11 +49,11 @@ def open_connection(socket_path: str | None) -> tuple[Connection, bool]:
 def reconnect(
     socket_path: str | None,
     autostart: bool,
-    subscribe: p.Subscribe,
+    subscribe: p.Subscribe | None,
     experiment_path: str,
     timeout_s: float = RECONNECT_TIMEOUT_S,
 ) -> Connection:
-    """A new connection after the daemon went away, sending ``subscribe`` on it."""
+    """A new connection after the daemon went away, sending ``subscribe`` on it (if any)."""
     deadline = time.monotonic() + timeout_s
     delay = 0.02
     while True:
@@ -68,5 +68,6 @@ def reconnect(
                 ) from exc
             time.sleep(delay)  # waiting for another process to listen: nothing to await
             delay = min(delay * 2, 0.5)
-    conn.send(subscribe)
+    if subscribe is not None:
+        conn.send(subscribe)
     return conn

@@ -192,8 +192,24 @@ class Console:
 
     def interrupted(self) -> None:
         self._print(
-            "Stopping the experiment (Ctrl-C again to leave it running in the daemon); "
-            f"continue it later with Tuner.restore({self.accepted.path!r}, trainable)",
+            "Stopping the experiment: running trials are stopped, queued ones dropped "
+            "(Ctrl-C again to stop waiting for them); continue it later with "
+            f"Tuner.restore({self.accepted.path!r}, trainable)",
+            err=True,
+        )
+
+    def resumable(self, away: bool) -> None:
+        """The experiment ended unfinished (Ctrl-C, or interrupted while we were away)."""
+        if away:
+            self._print(
+                "tuned: this script was away longer than the daemon waits for a driver "
+                "(tuned start --driver-grace), so it interrupted the experiment",
+                err=True,
+            )
+        self._print(  # Ray's words
+            "Experiment has been interrupted, but the most recent state was saved.\n"
+            f'Continue running this experiment with: Tuner.restore(path="{self.accepted.path}", '
+            "trainable=...)",
             err=True,
         )
 

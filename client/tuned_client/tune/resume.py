@@ -1,18 +1,22 @@
 """``fit()`` of a restored Tuner: running again what an experiment left to run.
 
-If the daemon still has the experiment and it runs, this follows it; if it
-has finished (or was stopped with Ctrl-C), the trials still to run are queued
-again in it (``ResumeExperiment``: same ids, folders and checkpoints, the
-restoring script's trainable); if the daemon lost it, they are submitted as a
-new experiment in the same folder. A steered experiment (a searcher or a
-scheduler) goes on with the searcher's and scheduler's saved state until it
-has its ``num_samples`` trials.
+If the daemon still has the experiment and it runs, this follows it (a
+steered one, or one interrupted because its script went away, is waited for
+to end first: one script drives it at a time); if it has finished (or was
+stopped with Ctrl-C, or interrupted), the trials still to run are queued again
+in it (``ResumeExperiment``: same ids, folders and checkpoints, the restoring
+script's trainable); if the daemon lost it, they are submitted as a new
+experiment in the same folder, each going on in its own trial folder from its
+latest checkpoint there (``resume_point``), as Ray's restore does. A steered
+experiment (a searcher or a scheduler) goes on with the searcher's and
+scheduler's saved state until it has its ``num_samples`` trials.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,15 +33,17 @@ from .link import open_connection
 from .restore import load_state
 from .result import TuneError
 from .result_grid import ResultGrid
+from .resume_point import resume_point
 from .scheduler_state import load_scheduler
 from .spec import needs_decisions, pack_trainable
-from .steering import SteeredFollower, Steering
+from .steering import SteeredFollower, drive
 
 
 def unfinished(info: p.TrialInfo) -> bool:
-    """Running or queued when the experiment stopped (Ctrl-C: "cancelled")."""
+    """Running or queued when the experiment stopped (Ctrl-C: "cancelled"; its script
+    went away: "interrupted")."""
     return info.status in ("PENDING", "RUNNING") or (
-        info.status == "ERROR" and info.error == "cancelled"
+        info.status == "ERROR" and info.error in (p.CANCELLED, p.INTERRUPTED)
     )
 
 
@@ -66,23 +72,22 @@ def fit_restored(fit: FitSettings, path: str, flags: dict[str, bool]) -> ResultG
     steered = state.spec.open_ended
     started = time.time()
     conn, autostarted = open_connection(fit.socket)
-    control: Connection | None = None
     try:
         reply = _ask(conn, state.experiment_id)
-        if reply is not None and reply.cancelled and not reply.finished:
+        if reply is not None and not reply.finished and (steered or reply.interrupted):
+            reply = _await_end(conn, reply)  # one script drives it at a time
+        elif reply is not None and reply.cancelled and not reply.finished:
             _wait_finished(conn.socket_path, reply)  # its trials are still being stopped
             reply = _ask(conn, state.experiment_id)
         infos = reply.trials if reply is not None else moved_trials(state, Path(path))
         running = reply is not None and not reply.finished and not reply.cancelled
         # A steered search goes on unless it had ended by itself (the searcher was done).
-        if reply is not None:
-            cut_short = reply.cancelled or not reply.finished
-        else:
-            cut_short = state.cancelled or not state.finished
+        ended: p.ExperimentReply | p.ExperimentState = reply if reply is not None else state
+        cut_short = ended.cancelled or ended.interrupted or not ended.finished
         resume, restart = ([], []) if running else choose(infos, **flags)
-        if steered and reply is None:
-            resume, restart = [], []  # new trial ids would be strangers to the searcher
         go_on = steered and (running or cut_short)
+        views = {info.trial_id: view_from_info(info) for info in infos}
+        aliases: dict[str, str] = {}
         if reply is not None and running:
             accepted = _accepted(state.experiment_id, reply.path, infos)
         elif reply is not None and (resume or restart or go_on):
@@ -98,40 +103,59 @@ def fit_restored(fit: FitSettings, path: str, flags: dict[str, bool]) -> ResultG
                 ),
             )
         elif reply is None and (resume or restart or go_on):
-            accepted = _submit_again(conn, fit, state, set(resume + restart), path)
+            again = [i for i in infos if i.trial_id in set(resume) | set(restart)]
+            accepted = _submit_again(conn, fit, state, again, set(restart), path)
+            for info in again:  # they run again under the new experiment's ids
+                del views[info.trial_id]
+            aliases = dict(zip(accepted.trial_ids, [i.trial_id for i in again], strict=True))
         else:  # nothing left to run: the results as they are
             accepted = _accepted(state.experiment_id, str(Path(path).absolute()), infos)
-        views = {info.trial_id: view_from_info(info) for info in infos}
         for trial_id in (*resume, *restart):  # queued again (their events come next)
-            views[trial_id].status = "PENDING"
+            if trial_id in views:
+                views[trial_id].status = "PENDING"
         if not running and not flags["resume_unfinished"]:
             for info in infos:  # as Ray: an unfinished trial not resumed ends TERMINATED
                 if unfinished(info):
                     views[info.trial_id].finish("TERMINATED", "", "")
-        decides = needs_decisions(fit)
+        since = reply.seq if reply is not None else 0
         # The searcher and scheduler see what runs again, and add trials if it goes on.
-        if not (steered and (go_on or running or resume or restart)):
-            run = Follower(fit, conn, accepted, started, autostarted=autostarted, decides=decides)
-            run.trials.update(views)
-            _restore_callbacks(run, path)
-            if not (resume or restart or running):
-                return run.results()
-        else:
-            steered_run = SteeredFollower(
-                fit, conn, accepted, started, autostarted=autostarted, decides=decides
+        if steered and (go_on or running or resume or restart):
+            tc = fit.tune_config
+            scheduler = load_scheduler(path, views)  # bound to the views the run holds
+            if scheduler is not None:
+                tc.scheduler = scheduler
+
+            def prepare(run: SteeredFollower) -> None:
+                run.trials.update(views)
+                _restore_callbacks(run, path)
+
+            return drive(
+                fit,
+                conn,
+                accepted,
+                started,
+                autostarted=autostarted,
+                prepare=prepare,
+                steering={
+                    "searcher_restored": fit.searcher_restored,
+                    "scheduler_restored": scheduler is not None,
+                    "added": len(infos),
+                    "aliases": aliases,
+                    "closed": not go_on,  # a search that had ended adds no trials
+                },
+                since=since,
             )
-            steered_run.trials.update(views)
-            _restore_callbacks(steered_run, path)
-            control = Connection.open(conn.socket_path, autostart=False)
-            _steer(steered_run, control, path, reply is None, more=go_on)
-            run = steered_run
-        if reply is not None:
-            run.last_seq = reply.seq
-        return run.follow(since=run.last_seq)
+        run = Follower(
+            fit, conn, accepted, started, autostarted=autostarted, decides=needs_decisions(fit)
+        )
+        run.trials.update(views)
+        _restore_callbacks(run, path)
+        if not (resume or restart or running):
+            return run.results()
+        run.last_seq = since
+        return run.follow(since=since)
     finally:
         conn.close()
-        if control is not None:
-            control.close()
 
 
 def _restore_callbacks(run: Follower, path: str) -> None:
@@ -140,30 +164,31 @@ def _restore_callbacks(run: Follower, path: str) -> None:
         run.callbacks.restore_from_dir(path)
 
 
-def _steer(
-    run: SteeredFollower, control: Connection, path: str, lost: bool, more: bool
-) -> None:
-    """The steering loop again, with the searcher and scheduler as they were saved;
-    ``more``: the search had been cut short, it goes on to its ``num_samples``."""
-    tc = run.fit.tune_config
-    scheduler = load_scheduler(path, run.trials)
-    if scheduler is not None:
-        tc.scheduler = scheduler
-    run.steering = Steering(
-        run.fit,
-        run,
-        control,
-        searcher_restored=run.fit.searcher_restored,
-        scheduler_restored=scheduler is not None,
+def _await_end(conn: Connection, reply: p.ExperimentReply) -> p.ExperimentReply:
+    """Wait for a running experiment to end before it is resumed, and say so.
+
+    A steered experiment is driven by one script at a time: one whose script
+    died ends (interrupted) once the daemon has given up on that script and its
+    running trials have stopped at their next report; one whose script still
+    runs ends when that script is done.
+    """
+    print(
+        f"tuned: experiment {reply.experiment_id} is still running (its script drives it, or "
+        "its trials are stopping since the script went away); waiting for it to end, then "
+        "resuming it",
+        file=sys.stderr,
     )
-    if lost:  # the daemon forgot them: they end here, and new trials take their place
-        for view in run.trials.values():
-            if not view.finished:
-                view.finish("ERROR", "lost with the daemon's copy of the experiment", "")
-                run.steering.searcher.on_trial_complete(view.trial_id, error=True)
-    run.steering.closed = not more  # a search that had ended adds no trials
-    run.setup_callbacks()
-    run.steering.fill()
+    with Connection.open(conn.socket_path, autostart=False) as watch:
+        while not reply.finished:
+            watch.send(p.Subscribe(experiment_id=reply.experiment_id, since=reply.seq))
+            while True:
+                msg = watch.recv()
+                if isinstance(msg, p.Error):
+                    raise TuneError(msg.message)
+                if isinstance(msg, p.ExperimentFinished | p.Lagged):
+                    break
+            reply = conn.get_experiment(reply.experiment_id)
+    return reply
 
 
 def _wait_finished(socket: Any, reply: p.ExperimentReply) -> None:
@@ -179,13 +204,11 @@ def _wait_finished(socket: Any, reply: p.ExperimentReply) -> None:
 
 def _ask(conn: Connection, experiment_id: str) -> p.ExperimentReply | None:
     try:
-        got = conn.request(p.GetExperiment(experiment_id=experiment_id))
+        return conn.get_experiment(experiment_id)
     except DaemonError as exc:
         if exc.code != "not_found":
             raise TuneError(exc.message) from None
         return None
-    assert isinstance(got, p.ExperimentReply)
-    return got
 
 
 def _request(conn: Connection, request: Any) -> p.Accepted:
@@ -202,15 +225,34 @@ def _accepted(exp_id: str, path: str, infos: list[p.TrialInfo]) -> p.Accepted:
 
 
 def _submit_again(
-    conn: Connection, fit: FitSettings, state: p.ExperimentState, again: set[str], path: str
+    conn: Connection,
+    fit: FitSettings,
+    state: p.ExperimentState,
+    again: list[p.TrialInfo],
+    restart: set[str],
+    path: str,
 ) -> p.Accepted:
-    """The daemon lost the experiment: the trials still to run go in a new one, same folder."""
-    trials = [
-        p.TrialSpec(tag=info.tag, config=info.config, resources=res)
-        for info, res in zip(state.trials, _padded(state), strict=True)
-        if info.trial_id in again
-    ]
+    """The daemon lost the experiment: the trials still to run go in a new one, same folder.
+
+    Each goes on in its own trial folder from its latest checkpoint (or from the
+    start there, if it had none or is restarted), its result files cut back to
+    that checkpoint's row. The folder is where the experiment is now, which may
+    not be where it ran (a moved folder restores as Ray's does).
+    """
     folder = Path(path).expanduser().absolute()
+    bundles = dict(zip((i.trial_id for i in state.trials), _padded(state), strict=True))
+    trials = [
+        p.TrialSpec(
+            tag=info.tag,
+            config=info.config,
+            resources=bundles.get(info.trial_id, []),
+            resume=_resume_of(
+                _trial_folder(info, folder, state.spec.trainable_name),
+                from_start=info.trial_id in restart,
+            ),
+        )
+        for info in again
+    ]
     spec = msgspec.structs.replace(
         state.spec,
         name=folder.name,
@@ -220,6 +262,27 @@ def _submit_again(
         env=dict(os.environ),  # the state file keeps no environment (it holds secrets)
     )
     return _request(conn, p.Submit(experiment=spec))
+
+
+def _trial_folder(info: p.TrialInfo, folder: Path, trainable_name: str) -> Path | None:
+    """The trial's folder in ``folder``, if it has one there.
+
+    The state file may be older than the folder (it is written every half
+    second at most): a trial that had just started may be PENDING there, with
+    no path. Its folder's name starts with its trainable's name and its id.
+    """
+    if info.path and (folder / Path(info.path).name).is_dir():
+        return folder / Path(info.path).name
+    prefix = f"{trainable_name}_{info.trial_id}_"
+    found = [d for d in folder.glob(f"{prefix}*") if d.is_dir()]
+    return found[0] if len(found) == 1 else None
+
+
+def _resume_of(trial_dir: Path | None, *, from_start: bool) -> p.TrialResume | None:
+    """Where a trial goes on: in its folder, from its latest checkpoint there."""
+    if trial_dir is None:
+        return None  # it never started (or its folder is gone): afresh, in a folder of its own
+    return p.TrialResume(dir=str(trial_dir)) if from_start else resume_point(trial_dir)
 
 
 def _padded(state: p.ExperimentState) -> list[list[dict[str, float]]]:

@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .. import protocol as p
 from ..connection import Connection, DaemonError
+from ..framing import FrameError
 from ..session import flat_get
 from .config import TuneConfig
 from .fit_settings import FitSettings, trainable_name
 from .follower import Follower
 from .link import open_connection
+from .resources import resources_of, trial_bundles
 from .result import TuneError
 from .result_grid import ResultGrid
 from .scheduler_state import save_scheduler
@@ -34,7 +37,7 @@ from .schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 from .search.basic_variant import BasicVariantGenerator, _merge
 from .search.sample import Domain
 from .search.searcher import Searcher, save_searcher
-from .search.variant_generator import format_vars, generate_variants
+from .search.variant_generator import format_vars, generate_variants, make_spec
 from .spec import experiment_spec
 from .trial import TrialView
 from .tuner_state import discard_early_tuner, keep_tuner, storage_of
@@ -82,9 +85,15 @@ class Steering:
         *,
         searcher_restored: bool = False,
         scheduler_restored: bool = False,
+        added: int | None = None,
+        aliases: dict[str, str] | None = None,
+        closed: bool = False,
     ) -> None:
         """``*_restored``: ``Tuner.restore`` brought them back with their state, so they
-        are not set up again; the trials ``run`` already holds count towards num_samples."""
+        are not set up again; the trials ``run`` already holds count towards num_samples
+        (``added``: so many, if more: a lost experiment's trials that run again under new
+        ids, ``aliases`` mapping each new id to the one the searcher knows it by);
+        ``closed``: a restored search that had ended adds no trials."""
         tc = fit.tune_config
         self.fit = fit
         self.run = run
@@ -92,10 +101,13 @@ class Steering:
         self.experiment_id = run.accepted.experiment_id
         self.path = run.accepted.path
         self.scheduler: TrialScheduler = tc.scheduler or FIFOScheduler()
-        basic = tc.search_alg is None or isinstance(tc.search_alg, BasicVariantGenerator)
         self.searcher: Searcher = tc.search_alg or BasicVariantGenerator(random_state=tc.seed)
-        self.max_pending = 10**9 if basic else MAX_PENDING_ADAPTIVE
+        implicit = False
+        if isinstance(self.searcher, BasicVariantGenerator):
+            implicit = self.searcher.implicit = self.searcher.implicit or tc.search_alg is None
+        self.max_pending = 10**9 if implicit else MAX_PENDING_ADAPTIVE
         self.limit = 10**9 if isinstance(self.searcher, BasicVariantGenerator) else tc.num_samples
+        self.aliases = aliases or {}
         if not searcher_restored:
             self._set_up_searcher()
         if not scheduler_restored:
@@ -106,9 +118,10 @@ class Steering:
                 )
             for view in run.trials.values():  # a restored run's trials, as Ray re-adds them
                 self.scheduler.on_trial_add(self, view)
-        self.added = len(run.trials)  # towards num_samples (a restored run's count too)
+        # towards num_samples (a restored run's count too)
+        self.added = len(run.trials) if added is None else added
         self.in_experiment = len(run.accepted.trial_ids)  # the daemon's next trial index
-        self.closed = False
+        self.closed = closed
         self.frozen = False
         self.pending: dict[str, str] = {}  # trial id -> "stop" | "restart", until it acts
         self.last_seq = 0
@@ -167,10 +180,23 @@ class Steering:
         return dict(self.run.accepted.capacity)
 
     def _request(self, request: Any) -> p.Message:
-        try:
-            return self.control.request(request)
-        except DaemonError as exc:
-            raise TuneError(exc.message) from None
+        """Send a decision; a daemon that went away is waited for, and it is sent again.
+
+        The daemon journals a request before it replies, so one it took just before
+        it died is not lost; the ones sent again are idempotent (stop, close) or
+        checked (added trials must get the ids expected).
+        """
+        for attempt in range(2):
+            try:
+                return self.control.request(request)
+            except DaemonError as exc:
+                raise TuneError(exc.message) from None
+            except (OSError, FrameError) as exc:
+                if attempt:
+                    raise
+                self.control.close()
+                self.control = self.run.reopen(exc)
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------ suggesting
 
@@ -217,7 +243,8 @@ class Steering:
                 break
             config = self._resolve(suggestion)
             tag = self._tag(index, config, suggestion)
-            specs.append(p.TrialSpec(tag=tag, config=p.pack_user(config)))
+            bundles = trial_bundles(resources_of(self.fit.trainable), make_spec(config))
+            specs.append(p.TrialSpec(tag=tag, config=p.pack_user(config), resources=bundles))
             name = f"{trainable_name(self.fit.trainable)}_{trial_id}"
             views.append(TrialView(trial_id=trial_id, name=name, tag=tag, config=config))
         if specs:
@@ -259,6 +286,10 @@ class Steering:
             self.frozen = True
             self._save()
 
+    def _sid(self, trial_id: str) -> str:
+        """The id the searcher knows a trial by (its old one, if it ran again under a new)."""
+        return self.aliases.get(trial_id, trial_id)
+
     # ------------------------------------------------------------ events
 
     def on_event(self, event: Any) -> None:
@@ -275,8 +306,15 @@ class Steering:
             self._on_result(view, view.last_result or {})
         elif isinstance(event, p.TrialFinished) and view is not None:
             self.pending.pop(event.trial_id, None)
+            if event.status == "ERROR" and event.error in (p.CANCELLED, p.INTERRUPTED):
+                # Unfinished, not failed: Tuner.restore resumes it and the search; the
+                # daemon takes no more trials now.
+                self.closed = True
+                self._save()
+                return
             error = event.status == "ERROR"
-            self.searcher.on_trial_complete(view.trial_id, result=view.last_result, error=error)
+            sid = self._sid(view.trial_id)
+            self.searcher.on_trial_complete(sid, result=view.last_result, error=error)
             if error:
                 self.scheduler.on_trial_error(self, view)
             else:
@@ -288,11 +326,11 @@ class Steering:
         if view.trial_id in self.pending:
             return  # the old attempt's last steps, reported after our decision
         if result.get("done") or self._stop_rule_met(result):
-            self.searcher.on_trial_result(view.trial_id, result)
+            self.searcher.on_trial_result(self._sid(view.trial_id), result)
             return
         decision = self.scheduler.on_trial_result(self, view, result)
         # after the scheduler, as Ray: HyperBandForBOHB marks the budget TuneBOHB reads
-        self.searcher.on_trial_result(view.trial_id, result)
+        self.searcher.on_trial_result(self._sid(view.trial_id), result)
         if decision in (TrialScheduler.STOP, TrialScheduler.PAUSE):
             self.stop_trial(view)  # PAUSE: a scheduler that restarted it is already pending
 
@@ -324,7 +362,6 @@ def fit_steered(fit: FitSettings) -> ResultGrid:
     spec = experiment_spec(fit, steered=True)
     started = time.time()
     conn, autostarted = open_connection(fit.socket)
-    control: Connection | None = None
     try:
         try:
             accepted = conn.request(p.Submit(experiment=spec))
@@ -333,15 +370,41 @@ def fit_steered(fit: FitSettings) -> ResultGrid:
             raise TuneError(exc.message) from None
         assert isinstance(accepted, p.Accepted)
         keep_tuner(fit, accepted.path)
-        control = Connection.open(conn.socket_path, autostart=False)
-        run = SteeredFollower(
-            fit, conn, accepted, started, autostarted=autostarted, decides=spec.decide_results
-        )
-        run.steering = Steering(fit, run, control)
-        run.setup_callbacks()  # before the first trials are added, as Ray calls it
-        run.steering.fill()
-        return run.follow()
+        return drive(fit, conn, accepted, started, autostarted=autostarted)
     finally:
         conn.close()
-        if control is not None:
-            control.close()
+
+
+def drive(
+    fit: FitSettings,
+    conn: Connection,
+    accepted: p.Accepted,
+    started: float,
+    *,
+    autostarted: bool = False,
+    prepare: Callable[[SteeredFollower], None] | None = None,
+    steering: dict[str, Any] | None = None,
+    since: int = 0,
+) -> ResultGrid:
+    """Follow and steer the experiment ``accepted`` to its end (new, or restored).
+
+    This process drives it (``Subscribe(decide=True)``): should it go away, the
+    daemon waits a grace period for it to come back, then interrupts the experiment.
+    ``prepare`` (restore) gives the run its trials and callbacks' state before the
+    steering loop is set up with ``steering`` (``Steering``'s keywords).
+    """
+    run = SteeredFollower(fit, conn, accepted, started, autostarted=autostarted, decides=True)
+    run.last_seq = since
+    if prepare is not None:
+        prepare(run)
+    control = Connection.open(conn.socket_path, autostart=False)
+    try:
+        run.steering = Steering(fit, run, control, **(steering or {}))
+        run.setup_callbacks()  # before the first trials are added, as Ray calls it
+        run.steering.fill()
+        return run.follow(since=since)
+    finally:
+        control.close()
+        current: Steering | None = getattr(run, "steering", None)
+        if current is not None:
+            current.control.close()  # a new one, if the daemon came back from a restart

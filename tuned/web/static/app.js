@@ -181,7 +181,7 @@ function drawOverview() {
     const tr = el("tr");
     tr.dataset.exp = e.id;
     tr.append(el("td", e.id), el("td", e.name), el("td", e.state), progress(e), el("td", counts(e.counts)),
-      el("td", bestText(e)), el("td", e.state === "finished" || e.state === "cancelled" ? "" : dur(e.eta)),
+      el("td", bestText(e)), el("td", ["finished", "cancelled", "interrupted"].includes(e.state) ? "" : dur(e.eta)),
       el("td", clock(e.started)));
     tr.onclick = () => { location.hash = `#/exp/${e.id}`; };
     return tr;
@@ -197,7 +197,7 @@ function drawExperiment() {
   $("exp-summary").textContent = `${e.state}: ${e.done}/${e.total} done (${counts(e.counts)})${eta} — ${e.path}`;
   $("exp-best").textContent = e.best
     ? `Best trial so far: ${bestText(e)}  ${Object.entries(e.best.config).map(([k, v]) => `${k}=${fmt(v)}`).join(" ")}` : "";
-  $("exp-cancel").disabled = e.state === "finished" || e.state === "cancelled";
+  $("exp-cancel").disabled = ["finished", "cancelled", "interrupted"].includes(e.state);
   const names = metricNames();
   const sel = $("metric");
   if (!S.metric || !names.includes(S.metric)) S.metric = e.metric && names.includes(e.metric) ? e.metric : names[0] || "";

@@ -26,6 +26,10 @@ def _merge(base: dict[str, Any], point: dict[str, Any]) -> dict[str, Any]:
 
 
 class BasicVariantGenerator(Searcher):
+    # Made by the Tuner (no search_alg given), not by the user: its trials are queued
+    # all at once, not one at a time as an adaptive searcher's. Kept through a restore.
+    implicit = False
+
     def __init__(
         self,
         points_to_evaluate: list[dict[str, Any]] | None = None,

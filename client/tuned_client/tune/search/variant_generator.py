@@ -11,6 +11,7 @@ ones users know from Ray.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import random
 import re
@@ -154,13 +155,45 @@ def _grid_specs(spec: Spec, grid_vars: list[tuple[Path, Domain]]) -> Iterator[Sp
     skeleton = copy.deepcopy(spec)
     for path, _ in grid_vars:
         _assign(skeleton, path, None)  # cheaper to copy than the grids' values
+    fresh = _plain_copy if _is_plain_tree(skeleton) else copy.deepcopy
     ordered = list(reversed(grid_vars))
     columns = [domain.categories for _, domain in ordered if isinstance(domain, Categorical)]
     for point in itertools.product(*columns):
-        variant = copy.deepcopy(skeleton)
+        variant = fresh(skeleton)
         for (path, _), value in zip(ordered, point, strict=True):
             _assign(variant, path, value)
         yield variant
+
+
+_ATOMS = (str, int, float, bool, type(None))
+
+
+def _is_plain_tree(node: Any, seen: set[int] | None = None) -> bool:
+    """Dicts and lists of strings, numbers and None, nothing held twice: a tree.
+
+    Such a spec is copied by ``_plain_copy`` exactly as ``deepcopy`` would copy
+    it, several times faster: a grid of a million points copies it a million times.
+    """
+    if type(node) in _ATOMS:
+        return True
+    if type(node) not in (dict, list):
+        return False
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return False  # shared: deepcopy would keep it shared
+    seen.add(id(node))
+    values = node.values() if isinstance(node, dict) else node
+    if isinstance(node, dict) and any(type(k) not in _ATOMS for k in node):
+        return False
+    return all(_is_plain_tree(v, seen) for v in values)
+
+
+def _plain_copy(node: Any) -> Any:
+    if type(node) is dict:
+        return {k: _plain_copy(v) for k, v in node.items()}
+    if type(node) is list:
+        return [_plain_copy(v) for v in node]
+    return node
 
 
 def _resolve_domains(
@@ -200,8 +233,16 @@ def _variants(spec: Spec, rng: random.Random) -> Iterator[tuple[dict[Path, Any],
         ((p, d) for p, d in unresolved.items() if d.is_grid()), key=lambda v: _path_key(v[0])
     )
     domain_vars = [(p, d) for p, d in unresolved.items() if not d.is_grid()]
+    # Values that cannot hold a grid or a domain need no second look: most grids.
+    flat = not domain_vars and all(
+        isinstance(d, Categorical) and all(type(v) in _ATOMS for v in d.categories)
+        for _, d in grid_vars
+    )
     for grid_spec in _grid_specs(spec, grid_vars):
         sampled = _resolve_domains(grid_spec, domain_vars, rng)
+        if flat:
+            yield {path: _get(grid_spec, path) for path, _ in grid_vars}, grid_spec
+            continue
         # Grid values may themselves hold grids or domains: resolve them recursively.
         for inner, final in _variants(grid_spec, rng):
             resolved = dict(sampled)
@@ -214,15 +255,27 @@ def _clean_value(value: Any) -> str:
     """Floats to 4 decimals, anything else stripped of characters unsafe in paths."""
     if isinstance(value, float):
         return f"{value:.4f}"
+    if type(value) is int:
+        return str(value)  # digits and a sign: nothing to strip
     return _INVALID_TAG_CHARS.sub("_", str(value)).strip("_")
+
+
+@functools.lru_cache(maxsize=4096)
+def _tag_key(path: Path) -> tuple[tuple[tuple[int, Any], ...], str]:
+    """A variable's place among the others and its name in the tag, once per path."""
+    return _path_key(path), _clean_value(path[-1])
+
+
+def _sort_key(item: tuple[tuple[Any, str], Any]) -> Any:
+    return item[0][0]
 
 
 def format_vars(resolved_vars: Mapping[Path, Any]) -> str:
     """Ray's experiment tag: ``last_key=value`` for each resolved variable, by path."""
-    return ",".join(
-        f"{_clean_value(path[-1])}={_clean_value(value)}"
-        for path, value in sorted(resolved_vars.items(), key=lambda kv: _path_key(kv[0]))
+    keyed = sorted(
+        ((_tag_key(path), value) for path, value in resolved_vars.items()), key=_sort_key
     )
+    return ",".join(f"{name}={_clean_value(value)}" for (_, name), value in keyed)
 
 
 def count_variants(param_space: Mapping[str, Any], num_samples: int = 1) -> int:
