@@ -5,7 +5,8 @@ installed into bench/.ray-venv on request; never a dependency). ``packing``
 always runs its mixes under Ray Tune too, in the same run (a half hour in all). ``--quick`` uses
 fewer trials for a smoke run; the table says so. ``--only NAME,...`` runs some
 benchmarks (names below; ``--only ray`` runs the Ray side alone, ``--only soak`` the
-million-trial history, neither of which a plain run includes) and replaces
+million-trial history, ``--only before_after`` the fast path of main's tree beside this
+one, none of which a plain run includes) and replaces
 just their rows in the table. Each benchmark is also a module of its own:
 ``python -m bench.admission`` and so on.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 from . import (
     admission,
     admission_cost,
+    before_after,
     disk,
     events,
     flat_memory,
@@ -64,6 +66,8 @@ def benches(quick: bool) -> dict[str, Callable[[], list[Figure]]]:
         # Ours and Ray Tune's on each mix (Ray installed into bench/.ray-venv on first use).
         "packing": lambda: packing.measure(0.25 if quick else 1.0, (4,) if quick else (4, 8)),
         "ray": lambda: ray_side.measure(1 if quick else 3),  # only when asked for
+        # only when asked for: this tree against main's (python -m bench.before_after REF)
+        "before_after": lambda: before_after.measure("main", 1 if quick else 5),
         # a million trials' history (minutes): only when asked for; TUNED_BENCH_BEFORE=PATH
         # measures another checkout's daemon on the same history first
         "soak": lambda: soak.measure(100_000 if quick else 1_000_000, soak.trees_from_env()),
@@ -122,7 +126,7 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     every = benches(args.quick)
-    chosen = {n: b for n, b in every.items() if n not in ("ray", "soak")}
+    chosen = {n: b for n, b in every.items() if n not in ("ray", "soak", "before_after")}
     if args.only:
         names = [n.strip() for n in args.only.split(",") if n.strip()]
         unknown = [n for n in names if n not in every]

@@ -30,9 +30,12 @@ class BenchDaemon:
     state_dir: Path
     storage: Path
     proc: subprocess.Popen[bytes] | None = None
+    code: Path | None = None  # another source tree to run (``before_after``); None: this one
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
+        if self.code is not None:  # its daemon and client, ahead of the installed ones
+            env["PYTHONPATH"] = f"{self.code}{os.pathsep}{self.code / 'client'}"
         env.update(
             TUNED_SOCKET=str(self.socket),
             TUNED_STATE_DIR=str(self.state_dir),
@@ -56,7 +59,13 @@ class BenchDaemon:
         ]  # fmt: skip
         with open(self.state_dir / "daemon.stderr", "ab") as err:
             self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err, pass_fds=(write_fd,)
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=err,
+                stderr=err,
+                pass_fds=(write_fd,),
+                env=self.env() if self.code is not None else None,
+                cwd=self.code,
             )
         os.close(write_fd)
         with os.fdopen(read_fd, "rb") as ready:
@@ -100,11 +109,14 @@ def _remove_leftovers() -> None:
 
 
 @contextlib.contextmanager
-def bench_daemon(*args: str, start: bool = True) -> Iterator[BenchDaemon]:
-    """A daemon in a fresh temp dir (``start=False``: only the paths, for a cold start)."""
+def bench_daemon(*args: str, start: bool = True, code: Path | None = None) -> Iterator[BenchDaemon]:
+    """A daemon in a fresh temp dir (``start=False``: only the paths, for a cold start).
+
+    ``code``: run that source tree's daemon (and hand its clients that tree) instead.
+    """
     base = Path(tempfile.mkdtemp(prefix="tuned-bench-"))
     sock_dir = Path(tempfile.mkdtemp(prefix="tb-", dir="/tmp"))  # short: AF_UNIX path limit
-    d = BenchDaemon(base, sock_dir / "tuned.sock", base / "state", base / "results")
+    d = BenchDaemon(base, sock_dir / "tuned.sock", base / "state", base / "results", code=code)
     d.state_dir.mkdir()
     try:
         if start:

@@ -140,6 +140,37 @@ def daemon(
     return d
 
 
+@pytest.fixture(scope="module")
+def _module_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
+    """The daemon of ``module_daemon``: a private world of the module's own, like a test's."""
+    base = tmp_path_factory.mktemp("module-daemon")
+    env = private_env(base, tmp_path_factory.getbasetemp() / "cache")
+    d = start_daemon(
+        base, ["--num-cpus", "2", "--num-gpus", "0"], name="m", env=env, owned_by_test=False
+    )
+    try:
+        yield d
+    finally:
+        if d.proc.poll() is None:
+            try:
+                d.stop()
+            except subprocess.TimeoutExpired:
+                d.stop(signal.SIGKILL)
+        shutil.rmtree(d.socket.parent, ignore_errors=True)
+        shutil.rmtree(temp_root(env), ignore_errors=True)
+
+
+@pytest.fixture
+def module_daemon(
+    isolated: dict[str, str], _module_daemon: RunningDaemon, monkeypatch: pytest.MonkeyPatch
+) -> RunningDaemon:
+    """One 2-CPU daemon for a whole module, as Ray's ``ray_start_2_cpus`` (the ported
+    ``test_ray_*`` modules): each test starting its own would cost a second or more.
+    Each test still has its private HOME and TMPDIR; only the daemon is shared."""
+    use_daemon(_module_daemon, monkeypatch)
+    return _module_daemon
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("root") and os.getuid() != 0:
         pytest.skip("needs root (another uid through setpriv, or a mount); this run is not root")

@@ -101,7 +101,7 @@ def test_explore_shifts_list_values_and_scales_numbers() -> None:
     assert seen == {0.01, 1.0}
     scaled = explore({"x": 10.0}, {"x": tune.uniform(0, 100)}, 0.0, (1.2, 0.8), None, rng)
     assert scaled["x"] in (12.0, 8.0)
-    with pytest.raises(ValueError, match="hyperparam_mutations"):
+    with pytest.raises(tune.TuneError, match="hyperparam_mutations"):  # Ray's error
         PopulationBasedTraining()
 
 

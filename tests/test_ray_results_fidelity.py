@@ -157,21 +157,18 @@ def test_options_that_cannot_be_honoured_are_refused_clearly() -> None:
         tune.Tuner(
             returns_a_scalar, tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: "x")
         )
+    tuner = tune.Tuner(  # Ray refuses it at fit(), before anything runs
+        returns_a_scalar,
+        run_config=tune.RunConfig(checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=2)),
+    )
     with pytest.raises(ValueError, match="checkpoint_frequency"):
-        tune.Tuner(
-            returns_a_scalar,
-            run_config=tune.RunConfig(
-                checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=2)
-            ),
-        )
+        tuner.fit()
     with pytest.raises(DeprecationWarning, match="RAY_CHDIR_TO_TRIAL_DIR"):
         tune.TuneConfig(chdir_to_trial_dir=False)
     with pytest.raises(TypeError, match="log_to_file"):
         tune.Tuner(returns_a_scalar, run_config=tune.RunConfig(log_to_file=3))  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="progress_reporter"):
-        tune.Tuner(
-            returns_a_scalar, run_config=tune.RunConfig(progress_reporter=object(), verbose=0)
-        ).fit()
+    with pytest.raises(TypeError, match="progress_reporter"):  # before anything runs
+        tune.Tuner(returns_a_scalar, run_config=tune.RunConfig(progress_reporter=object()))
 
 
 def test_trial_name_creator_names_the_trials_shown(

@@ -162,6 +162,38 @@ def test_a_record_about_an_archived_trial_brings_it_back() -> None:
         reducer.apply(state, ev(p.TrialResult, trial.id, metrics=p.pack_user({})))
 
 
+def test_a_resume_into_a_moved_folder_moves_the_trials_it_queues_again() -> None:
+    """Tuner.restore of a moved experiment: replayed, its archived trials (those that
+    run again) find their folders and checkpoints in the new place, as live."""
+    state, exp = state_with(2)
+    exp.path = Path("/results/unit")
+    archived: dict[int, Trial] = {}
+    for index, trial in enumerate(list(exp.live())):
+        reducer.apply(state, started(trial.id))
+        trial.dir = Path(f"/results/unit/t{index}")
+        trial.checkpoint = f"/results/unit/t{index}/checkpoint_000001"
+        trial.kept_checkpoints = [(trial.checkpoint, 1.0)]
+        reducer.apply(state, ev(p.TrialFinished, trial.id, status="ERROR", error="boom"))
+        archived[index], exp.trials[index] = trial, None
+
+    def revive(e: Experiment, index: int) -> Trial:
+        e.trials[index] = archived[index]
+        return archived[index]
+
+    ids = [t.id for t in archived.values()]
+    reducer.apply(
+        state,
+        Control("resume", "abcde", restart=ids[1:], path="/moved/unit", resume=ids[:1]),
+        revive,
+    )
+    first, second = archived[0], archived[1]
+    assert exp.path == Path("/moved/unit")
+    assert first.dir == Path("/moved/unit/t0")
+    assert first.checkpoint == "/moved/unit/t0/checkpoint_000001"
+    assert first.kept_checkpoints == [("/moved/unit/t0/checkpoint_000001", 1.0)]
+    assert second.dir == Path("/moved/unit/t1") and second.checkpoint == ""  # restarted
+
+
 # ------------------------------------------------------------------ live and replayed agree
 
 

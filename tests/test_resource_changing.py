@@ -82,6 +82,6 @@ def test_distribute_resources_shares_evenly_in_steps_of_the_base() -> None:
     assert ctl.restarted == [("a", [{"cpu": 2.0}])]
     trials[1].resources = {"cpu": 2.0}  # already at its share: left alone
     assert rcs.on_trial_result(ctl, trials[1], {"m": 1, "training_iteration": 1}) == "CONTINUE"
-    trials[2].checkpoint = ""  # nothing to resume from: left alone
-    assert rcs.on_trial_result(ctl, trials[2], {"m": 1, "training_iteration": 1}) == "CONTINUE"
-    assert len(ctl.restarted) == 1
+    trials[2].checkpoint = ""  # nothing to resume from: restarted afresh, as in Ray
+    assert rcs.on_trial_result(ctl, trials[2], {"m": 1, "training_iteration": 1}) == "PAUSE"
+    assert [tid for tid, _ in ctl.restarted] == ["a", "c"]

@@ -244,12 +244,18 @@ class ResumeExperiment(_Req, tag="resume_experiment"):
     """``Tuner.restore``: run the given trials of a finished experiment again.
 
     ``resume`` ones continue from their latest checkpoint, ``restart`` ones from scratch.
+    ``reopen``: an open-ended (steered) experiment takes ``AddTrials`` again, until
+    the restored searcher sends ``CloseExperiment``. ``path``: the experiment's
+    folder was moved there (the trials' folders and checkpoints with it).
+    ``trainable``: the restoring script's trainable, run from now on (as Ray's).
     """
 
     experiment_id: str
     resume: list[str] = []
     restart: list[str] = []
     reopen: bool = False  # it takes trials again (AddTrials): its searcher goes on
+    path: str = ""
+    trainable: bytes = b""
 
 
 class RestartTrial(_Req, tag="restart_trial"):

@@ -21,6 +21,7 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,66 @@ class StopTrial(BaseException):
     """
 
 
+_MISSING: Any = object()
+
+
+def flat_get(row: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    """``row[key]``, where ``a/b/c`` also reaches into nested dicts (Ray flattens
+    results with ``/`` for stop criteria and metrics)."""
+    if key in row:
+        return row[key]
+    node: Any = row
+    for part in key.split("/"):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+class TrialResources(Sequence[dict[str, float]]):
+    """The trial's bundles, read as Ray's ``PlacementGroupFactory`` is read
+    (``bundles``, ``head_cpus``, ``required_resources``) and as a list of them.
+    Reported as a metric, it stays this object (pickled, as Ray keeps its own)."""
+
+    strategy = "PACK"
+
+    def __init__(self, bundles: Iterable[dict[str, float]]) -> None:
+        self._bundles = [dict(b) for b in bundles]
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._bundles[index]
+
+    def __len__(self) -> int:
+        return len(self._bundles)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, TrialResources):
+            return self._bundles == other._bundles
+        return isinstance(other, list) and self._bundles == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<PlacementGroupFactory (bundles={self._bundles}, strategy=PACK)>"
+
+    @property
+    def bundles(self) -> list[dict[str, float]]:
+        return [dict(b) for b in self._bundles]
+
+    @property
+    def head_cpus(self) -> float:
+        head = self._bundles[0] if self._bundles else {}
+        return float(head.get("CPU", head.get("cpu", 0.0)))
+
+    @property
+    def required_resources(self) -> dict[str, float]:
+        total: dict[str, float] = {}
+        for bundle in self._bundles:
+            for key, value in bundle.items():
+                total[key] = total.get(key, 0.0) + float(value)
+        return total
+
+
 class TrialContext:
     """What ``tune.get_context()`` returns, named as Ray's ``TuneContext``."""
 
@@ -80,8 +141,8 @@ class TrialContext:
     def get_experiment_name(self) -> str:
         return Path(self._a.experiment_dir).name
 
-    def get_trial_resources(self) -> list[dict[str, float]]:
-        return list(self._a.resources)
+    def get_trial_resources(self) -> TrialResources:
+        return TrialResources(self._a.resources)
 
     def get_world_rank(self) -> int:
         return 0
@@ -178,7 +239,7 @@ class Session:
 
     def _stop_rule_met(self, row: dict[str, Any]) -> bool:
         for key, bound in self.assignment.stop.items():
-            value = as_number(row.get(key))  # a numpy or torch scalar counts too
+            value = as_number(flat_get(row, key))  # a numpy or torch scalar counts too
             if value is not None and value >= bound:
                 return True
         return False

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tuned_client import protocol as p
-from tuned_client.connection import Connection
+from tuned_client.connection import Connection, DaemonError
 
 from .status import counts_text, trial_table
 from .summary import ExperimentSummary, Fold, best_line, duration
@@ -50,6 +50,7 @@ class LiveView:
         self.out = out
         self.experiment_id = experiment_id
         self.fold = Fold()
+        self.socket_path = socket_path
         self.capacity = self._capacity(socket_path)
         self.last_draw = 0.0
         self.dirty = True
@@ -72,9 +73,25 @@ class LiveView:
                 for r in ev.resources
             )
             self.dirty = True
-        elif self.fold.on_event(ev) is not None:
+        elif self.fold.on_event(ev) is not None or self._fetched(ev):
             self.dirty = True
         self.on_tick()
+
+    def _fetched(self, ev: Any) -> bool:
+        """An event of an experiment accepted before our history (restored since, or
+        recovered by a restarted daemon): fetch it whole, then it is followed."""
+        exp_id = getattr(ev, "experiment_id", "")
+        if not exp_id or exp_id in self.fold.experiments:
+            return False
+        try:
+            with Connection.open(self.socket_path, autostart=False, client="tuned-cli") as c:
+                reply = c.request(p.GetExperiment(experiment_id=exp_id))
+        except DaemonError:
+            return False  # it ended and was forgotten meanwhile
+        assert isinstance(reply, p.ExperimentReply)
+        self.fold.add_reply(reply)
+        self.fold.on_event(ev)  # the reply may be older than the event
+        return True
 
     def on_tick(self) -> None:
         now = time.monotonic()

@@ -178,6 +178,8 @@ class Fold:
             exp.interrupted = ev.interrupted
             return exp
         if isinstance(ev, p.TrialQueued):
+            if exp.finished:  # Tuner.restore queued its trials again: it runs once more
+                exp.finished = exp.cancelled = False
             config = p.unpack_opaque(ev.config)
             old = exp.trials.get(ev.trial_id)
             trial = old or TrialSummary(ev.trial_id, ev.name, ev.tag)

@@ -31,10 +31,15 @@ EVENTS = get_args(p.Event)
 class Follower:
     """One subscription, resumed from the last sequence number after ``Lagged``."""
 
-    def __init__(self, conn: Connection, experiment_id: str, since: int) -> None:
+    def __init__(
+        self, conn: Connection, experiment_id: str, since: int, running_after: int = -1
+    ) -> None:
         self.conn = conn
         self.experiment_id = experiment_id
         self.last = since
+        # The experiment ran at this seq (it may have been restored after it had
+        # finished): an ExperimentFinished from its history does not end the tail.
+        self.running_after = running_after
         self.finished = False
         self.waiting_for_history = False
 
@@ -65,7 +70,7 @@ class Follower:
             self.last = msg.seq
             on_event(msg)
             if self.experiment_id and isinstance(msg, p.ExperimentFinished):
-                self.finished = True
+                self.finished = msg.seq > self.running_after
 
     def _resume(self, last_seq: int, on_event: Handler) -> None:
         if not self.waiting_for_history:
@@ -124,12 +129,17 @@ def cmd_tail(args: argparse.Namespace, connect: Callable[[], Connection]) -> int
     since = default_since(args, live)
     try:
         with connect() as conn:
+            running_after = -1
             if args.experiment:
                 try:
-                    conn.request(p.GetExperiment(experiment_id=args.experiment, page_bytes=1))
+                    reply = conn.request(
+                        p.GetExperiment(experiment_id=args.experiment, page_bytes=1)
+                    )
                 except DaemonError as exc:
                     raise SystemExit(f"tuned: {exc.message}") from exc
-            follower = Follower(conn, args.experiment or "", since)
+                if isinstance(reply, p.ExperimentReply) and not reply.finished:
+                    running_after = reply.seq
+            follower = Follower(conn, args.experiment or "", since, running_after)
             if live:
                 from .live import LiveView
 

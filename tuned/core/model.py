@@ -194,3 +194,21 @@ def transition(trial: Trial, new: TrialStatus) -> None:
         exp.finished += 1
     exp.errors += (new == "ERROR") - (old == "ERROR")
     trial.status = new
+
+
+def move_experiment(exp: Experiment, new: Path) -> None:
+    """``Tuner.restore`` of an experiment whose folder was moved to ``new``: the trials
+    in memory (those to run again) find their folders and checkpoints there. Archived
+    ones keep the old paths in their records; readers rebase those (as Ray's do)."""
+    old = str(exp.path)
+
+    def rebase(value: str) -> str:
+        if value == old or value.startswith(old + "/"):
+            return str(new) + value[len(old) :]
+        return value
+
+    for trial in exp.live():
+        trial.dir = Path(rebase(str(trial.dir))) if trial.dir is not None else None
+        trial.checkpoint = rebase(trial.checkpoint)
+        trial.kept_checkpoints = [(rebase(c), score) for c, score in trial.kept_checkpoints]
+    exp.path = new

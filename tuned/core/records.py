@@ -28,7 +28,9 @@ class Control(msgspec.Struct, tag="control", tag_field="kind"):
     (a trial ends TERMINATED at its next report), ``interrupt`` (the script driving
     the experiment went away: no more trials, running ones stop at their next report
     and end unfinished), ``resume`` (``Tuner.restore`` re-opened the experiment;
-    ``restart`` lists trials that lose their checkpoint; ``reopen``: it takes trials again),
+    ``restart`` lists trials that lose their checkpoint, ``reopen`` that a steered one
+    takes new trials again, ``path`` where its folder was moved, with ``resume`` the
+    other trials queued again, which follow it),
     ``exploit`` (PBT: once its attempt ends, the trial runs again with ``config``
     from ``checkpoint``, a copy of a better trial's taken at ``iteration``).
     """
@@ -41,7 +43,9 @@ class Control(msgspec.Struct, tag="control", tag_field="kind"):
     iteration: int = 0
     time_total_s: float = 0.0
     resources: list[dict[str, float]] = []  # exploit: the next attempt's bundles, if new
-    reopen: bool = False  # resume: AddTrials is welcome again (a steered experiment)
+    reopen: bool = False  # resume: a steered experiment takes new trials again
+    path: str = ""  # resume: the experiment's folder was moved here
+    resume: list[str] = []  # resume with a path: the trials queued again, moved with it
 
 
 class Epoch(msgspec.Struct, tag="epoch", tag_field="kind"):

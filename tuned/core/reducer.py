@@ -29,7 +29,7 @@ from tuned_client import protocol as p
 
 from .keep import select_kept
 from .ledger import Request, parse_request
-from .model import FINAL, Experiment, Trial, transition
+from .model import FINAL, Experiment, Trial, move_experiment, transition
 from .model import trial_id as make_trial_id
 from .records import Control, Submitted
 from .state import Exploit, State
@@ -341,12 +341,15 @@ def _control(state: State, rec: Control, revive: Revive) -> Applied:
             exp.closed = True
         elif rec.action == "resume":
             exp.cancelled = exp.done = exp.interrupted = False  # its trainable file is where it was
-            if rec.reopen:
-                exp.closed = False
+            exp.closed = exp.closed and not rec.reopen
             for trial_id in rec.restart:  # these start again from the beginning
                 trial = _trial(exp, trial_id, revive)
                 if trial is not None:
                     _forget_checkpoints(trial)
+            if rec.path:  # its folder was moved: the trials to run again follow it
+                for trial_id in rec.resume:
+                    _trial(exp, trial_id, revive)
+                move_experiment(exp, Path(rec.path))
         return Applied(experiment=exp)
     found = state.locate(rec.target)
     trial = None if found is None else found[0].trials[found[1]]

@@ -101,7 +101,7 @@ async def on_restart_trial(conn: Conn, req: p.RestartTrial, tg: TaskGroup) -> No
 
 
 async def on_resume(conn: Conn, req: p.ResumeExperiment, tg: TaskGroup) -> None:
-    accepted = conn.daemon.resume(req.experiment_id, req.resume, req.restart, req.reopen)
+    accepted = conn.daemon.resume(req)
     if conn.daemon.experiment(req.experiment_id).needs_driver:  # the restoring script drives it
         conn.daemon.decisions.add_decider(req.experiment_id, conn)
     await conn.daemon.journal.sync()

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from .callback import Callback
     from .parameters import with_parameters
     from .progress_reporter import CLIReporter, JupyterNotebookReporter, ProgressReporter
-    from .result import Result, ResultGrid, TrialError, TuneError
+    from .result import Result, TrialError, TuneError
+    from .result_grid import ResultGrid
     from .search.sample import (
         choice,
         grid_search,
@@ -51,7 +52,7 @@ _LAZY = {
     "JupyterNotebookReporter": ".progress_reporter",
     "ProgressReporter": ".progress_reporter",
     "Result": ".result",
-    "ResultGrid": ".result",
+    "ResultGrid": ".result_grid",
     "TrialError": ".result",
     "TuneError": ".result",
     "ExperimentAnalysis": ".analysis",

@@ -20,8 +20,12 @@ stopped and the exception propagates).
 
 from __future__ import annotations
 
+import os
 import warnings
+from pathlib import Path
 from typing import Any
+
+import cloudpickle
 
 
 class Callback:
@@ -156,3 +160,44 @@ class CallbackList(Callback):
 
     def on_experiment_end(self, **info: Any) -> None:  # type: ignore[override]
         self._each("on_experiment_end", info)
+
+    # ------------------------------------------------------------ state, for Tuner.restore
+
+    CKPT_FILE_TMPL = "callback-states-{}.pkl"
+
+    def get_state(self) -> dict[int, Any] | None:  # type: ignore[override]
+        """Every callback's state by position; None when none has any (nothing saved)."""
+        state = {i: c.get_state() for i, c in enumerate(self._callbacks)}
+        return state if any(state.values()) else None
+
+    def set_state(self, state: dict[int, Any]) -> None:  # type: ignore[override]
+        for i, callback in enumerate(self._callbacks):
+            if state.get(i):
+                callback.set_state(state[i])
+
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        """Write the callbacks' state (if any has one) into ``checkpoint_dir``, atomically."""
+        state = self.get_state()
+        if not state:
+            return
+        path = Path(checkpoint_dir) / self.CKPT_FILE_TMPL.format(session_str)
+        tmp = path.with_name(f".tmp-{path.name}")
+        tmp.write_bytes(cloudpickle.dumps(state))
+        os.replace(tmp, path)
+
+    def can_restore(self, checkpoint_dir: str) -> bool:
+        return any(Path(checkpoint_dir).glob(self.CKPT_FILE_TMPL.format("*")))
+
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        """The newest saved state back into the callbacks (``RuntimeError`` if none)."""
+        found = sorted(
+            Path(checkpoint_dir).glob(self.CKPT_FILE_TMPL.format("*")),
+            key=lambda f: f.stat().st_mtime,
+        )
+        if not found:
+            raise RuntimeError(f"Unable to find checkpoint in {checkpoint_dir}.")
+        with open(found[-1], "rb") as f:
+            self.set_state(cloudpickle.load(f))
+
+    def __getitem__(self, i: int) -> Callback:
+        return self._callbacks[i]

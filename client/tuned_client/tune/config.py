@@ -31,7 +31,7 @@ class TuneConfig:
     chdir_to_trial_dir: Any = _DEPRECATED
 
     def __post_init__(self) -> None:
-        if self.chdir_to_trial_dir is not _DEPRECATED:
+        if self.chdir_to_trial_dir != _DEPRECATED:  # (a copy from tuner.pkl is equal)
             raise DeprecationWarning(  # as Ray Tune 2.x does
                 "`chdir_to_trial_dir` is deprecated. Use the RAY_CHDIR_TO_TRIAL_DIR "
                 "environment variable instead. Set it to 0 to disable the default behavior "

@@ -21,6 +21,8 @@ class FitSettings:
     tune_config: TuneConfig = field(default_factory=TuneConfig)
     run_config: RunConfig = field(default_factory=RunConfig)
     socket: str | None = None  # None: $TUNED_SOCKET or the default socket
+    # Tuner.restore brought the searcher back with its state: it is not set up again.
+    searcher_restored: bool = False
 
 
 def trainable_name(trainable: Any) -> str:

@@ -12,7 +12,10 @@ too, so a plain sweep, a steered one and a restored one follow alike.
 from __future__ import annotations
 
 import contextlib
+import pickle
 import select
+import sys
+import time
 from typing import Any
 
 from .. import protocol as p
@@ -24,11 +27,14 @@ from .fit_settings import FitSettings
 from .link import RECONNECT_TIMEOUT_S, STOPPED_WAIT_S, daemon_stopped, reconnect
 from .logger.defaults import with_default_loggers
 from .output import Console
-from .result import ResultGrid, TuneError
-from .result_checks import check_result
+from .result import TuneError
+from .result_checks import check_result, needs_checks
+from .result_grid import ResultGrid
 from .results_builder import build_results
-from .stopper.state import StopperKeeper
 from .trial import TrialView
+
+# How long fit() waits, after a callback raised, for the cancelled trials to stop.
+CANCEL_WAIT_S = 30.0
 
 
 class Follower:
@@ -61,10 +67,15 @@ class Follower:
         self.stopper = stop if callable(stop) else None
         self.stopped: set[str] = set()  # trials a stop rule or scheduler asked to stop
         # A stopper's state is saved with the experiment, for Tuner.restore (as Ray's).
-        self.stopper_keeper = (
-            StopperKeeper(self.stopper, accepted.path) if self.stopper is not None else None
-        )
+        self.stopper_keeper: Any = None
+        if self.stopper is not None:  # (a run without one never loads the stoppers)
+            from .stopper.state import StopperKeeper
+
+            self.stopper_keeper = StopperKeeper(self.stopper, accepted.path)
         self.name_creator = fit.tune_config.trial_name_creator
+        self._set_up = False
+        self._callbacks_saved = 0.0
+        self.checks_results = needs_checks(fit)
 
     # ------------------------------------------------------------ hooks for the steering loop
 
@@ -78,6 +89,21 @@ class Follower:
     def search_ended(self) -> None:
         """Called once the experiment has finished (the steering loop saves its searcher)."""
 
+    def on_interrupt(self) -> None:
+        """The experiment is being cancelled (Ctrl-C, or a callback raised)."""
+
+    def save_callbacks(self, now: bool = False) -> None:
+        """The callbacks' state (``Callback.get_state``) beside the experiment, for
+        ``Tuner.restore`` as Ray keeps it: when a trial ends, at most once a second,
+        and when ``fit()`` ends."""
+        if not self.callbacks or (not now and time.monotonic() - self._callbacks_saved < 1.0):
+            return
+        self._callbacks_saved = time.monotonic()
+        try:
+            self.callbacks.save_to_dir(self.accepted.path)
+        except (OSError, TypeError, AttributeError, pickle.PicklingError) as exc:
+            print(f"tuned: could not save the callbacks' state: {exc}", file=sys.stderr)
+
     # ------------------------------------------------------------ the loop
 
     def subscribe_request(self, since: int) -> p.Subscribe:
@@ -86,7 +112,10 @@ class Follower:
         )
 
     def setup_callbacks(self) -> None:
-        """``Callback.setup`` with Ray's arguments, once, before the first event."""
+        """``Callback.setup`` with Ray's arguments, once, before the first trial is added."""
+        if self._set_up:
+            return
+        self._set_up = True
         tc, rc = self.fit.tune_config, self.fit.run_config
         total = len(self.accepted.trial_ids) or tc.num_samples
         self.callbacks.setup(
@@ -109,6 +138,7 @@ class Follower:
                         raise
                     interrupted = True
                     self.console.interrupted()
+                    self.on_interrupt()
                     self._send(p.Cancel(target=self.accepted.experiment_id))
                     continue
                 if finished:
@@ -116,15 +146,36 @@ class Follower:
             if interrupted:
                 self.console.resumable(away=False)
         except BaseException:
+            with contextlib.suppress(Exception):
+                self.save_callbacks(now=True)
             if not interrupted:  # a callback or a stopper raised: end the experiment, as Ray
+                self.on_interrupt()
                 self._send(p.Cancel(target=self.accepted.experiment_id))
+                with contextlib.suppress(BaseException):  # its trials stopped, as Ray's
+                    self.drain(time.monotonic() + CANCEL_WAIT_S)
             raise
         return self.results()
+
+    def drain(self, deadline: float) -> None:
+        """Fold events (nothing else) until the experiment has finished, or ``deadline``:
+        after a cancel, so that ``fit()`` returns once its trials have stopped and its
+        state is saved, and a ``Tuner.restore`` right after finds them stopped."""
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([self.conn.sock], [], [], left)
+            if not readable:
+                return
+            msg = self.conn.recv()
+            if isinstance(msg, p.Event) and msg.seq > self.last_seq:
+                self.last_seq = msg.seq
+                fold(self.trials, msg)
+                if isinstance(msg, p.ExperimentFinished):
+                    return
 
     def results(self) -> ResultGrid:
         self.search_ended()
         self.console.final(self.trials)
         self.callbacks.on_experiment_end(trials=list(self.trials.values()))
+        self.save_callbacks(now=True)
         if self.stopper_keeper is not None:
             self.stopper_keeper.save()
         tc = self.fit.tune_config
@@ -136,6 +187,7 @@ class Follower:
             readable, _, _ = select.select([self.conn.sock], [], [], self.console.interval)
             if not readable:
                 self.console.tick(self.trials)
+                self.idle_step()
                 return False
             msg = self.conn.recv()
         except (FrameError, OSError) as exc:  # the daemon went away (crash, restart, upgrade)
@@ -184,29 +236,43 @@ class Follower:
         if msg.seq <= self.last_seq:
             return False  # already applied before a reconnect
         self.last_seq = msg.seq
-        trials = list(self.trials.values()) if self.callbacks else []
-        self.callbacks.on_step_begin(iteration=self.iteration, trials=trials)
+        called = bool(self.callbacks)  # no callbacks: no hook is called, no list is built
+        if called:
+            trials = list(self.trials.values())
+            self.callbacks.on_step_begin(iteration=self.iteration, trials=trials)
         hooks = fold(self.trials, msg)
         if isinstance(msg, p.TrialQueued) and self.name_creator is not None:
             view = self.trials[msg.trial_id]
             view.name = str(self.name_creator(view))  # Ray's trial_name_creator(trial)
         self.console.on_event(msg, self.trials)
         if isinstance(msg, p.TrialResult):
-            check_result(self.fit, self.trials[msg.trial_id].last_result or {})
+            if self.checks_results:
+                check_result(self.fit, self.trials[msg.trial_id].last_result or {})
             if self.stopper is not None:
                 self._stop_rules(msg.trial_id)
         self.on_event(msg)
-        if self.callbacks:
+        if called:
             trials = list(self.trials.values())
             for hook, kwargs in hooks:
                 getattr(self.callbacks, hook)(iteration=self.iteration, trials=trials, **kwargs)
         if isinstance(msg, p.TrialResult) and msg.decide:
             self.decide(msg)
+        elif called and isinstance(msg, p.TrialFinished):
+            self.save_callbacks()
         self.iteration += 1
-        self.callbacks.on_step_end(iteration=self.iteration, trials=trials)
+        if called:
+            self.callbacks.on_step_end(iteration=self.iteration, trials=trials)
         if isinstance(msg, p.ExperimentFinished) and msg.interrupted:
             self.console.resumable(away=True)
         return isinstance(msg, p.ExperimentFinished)
+
+    def idle_step(self) -> None:
+        """A step of Ray's loop in which nothing happened: its callbacks still see it."""
+        if self.callbacks:
+            trials = list(self.trials.values())
+            self.callbacks.on_step_begin(iteration=self.iteration, trials=trials)
+            self.iteration += 1
+            self.callbacks.on_step_end(iteration=self.iteration, trials=trials)
 
     def decide(self, result: p.TrialResult) -> None:
         """Let the trial waiting on this result go on, or stop it."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from .fit_settings import FitSettings
+from .progress_reporter import ProgressReporter
 from .result import TuneError
+from .serializability import check_serializable
 from .trainable import Trainable
 
 
@@ -45,7 +47,19 @@ def check_options(fit: FitSettings) -> None:
             "writes to the experiment folder directly, there is nothing to sync"
         )
     _check_log_to_file(rc.log_to_file)
-    cc = rc.checkpoint_config
+    check_serializable(fit.trainable)
+    reporter = rc.progress_reporter
+    if reporter is not None and not isinstance(reporter, ProgressReporter):
+        raise TypeError(  # here, not once the experiment is running
+            "RunConfig(progress_reporter=...) must be a tune.ProgressReporter "
+            f"(CLIReporter, JupyterNotebookReporter), got {type(reporter).__name__}"
+        )
+
+
+
+def check_at_fit(fit: FitSettings) -> None:
+    """What Ray refuses when the experiment starts (``Tuner.fit()``), not before."""
+    cc = fit.run_config.checkpoint_config
     if (
         cc is not None
         and (cc.checkpoint_frequency or cc.checkpoint_at_end)

@@ -22,6 +22,7 @@ import time
 from typing import Any, TextIO
 
 from .. import protocol as p
+from .eta import eta_line, total_trials
 from .fit_settings import FitSettings, trainable_name
 from .progress_reporter import CLIReporter, ProgressReporter
 from .trial import TrialView
@@ -162,7 +163,7 @@ class Console:
             return
         if self.legacy is not None:
             if self.dirty and self.legacy.should_report(list(trials.values())):
-                self._print(self.legacy.report_text(list(trials.values())))
+                self._legacy_report(trials, done=False)
                 self.dirty = False
             return
         if trials and self.dirty and time.monotonic() - self.last_heartbeat >= HEARTBEAT_S:
@@ -172,7 +173,7 @@ class Console:
         self.output.poll(trials, final=True)
         if self.verbose >= 1:
             if self.legacy is not None:
-                self._print(self.legacy.report_text(list(trials.values()), done=True))
+                self._legacy_report(trials, done=True)
             else:
                 self._heartbeat(trials)
             elapsed = time.time() - self.started
@@ -226,6 +227,14 @@ class Console:
 
     # ------------------------------------------------------------ pieces
 
+    def _legacy_report(self, trials: dict[str, TrialView], done: bool) -> None:
+        """Ray calls the reporter's ``report``: a subclass that overrides it (or
+        JupyterNotebookReporter, which draws in the cell) is heard as in Ray."""
+        assert self.legacy is not None
+        self.out.flush()
+        self.legacy.report(list(trials.values()), done)
+        sys.stdout.flush()
+
     def _print(self, text: str, err: bool = False) -> None:
         stream = sys.stderr if err else self.out
         stream.write(text + "\n")
@@ -259,9 +268,16 @@ class Console:
             "",
             "Trial status: " + " | ".join(f"{n} {s}" for s, n in counts.items()),
             f"Current time: {now}. Total running time: {running}",
-            f"Logical resource usage: {cpu:g}/{cap.get('cpu', 0):g} CPUs, "
-            f"{gpu:g}/{cap.get('gpu', 0):g} GPUs",
         ]
+        tc = self.fit.tune_config
+        total = total_trials(tc, self.accepted.trial_ids, views)
+        eta = eta_line(views, total, time.time() - self.started, tc.time_budget_s)
+        if eta is not None:  # tuned's one line of its own: Ray's stay as Ray prints them
+            lines.append(eta)
+        lines.append(
+            f"Logical resource usage: {cpu:g}/{cap.get('cpu', 0):g} CPUs, "
+            f"{gpu:g}/{cap.get('gpu', 0):g} GPUs"
+        )
         best = self._best(views)
         if best is not None:
             metric = self.fit.tune_config.metric
@@ -293,6 +309,8 @@ class Console:
         self._print(f"\nTrial {view} {what}")
 
     def _finished(self, view: TrialView) -> None:
+        if view.status != "ERROR" and (self.verbose < 1 or self.legacy is not None):
+            return  # nothing to print: its result stays packed, unread
         result = view.last_result or {}
         iters = result.get("training_iteration", 0)
         now, running = _clock(self.started)

@@ -61,6 +61,11 @@ class TuneReporterBase(ProgressReporter):
             raise ValueError("mode must be 'min' or 'max'")
         self._metric_columns = _columns(metric_columns)
         self._parameter_columns = _columns(parameter_columns)
+        # Given as lists: an added column cannot be renamed (Ray's rule).
+        self._listed = {
+            "metric": isinstance(metric_columns, list | tuple),
+            "parameter": isinstance(parameter_columns, list | tuple),
+        }
         self._total_samples = total_samples or 0
         self._max_progress_rows = max_progress_rows
         self._max_error_rows = max_error_rows
@@ -92,18 +97,26 @@ class TuneReporterBase(ProgressReporter):
         self._total_samples = total_samples
 
     def add_metric_column(self, metric: str, representation: str | None = None) -> None:
-        columns = self._metric_columns if self._metric_columns is not None else {}
-        if metric in columns:
-            raise ValueError(f"Column {metric} already exists.")
-        columns[metric] = representation or metric
-        self._metric_columns = columns
+        self._metric_columns = self._added("metric", self._metric_columns, metric, representation)
 
     def add_parameter_column(self, parameter: str, representation: str | None = None) -> None:
-        columns = self._parameter_columns if self._parameter_columns is not None else {}
-        if parameter in columns:
-            raise ValueError(f"Column {parameter} already exists.")
-        columns[parameter] = representation or parameter
-        self._parameter_columns = columns
+        self._parameter_columns = self._added(
+            "parameter", self._parameter_columns, parameter, representation
+        )
+
+    def _added(
+        self, kind: str, columns: dict[str, str] | None, name: str, representation: str | None
+    ) -> dict[str, str]:
+        columns = columns if columns is not None else {}
+        if name in columns:
+            raise ValueError(f"Column {name} already exists.")
+        if self._listed[kind] and representation is not None and representation != name:
+            raise ValueError(
+                f"`representation` cannot differ from `{kind}` if this reporter was "
+                f"initialized with a list of {kind} columns."
+            )
+        columns[name] = representation or name
+        return columns
 
     def should_report(self, trials: Sequence[Any], done: bool = False) -> bool:
         if done or time.time() - self._last_report_time > self._max_report_frequency:

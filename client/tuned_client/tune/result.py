@@ -6,100 +6,47 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..checkpoint import Checkpoint
 from ..protocol import unpack_user
-from .analysis.dataframes import results_dataframe
-from .analysis.metrics import best_index, check_scope, metric_analysis
+from ..session import DEFAULT_METRIC
+from .analysis.metrics import metric_analysis
 from .analysis.trial_folder import read_trial_folder
+from .trial_errors import ERROR_PICKLE, TrialError, TuneError, trial_error
 
-# Keys Ray fills in on every result and leaves out of ``Result``'s repr.
-AUTO_KEYS = frozenset(
-    {
-        "training_iteration",
-        "time_this_iter_s",
-        "time_total_s",
-        "timestamp",
-        "date",
-        "pid",
-        "hostname",
-        "node_ip",
-        "time_since_restore",
-        "iterations_since_restore",
-        "checkpoint_dir_name",
-        "config",
-    }
+# Ray's ``ray.tune.result.AUTO_RESULT_KEYS``: what it fills in on every result.
+AUTO_RESULT_KEYS = (
+    "training_iteration",
+    "time_total_s",
+    "episodes_total",
+    "timesteps_total",
+    "node_ip",
+    "hostname",
+    "pid",
+    "time_total_s",
+    "time_this_iter_s",
+    "timestamp",
+    "experiment_id",
+    "date",
+    "time_since_restore",
+    "iterations_since_restore",
+    "timesteps_since_restore",
+    "config",
+    "warmup_time",
 )
-
-
-class TuneError(Exception):
-    """Base of the errors this library raises (``ray.tune.TuneError``)."""
-
-
-class TrialError(TuneError):
-    """A trial failed; ``str()`` is the error line, ``traceback`` the trial's traceback."""
-
-    def __init__(self, message: str, traceback: str = "", trial_id: str = "") -> None:
-        super().__init__(message)
-        self.traceback = traceback
-        self.trial_id = trial_id
-
-    def __str__(self) -> str:
-        text = self.args[0] if self.args else ""
-        if self.traceback and self.traceback.strip() != text:
-            return f"{text}\n\nTrial {self.trial_id} traceback:\n{self.traceback}"
-        return str(text)
-
-
-ERROR_PICKLE = "error.pkl"  # the trial's exception, pickled by the worker when it fails
-
-
-def trial_error(message: str, traceback: str, trial_id: str, trial_dir: str) -> TrialError:
-    """The error of a failed trial, an instance of the exception class it raised too.
-
-    As Ray's ``RayTaskError(ValueError)``: ``isinstance(result.error, ValueError)``
-    holds for a trial that raised ValueError, and ``str()`` shows its traceback.
-    The exception comes from ``error.pkl`` in the trial's folder; without one (a
-    command trial, an exception that does not pickle, a trial killed by a
-    signal) it is a plain ``TrialError``.
-    """
-    cause = _pickled_cause(trial_dir, message)
-    if cause is None or isinstance(cause, TrialError):
-        return cause or TrialError(message, traceback, trial_id)
-    cls = type(cause)
-    try:
-        derived = type(
-            f"TrialError({cls.__name__})", (TrialError, cls), {"__module__": cls.__module__}
-        )
-        err: TrialError = derived.__new__(derived, *cause.args)
-    except TypeError:  # a class that cannot be combined (layout, final): the plain error
-        return TrialError(message, traceback, trial_id)
-    with contextlib.suppress(AttributeError, TypeError):
-        err.__dict__.update(getattr(cause, "__dict__", {}))
-    err.args = (message,)
-    err.traceback = traceback
-    err.trial_id = trial_id
-    err.cause = cause  # type: ignore[attr-defined]
-    return err
-
-
-def _pickled_cause(trial_dir: str, message: str) -> BaseException | None:
-    path = Path(trial_dir) / ERROR_PICKLE if trial_dir else None
-    if path is None or not path.is_file():
-        return None
-    try:
-        import cloudpickle
-
-        with open(path, "rb") as f:
-            cause = cloudpickle.load(f)
-    except Exception:  # a class that no longer imports, a damaged file: the text is enough
-        return None
-    if not isinstance(cause, BaseException) or not message.startswith(type(cause).__name__):
-        return None  # left over from an earlier attempt that failed differently
-    return cause
+# And what its console leaves out (``ray.tune.experimental.output.BLACKLISTED_KEYS``).
+BLACKLISTED_KEYS = frozenset(
+    {
+        "config", "date", "done", "hostname", "iterations_since_restore", "node_ip", "pid",
+        "time_since_restore", "timestamp", "trial_id", "experiment_tag", "should_checkpoint",
+        "_report_on",
+    }
+)  # fmt: skip
+# What a printed Result leaves out of its metrics: Ray's automatic keys, as the seed
+# document shows it (Ray 2.0's one line: 'done', 'trial_id', 'experiment_tag' stay).
+AUTO_KEYS = frozenset(AUTO_RESULT_KEYS) | {"checkpoint_dir_name"}
 
 
 def unpack_metrics(packed: bytes, status: str) -> dict[str, Any]:
@@ -249,6 +196,8 @@ class Result(TrialFolder):
         return rows
 
     def __repr__(self) -> str:
+        """As the seed document prints it (Ray 2.0): one line, metrics without Ray's
+        automatic keys, the error's type, the folder. (Ray 2.5+ prints a field a line.)"""
         metrics = self.peek_metrics()
         shown = (
             {k: v for k, v in metrics.items() if k not in AUTO_KEYS}
@@ -280,94 +229,13 @@ def kept_checkpoints(trial_dir: str) -> list[tuple[Checkpoint, dict[str, Any]]]:
     return [(Checkpoint(str(d)), metrics.get(d.name, {})) for d in found]
 
 
-class ResultGrid:
-    """The results of every trial of an experiment, in trial order."""
-
-    def __init__(
-        self,
-        results: list[Result],
-        experiment_path: str,
-        metric: str | None = None,
-        mode: str | None = None,
-    ) -> None:
-        self._results = results
-        self.experiment_path = experiment_path
-        self._metric = metric
-        self._mode = mode
-
-    def __len__(self) -> int:
-        return len(self._results)
-
-    def __getitem__(self, i: int) -> Result:
-        return self._results[i]
-
-    def __iter__(self) -> Iterator[Result]:
-        return iter(self._results)
-
-    @property
-    def errors(self) -> list[Exception]:
-        return [r.error for r in self._results if r.error is not None]
-
-    @property
-    def num_errors(self) -> int:
-        return len(self.errors)
-
-    @property
-    def num_terminated(self) -> int:
-        return sum(1 for r in self._results if r.status == "TERMINATED")
-
-    def get_best_result(
-        self,
-        metric: str | None = None,
-        mode: str | None = None,
-        scope: str = "last",
-        filter_nan_and_inf: bool = True,
-    ) -> Result:
-        """The best trial's Result (Ray's rules: see ``analysis/metrics.py``).
-
-        With a single trial that trial is the best, with or without a metric.
-        """
-        if len(self._results) == 1:
-            return self._results[0]
-        metric = metric or self._metric
-        mode = mode or self._mode
-        if not metric:
-            raise ValueError(
-                "No metric is provided. Either pass in a `metric` arg to `get_best_result` or "
-                "specify a metric in the `TuneConfig` of your `Tuner`."
-            )
-        if not mode:
-            raise ValueError(
-                "No mode is provided. Either pass in a `mode` arg to `get_best_result` or "
-                "specify a mode in the `TuneConfig` of your `Tuner`."
-            )
-        if mode not in ("min", "max"):
-            raise ValueError("If set, `mode` has to be one of [min, max]")
-        check_scope(scope)
-        analyses = [r.metric_analysis(metric, scope) for r in self._results]
-        best = best_index(analyses, mode, scope, filter_nan_and_inf)
-        if best is None:
-            message = (
-                f"No best trial found for the given metric: {metric}. This means that no trial "
-                "has reported this metric"
-            )
-            message += (
-                ", or all values reported for this metric are NaN. To not ignore NaN values, "
-                "you can set the `filter_nan_and_inf` arg to False."
-                if filter_nan_and_inf
-                else "."
-            )
-            raise RuntimeError(message)
-        return self._results[best]
-
-    def get_dataframe(
-        self, filter_metric: str | None = None, filter_mode: str | None = None
-    ) -> Any:
-        """One row per trial: its last result, or with ``filter_metric`` and ``filter_mode``
-        the result where the metric was best; nested metrics and config flattened with
-        ``/`` (``config/nested/param``), and the trial's ``logdir``."""
-        return results_dataframe(self._results, filter_metric, filter_mode)
-
-    def __repr__(self) -> str:
-        inner = ",\n".join(f"  {r!r}" for r in self._results)
-        return f"ResultGrid<[\n{inner}\n]>"
+__all__ = [
+    "AUTO_RESULT_KEYS",
+    "BLACKLISTED_KEYS",
+    "DEFAULT_METRIC",
+    "ERROR_PICKLE",
+    "Result",
+    "TrialError",
+    "TuneError",
+    "trial_error",
+]

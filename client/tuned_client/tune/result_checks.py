@@ -12,9 +12,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from ..session import DEFAULT_METRIC
+from ..session import DEFAULT_METRIC, flat_get
 from .fit_settings import FitSettings
 from .result import TuneError
+
+_MISSING = object()
 
 # Keys that say nothing of what the trainable reported (Ray's DEBUG_METRICS, and done).
 DEBUG_METRICS = frozenset(
@@ -39,12 +41,15 @@ def missing_metric(fit: FitSettings, result: Mapping[str, Any]) -> tuple[Any, st
     searcher: Any = _metric_of(tc.search_alg)
     if isinstance(searcher, str):
         searcher = [searcher]
-    if base and base not in result:
+    def lacks(metric: str) -> bool:  # "a/b" reaches into nested results, as Ray's
+        return flat_get(result, metric, _MISSING) is _MISSING
+
+    if base and lacks(base):
         return base, "tune.TuneConfig()"
-    if scheduler and scheduler not in result:
+    if scheduler and lacks(scheduler):
         return scheduler, type(tc.scheduler).__name__
-    if searcher and any(m not in result for m in searcher):
-        absent = [m for m in searcher if m not in result]
+    if searcher and any(lacks(m) for m in searcher):
+        absent = [m for m in searcher if lacks(m)]
         return (absent[0] if len(absent) == 1 else absent), type(tc.search_alg).__name__
     return None
 
@@ -63,8 +68,21 @@ def check_result(fit: FitSettings, result: Mapping[str, Any]) -> None:
     stop = fit.run_config.stop
     if isinstance(stop, Mapping) and not result.get("done"):
         for key in stop:
-            if key not in result:
+            if flat_get(result, key, _MISSING) is _MISSING:
                 raise TuneError(
                     f"Stopping criteria {key} not provided in result dict. "
                     f"Keys are {list(result.keys())}."
                 )
+
+
+def needs_checks(fit: FitSettings) -> bool:
+    """Whether any result could fail ``check_result``: a plain sweep (no metric, no
+    scheduler, searcher or stop dict) skips it on every result, at no cost."""
+    tc = fit.tune_config
+    metric = tc.metric not in (None, DEFAULT_METRIC)
+    return (
+        metric
+        or _metric_of(tc.scheduler) is not None
+        or _metric_of(tc.search_alg) is not None
+        or isinstance(fit.run_config.stop, Mapping)
+    )

@@ -5,7 +5,8 @@ from __future__ import annotations
 from .. import protocol as p
 from ..checkpoint import Checkpoint
 from .progress import TrialView
-from .result import Result, ResultGrid, trial_error
+from .result import Result, trial_error
+from .result_grid import ResultGrid
 
 
 def to_result(view: TrialView) -> Result:

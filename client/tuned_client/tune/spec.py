@@ -17,8 +17,6 @@ from .fit_settings import FitSettings, trainable_name
 from .parameters import parameters_folder
 from .resources import resources_of, to_bundles, trial_bundles
 from .result import TuneError
-from .schedulers.trial_scheduler import FIFOScheduler
-from .search.basic_variant import BasicVariantGenerator
 from .search.variant_generator import generate_variants, make_spec
 from .trainable import to_function
 
@@ -28,6 +26,11 @@ def stop_dict(stop: Any) -> dict[str, float]:
     if stop is None or callable(stop):
         return {}
     if isinstance(stop, dict):
+        if any(isinstance(v, dict) for v in stop.values()):
+            raise TuneError(  # as Ray's
+                "Stopping criteria is now flattened by default. Use forward slashes to nest "
+                "values `key1/key2/key3`."
+            )
         bad = [k for k, v in stop.items() if not isinstance(v, int | float)]
         if bad:
             raise ValueError(f"RunConfig(stop=...) values must be numbers; {bad} are not")
@@ -46,9 +49,36 @@ def needs_decisions(fit: FitSettings) -> bool:
     results are pipelined (the fast path).
     """
     tc = fit.tune_config
+    if tc.scheduler is None and tc.search_alg is None:  # the plain sweep loads neither
+        return callable(fit.run_config.stop)
+    from .schedulers.trial_scheduler import FIFOScheduler
+    from .search.basic_variant import BasicVariantGenerator
+
     scheduler = tc.scheduler is not None and type(tc.scheduler) is not FIFOScheduler
     searcher = tc.search_alg is not None and not isinstance(tc.search_alg, BasicVariantGenerator)
     return scheduler or searcher or callable(fit.run_config.stop)
+
+
+def restore_retries() -> int:
+    """Ray's ``TUNE_RESTORE_RETRY_NUM``: read once per experiment, as the Tuner is run."""
+    value = os.environ.get("TUNE_RESTORE_RETRY_NUM", "0")
+    try:
+        return max(0, int(value))
+    except ValueError:
+        raise ValueError(f"TUNE_RESTORE_RETRY_NUM must be a whole number, got {value!r}") from None
+
+
+def pack_trainable(fit: FitSettings, experiment_dir: str) -> bytes:
+    """The trainable as the daemon runs it, pickled; ``with_parameters``' large objects go
+    to ``experiment_dir``'s store, not into the pickle (a first run and a restore alike)."""
+    rc = fit.run_config
+    fn = to_function(fit.trainable, rc.checkpoint_config, rc.stop, restore_retries())
+    try:
+        with parameters_folder(experiment_dir):
+            return bytes(cloudpickle.dumps(fn))
+    except Exception as exc:
+        name = trainable_name(fit.trainable)
+        raise TuneError(f"the trainable {name!r} cannot be pickled: {exc}") from exc
 
 
 def experiment_spec(fit: FitSettings, steered: bool = False) -> p.ExperimentSpec:
@@ -75,17 +105,12 @@ def experiment_spec(fit: FitSettings, steered: bool = False) -> p.ExperimentSpec
     storage = rc.storage_path or rc.local_dir or str(default_storage_path())
     exp_name = rc.name or f"{name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     storage = os.path.abspath(os.path.expanduser(storage))
-    try:  # with_parameters' large objects go to the experiment's folder, not the pickle
-        with parameters_folder(os.path.join(storage, exp_name)):
-            payload = cloudpickle.dumps(to_function(fit.trainable, rc.checkpoint_config, rc.stop))
-    except Exception as exc:
-        raise TuneError(f"the trainable {name!r} cannot be pickled: {exc}") from exc
     spec = p.ExperimentSpec(
         name=exp_name,
         name_generated=not rc.name,
         storage_path=storage,
         trainable_name=name,
-        trainable=payload,
+        trainable=pack_trainable(fit, os.path.join(storage, exp_name)),
         python=sys.executable,
         cwd=os.getcwd(),
         sys_path=[os.path.abspath(x) if x else os.getcwd() for x in sys.path],

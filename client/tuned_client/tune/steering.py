@@ -18,26 +18,29 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from .. import protocol as p
 from ..connection import Connection, DaemonError
 from ..framing import FrameError
+from ..session import flat_get
 from .config import TuneConfig
 from .fit_settings import FitSettings, trainable_name
 from .follower import Follower
 from .link import open_connection
 from .resources import resources_of, trial_bundles
-from .result import ResultGrid, TuneError
+from .result import TuneError
+from .result_grid import ResultGrid
+from .scheduler_state import save_scheduler
 from .schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 from .search.basic_variant import BasicVariantGenerator, _merge
 from .search.sample import Domain
-from .search.searcher import Searcher
+from .search.searcher import Searcher, save_searcher
 from .search.variant_generator import format_vars, generate_variants, make_spec
 from .spec import experiment_spec
-from .steering_state import save_steering
 from .trial import TrialView
+from .tuner_state import discard_early_tuner, keep_tuner, storage_of
 
 # Adaptive searchers get one queued trial at a time: each suggestion is made as
 # late as possible, so it learns from every result that came before it.
@@ -71,17 +74,6 @@ def _unresolved(config: Any) -> bool:
     return any(isinstance(v, Domain) for v in _flat_leaves(config).values())
 
 
-@dataclass
-class Resumed:
-    """A search ``Tuner.restore`` goes on with (its searcher and scheduler restored)."""
-
-    added: int  # trials the daemon's experiment holds: the next one's index
-    open: bool = True  # it takes new trials (the search had not ended)
-    counted: int = 0  # trials of the search that are not in it (a lost experiment's finished)
-    # A lost experiment's trials run again under new ids: the ids the searcher knows them by.
-    aliases: dict[str, str] = field(default_factory=dict)
-
-
 class Steering:
     """Searcher and scheduler, and the requests their decisions become."""
 
@@ -90,8 +82,18 @@ class Steering:
         fit: FitSettings,
         run: SteeredFollower,
         control: Connection,
-        resumed: Resumed | None = None,
+        *,
+        searcher_restored: bool = False,
+        scheduler_restored: bool = False,
+        added: int | None = None,
+        aliases: dict[str, str] | None = None,
+        closed: bool = False,
     ) -> None:
+        """``*_restored``: ``Tuner.restore`` brought them back with their state, so they
+        are not set up again; the trials ``run`` already holds count towards num_samples
+        (``added``: so many, if more: a lost experiment's trials that run again under new
+        ids, ``aliases`` mapping each new id to the one the searcher knows it by);
+        ``closed``: a restored search that had ended adds no trials."""
         tc = fit.tune_config
         self.fit = fit
         self.run = run
@@ -100,21 +102,37 @@ class Steering:
         self.path = run.accepted.path
         self.scheduler: TrialScheduler = tc.scheduler or FIFOScheduler()
         self.searcher: Searcher = tc.search_alg or BasicVariantGenerator(random_state=tc.seed)
-        basic = implicit = False
+        implicit = False
         if isinstance(self.searcher, BasicVariantGenerator):
-            basic = True
             implicit = self.searcher.implicit = self.searcher.implicit or tc.search_alg is None
-            self.searcher.setup(fit.param_space, tc.num_samples, tc.seed)
         self.max_pending = 10**9 if implicit else MAX_PENDING_ADAPTIVE
-        self.aliases = resumed.aliases if resumed is not None else {}
-        counted = resumed.counted if resumed is not None else 0
-        self.limit = 10**9 if basic else tc.num_samples - counted
-        space = {} if basic else fit.param_space
-        restored = resumed is not None and not basic  # its space, metric and mode came along
-        if (
-            not restored
-            and not self.searcher.set_search_properties(tc.metric, tc.mode, space)
-            and _unresolved(space)
+        self.limit = 10**9 if isinstance(self.searcher, BasicVariantGenerator) else tc.num_samples
+        self.aliases = aliases or {}
+        if not searcher_restored:
+            self._set_up_searcher()
+        if not scheduler_restored:
+            if not self.scheduler.set_search_properties(tc.metric, tc.mode):
+                raise TuneError(
+                    f"the scheduler's metric/mode ({self.scheduler.metric}, "
+                    f"{self.scheduler.mode}) differ from TuneConfig's ({tc.metric}, {tc.mode})"
+                )
+            for view in run.trials.values():  # a restored run's trials, as Ray re-adds them
+                self.scheduler.on_trial_add(self, view)
+        # towards num_samples (a restored run's count too)
+        self.added = len(run.trials) if added is None else added
+        self.in_experiment = len(run.accepted.trial_ids)  # the daemon's next trial index
+        self.closed = closed
+        self.frozen = False
+        self.pending: dict[str, str] = {}  # trial id -> "stop" | "restart", until it acts
+        self.last_seq = 0
+
+    def _set_up_searcher(self) -> None:
+        tc = self.fit.tune_config
+        if isinstance(self.searcher, BasicVariantGenerator):
+            self.searcher.setup(self.fit.param_space, tc.num_samples, tc.seed)
+        space = {} if isinstance(self.searcher, BasicVariantGenerator) else self.fit.param_space
+        if not self.searcher.set_search_properties(tc.metric, tc.mode, space) and _unresolved(
+            space
         ):  # as Ray: a searcher with a space of its own says False; domains left are an error
             raise ValueError(
                 "You passed a `config` parameter to `tune.run()` with unresolved parameters, "
@@ -122,15 +140,6 @@ class Steering:
                 "sure that `config` does not contain any more parameter definitions - include "
                 "them in the search algorithm's search space if necessary."
             )
-        if not self.scheduler.set_search_properties(tc.metric, tc.mode):
-            raise TuneError(
-                f"the scheduler's metric/mode ({self.scheduler.metric}, {self.scheduler.mode}) "
-                f"differ from TuneConfig's ({tc.metric}, {tc.mode})"
-            )
-        self.added = resumed.added if resumed is not None else 0
-        self.closed = resumed is not None and not resumed.open
-        self.pending: dict[str, str] = {}  # trial id -> "stop" | "restart", until it acts
-        self.last_seq = 0
 
     # ------------------------------------------------------------ what schedulers call
 
@@ -208,7 +217,7 @@ class Steering:
 
     def fill(self) -> None:
         """Ask the searcher for trials until one waits for a slot (or it has no more)."""
-        if self.closed:
+        if self.closed or self.frozen:
             return
         specs: list[p.TrialSpec] = []
         views: list[TrialView] = []
@@ -221,7 +230,7 @@ class Steering:
                 done = True
                 break
             index = self.added + len(specs)
-            trial_id = f"{self.experiment_id}_{index:05d}"
+            trial_id = f"{self.experiment_id}_{self.in_experiment + len(specs):05d}"
             suggestion = self.searcher.suggest(trial_id)
             if suggestion == Searcher.FINISHED:
                 done = True
@@ -247,6 +256,7 @@ class Steering:
                 self.run.trials.setdefault(real_id, view)
                 self.scheduler.on_trial_add(self, self.run.trials[real_id])
             self.added += len(specs)
+            self.in_experiment += len(specs)
         if done:
             self._close()
         if specs or done:
@@ -258,10 +268,23 @@ class Steering:
             self._request(p.CloseExperiment(experiment_id=self.experiment_id))
 
     def _save(self) -> None:
-        """The searcher, the scheduler and the settings, for ``Tuner.restore``."""
-        save_steering(
-            self.path, self.searcher, self.scheduler, self.fit.tune_config, self.fit.param_space
-        )
+        """The searcher and the scheduler as they are now, for ``Tuner.restore``."""
+        try:
+            save_searcher(self.searcher, self.path)
+        except (NotImplementedError, OSError, TypeError) as exc:
+            print(f"Could not save the searcher's state: {exc}", file=sys.stderr)
+        try:
+            save_scheduler(self.scheduler, self.path)
+        except Exception as exc:  # a scheduler holding what cannot be pickled
+            print(f"Could not save the scheduler's state: {exc}", file=sys.stderr)
+
+    def freeze(self) -> None:
+        """Ctrl-C, or a callback raised: the experiment is cancelled; what its trials do
+        from now on (ending "cancelled") is not for the searcher or scheduler to learn,
+        so ``Tuner.restore`` resumes them as they were, with the state saved now."""
+        if not self.frozen:
+            self.frozen = True
+            self._save()
 
     def _sid(self, trial_id: str) -> str:
         """The id the searcher knows a trial by (its old one, if it ran again under a new)."""
@@ -270,7 +293,7 @@ class Steering:
     # ------------------------------------------------------------ events
 
     def on_event(self, event: Any) -> None:
-        if not isinstance(event, p.Event) or event.seq <= self.last_seq:
+        if self.frozen or not isinstance(event, p.Event) or event.seq <= self.last_seq:
             return
         self.last_seq = event.seq
         view = self.run.trials.get(getattr(event, "trial_id", ""))
@@ -315,9 +338,8 @@ class Steering:
         stop = self.fit.run_config.stop
         if not isinstance(stop, dict):
             return False
-        return any(
-            isinstance(result.get(k), int | float) and result[k] >= v for k, v in stop.items()
-        )
+        values = {k: flat_get(result, k) for k in stop}
+        return any(isinstance(values[k], int | float) and values[k] >= v for k, v in stop.items())
 
 
 class SteeredFollower(Follower):
@@ -331,6 +353,9 @@ class SteeredFollower(Follower):
     def wants_stop(self, trial_id: str) -> bool:
         return trial_id in self.stopped or trial_id in self.steering.pending
 
+    def on_interrupt(self) -> None:
+        self.steering.freeze()
+
 
 def fit_steered(fit: FitSettings) -> ResultGrid:
     """``Tuner.fit()`` with a searcher or a scheduler."""
@@ -341,8 +366,10 @@ def fit_steered(fit: FitSettings) -> ResultGrid:
         try:
             accepted = conn.request(p.Submit(experiment=spec))
         except DaemonError as exc:
+            discard_early_tuner(fit, storage_of(fit))
             raise TuneError(exc.message) from None
         assert isinstance(accepted, p.Accepted)
+        keep_tuner(fit, accepted.path)
         return drive(fit, conn, accepted, started, autostarted=autostarted)
     finally:
         conn.close()
@@ -355,25 +382,29 @@ def drive(
     started: float,
     *,
     autostarted: bool = False,
-    resumed: Resumed | None = None,
-    views: dict[str, TrialView] | None = None,
+    prepare: Callable[[SteeredFollower], None] | None = None,
+    steering: dict[str, Any] | None = None,
     since: int = 0,
 ) -> ResultGrid:
     """Follow and steer the experiment ``accepted`` to its end (new, or restored).
 
     This process drives it (``Subscribe(decide=True)``): should it go away, the
     daemon waits a grace period for it to come back, then interrupts the experiment.
+    ``prepare`` (restore) gives the run its trials and callbacks' state before the
+    steering loop is set up with ``steering`` (``Steering``'s keywords).
     """
     run = SteeredFollower(fit, conn, accepted, started, autostarted=autostarted, decides=True)
-    run.trials.update(views or {})
     run.last_seq = since
+    if prepare is not None:
+        prepare(run)
     control = Connection.open(conn.socket_path, autostart=False)
     try:
-        run.steering = Steering(fit, run, control, resumed)
+        run.steering = Steering(fit, run, control, **(steering or {}))
+        run.setup_callbacks()  # before the first trials are added, as Ray calls it
         run.steering.fill()
         return run.follow(since=since)
     finally:
         control.close()
-        steering: Steering | None = getattr(run, "steering", None)
-        if steering is not None:
-            steering.control.close()  # a new one, if the daemon came back from a restart
+        current: Steering | None = getattr(run, "steering", None)
+        if current is not None:
+            current.control.close()  # a new one, if the daemon came back from a restart

@@ -9,13 +9,16 @@ only ever run functions, and retries, stop rules and schedulers work alike.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import cloudpickle
+
 from ..checkpoint import Checkpoint
 from ..protocol import as_number
-from ..session import require_session
+from ..session import flat_get, require_session
 from .resources import resources_of, with_resources
 
 
@@ -71,8 +74,28 @@ class Trainable:
 
 
 def _stop_met(stop: Mapping[str, float], row: Mapping[str, Any]) -> bool:
-    values = {key: as_number(row.get(key)) for key in stop}
+    values = {key: as_number(flat_get(row, key)) for key in stop}
     return any(v is not None and v >= stop[k] for k, v in values.items())
+
+
+# Ray's file for a checkpoint that ``save_checkpoint`` returned as a dict.
+DICT_CHECKPOINT_FILE = "_dict_checkpoint.pkl"
+
+
+def _saved(returned: Any, folder: str) -> None:
+    """As Ray: a dict returned by ``save_checkpoint`` is the checkpoint (pickled in it)."""
+    if isinstance(returned, dict):
+        with open(os.path.join(folder, DICT_CHECKPOINT_FILE), "wb") as f:
+            cloudpickle.dump(returned, f)
+
+
+def _loaded(path: str) -> Any:
+    """What ``load_checkpoint`` gets: the dict it saved, or the checkpoint's folder."""
+    file = os.path.join(path, DICT_CHECKPOINT_FILE)
+    if os.path.isfile(file):
+        with open(file, "rb") as f:
+            return cloudpickle.load(f)
+    return path
 
 
 def class_runner(
@@ -82,15 +105,30 @@ def class_runner(
     checkpoint_at_end: bool = False,
     stop: Mapping[str, float] | None = None,
     parameters: Mapping[str, Any] | None = None,
+    restore_retries: int = 0,
 ) -> Callable[[dict[str, Any]], None]:
-    """A function trainable that drives ``cls`` step by step."""
+    """A function trainable that drives ``cls`` step by step.
+
+    A ``load_checkpoint`` that raises is tried again on a fresh instance up to
+    ``restore_retries`` times (Ray's ``TUNE_RESTORE_RETRY_NUM``) before the
+    attempt fails and counts as one of the trial's failures.
+    """
 
     def run(config: dict[str, Any]) -> None:
         session = require_session("report")
         trainable = cls(config, **dict(parameters or {}))
         restored = session.get_checkpoint()
-        if restored is not None:
-            trainable.load_checkpoint(restored.path)
+        failures = 0
+        while restored is not None:
+            try:
+                trainable.load_checkpoint(_loaded(restored.path))
+                break
+            except Exception:
+                if failures >= restore_retries:
+                    raise  # the attempt fails (and counts against max_failures)
+                failures += 1  # TUNE_RESTORE_RETRY_NUM: a fresh instance tries again
+                trainable.cleanup()  # as Ray stops the actor whose restore failed
+                trainable = cls(config, **dict(parameters or {}))
         trainable._iteration = session.iteration
         try:
             while True:
@@ -104,7 +142,7 @@ def class_runner(
                 due = checkpoint_frequency and trainable._iteration % checkpoint_frequency == 0
                 if due or (ending and checkpoint_at_end):
                     with tempfile.TemporaryDirectory(prefix="tuned-ckpt-") as folder:
-                        trainable.save_checkpoint(folder)
+                        _saved(trainable.save_checkpoint(folder), folder)
                         session.report(result, Checkpoint(folder), done=ending)
                 else:
                     session.report(result, done=ending)
@@ -118,7 +156,9 @@ def class_runner(
     return run
 
 
-def to_function(trainable: Any, checkpoint_config: Any, stop: Any) -> Any:
+def to_function(
+    trainable: Any, checkpoint_config: Any, stop: Any, restore_retries: int = 0
+) -> Any:
     """The function the daemon runs for ``trainable`` (itself, unless it is a class)."""
     if not (isinstance(trainable, type) and issubclass(trainable, Trainable)):
         return trainable
@@ -128,6 +168,7 @@ def to_function(trainable: Any, checkpoint_config: Any, stop: Any) -> Any:
         checkpoint_at_end=bool(getattr(checkpoint_config, "checkpoint_at_end", False)),
         stop=stop if isinstance(stop, Mapping) else None,
         parameters=getattr(trainable, "__tuned_parameters__", None),
+        restore_retries=restore_retries,
     )
     resources = resources_of(trainable)
     return with_resources(fn, resources) if resources is not None else fn

@@ -9,9 +9,10 @@ the ResultGrid. With a searcher or scheduler, the steering loop drives it; with
 
 from __future__ import annotations
 
-import copy
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .. import protocol as p
@@ -20,14 +21,19 @@ from .config import RunConfig, TuneConfig
 from .fit_settings import FitSettings
 from .follower import Follower
 from .link import open_connection
-from .options import check_options
-from .restore import can_restore, fit_restored, load_state, restore_flags
-from .result import ResultGrid, TuneError
+from .options import check_at_fit, check_options
+from .restore import (
+    can_restore,
+    load_state,
+    restore_flags,
+    restored_settings,
+    results_on_disk,
+)
+from .result import TuneError
+from .result_grid import ResultGrid
 from .spec import experiment_spec
-from .steering import check_steering, fit_steered
-from .steering_state import load_steering
-from .stopper.state import load_stopper
 from .trainable import Trainable
+from .tuner_state import discard_early_tuner, keep_tuner, save_tuner_early, storage_of
 
 
 class Tuner:
@@ -52,16 +58,31 @@ class Tuner:
                 f"{trainable.__name__} is a class but not a tune.Trainable: pass a function "
                 "taking a config dict, or subclass tune.Trainable"
             )
-        self._fit = FitSettings(
-            trainable,
-            dict(param_space or {}),
-            tune_config or TuneConfig(),
-            run_config or RunConfig(),
-            _socket,
+        if param_space is not None and not isinstance(param_space, dict):
+            raise ValueError(
+                "The `param_space` passed to the `Tuner` must be a dict. "
+                f"Got '{type(param_space)}' instead."
+            )
+        self._setup(
+            FitSettings(
+                trainable,
+                dict(param_space or {}),
+                tune_config or TuneConfig(),
+                run_config or RunConfig(),
+                _socket,
+            )
         )
+        save_tuner_early(self._fit, storage_of(self._fit))
+
+    def _setup(self, fit: FitSettings) -> None:
+        self._fit = fit
         self._results: ResultGrid | None = None
-        check_steering(self._fit.tune_config)
-        check_options(self._fit)
+        self._restore: tuple[str, dict[str, bool]] | None = None
+        if fit.tune_config.search_alg is not None or fit.tune_config.scheduler is not None:
+            from .steering import check_steering  # a plain sweep never loads the steering
+
+            check_steering(fit.tune_config)
+        check_options(fit)
 
     @property
     def trainable(self) -> Callable[..., Any]:
@@ -86,10 +107,16 @@ class Tuner:
     # ------------------------------------------------------------ running it
 
     def fit(self) -> ResultGrid:
-        if self._restore is not None:
+        check_at_fit(self._fit)
+        if self._restore is not None and load_state(self._restore[0]) is not None:
+            from .resume import fit_restored
+
             self._results = fit_restored(self._fit, *self._restore)
             return self._results
+        # a new experiment (or a restored Tuner whose experiment never reached a daemon)
         if self.tune_config.search_alg is not None or self.tune_config.scheduler is not None:
+            from .steering import fit_steered
+
             self._results = fit_steered(self._fit)
             return self._results
         spec = experiment_spec(self._fit)
@@ -99,10 +126,12 @@ class Tuner:
             try:
                 accepted = conn.request(p.Submit(experiment=spec))
             except DaemonError as exc:
+                discard_early_tuner(self._fit, storage_of(self._fit))
                 raise TuneError(exc.message) from None
             assert isinstance(accepted, p.Accepted)
             decides = spec.decide_results
             del spec  # every trial's spec, packed: the daemon has them, fit() need not hold them
+            keep_tuner(self._fit, accepted.path)
             run = Follower(
                 self._fit, conn, accepted, started, autostarted=autostarted, decides=decides
             )
@@ -110,8 +139,6 @@ class Tuner:
         finally:
             conn.close()
         return self._results
-
-    _restore: tuple[str, dict[str, bool]] | None = None
 
     @classmethod
     def restore(
@@ -131,41 +158,35 @@ class Tuner:
 
         Finished trials keep their results; unfinished ones (and errored ones if
         asked) run again, from their latest checkpoint unless ``restart_errored``.
-        A searcher and scheduler go on as saved in the folder (as Ray's tuner.pkl
-        and searcher state), unless ``tune_config`` gives others.
+        The settings, searcher, scheduler and stopper are the saved ones; a
+        ``run_config`` or ``tune_config`` given here (tuned's own) replaces
+        those of their fields it sets.
         """
-        load_state(path)  # a clear error now rather than at fit()
-        if tune_config is None and (saved := load_steering(path)) is not None:
-            tune_config, saved_space = saved
-            param_space = saved_space if param_space is None else param_space
-        if (run_config is None or run_config.stop is None) and (
-            saved_stop := load_stopper(path)
-        ) is not None:  # the stopper goes on with the state it had (as Ray's)
-            run_config = copy.copy(run_config or RunConfig())
-            run_config.stop = saved_stop
-        tuner = cls(
-            trainable,
-            param_space=param_space,
-            tune_config=tune_config,
-            run_config=run_config,
-            _socket=_socket,
-        )
+        path = str(Path(path).expanduser().absolute())
+        fit = restored_settings(path, trainable, param_space, tune_config, run_config, _socket)
+        tuner = cls.__new__(cls)
+        tuner._setup(fit)
         tuner._restore = (
-            str(path),
+            path,
             restore_flags(
                 resume_errored=resume_errored,
                 restart_errored=restart_errored,
                 resume_unfinished=resume_unfinished,
             ),
         )
+        tuner._results = results_on_disk(fit, path)
         return tuner
 
     @classmethod
-    def can_restore(cls, path: str) -> bool:
-        """True if ``path`` holds an experiment that ``Tuner.restore`` can continue."""
+    def can_restore(cls, path: str | os.PathLike[str]) -> bool:
+        """True if ``path`` is an experiment folder ``Tuner.restore`` can continue (as Ray:
+        as soon as a Tuner named it, before it ran)."""
         return can_restore(path)
 
     def get_results(self) -> ResultGrid:
         if self._results is None:
-            raise RuntimeError("fit() has not run yet")
+            raise RuntimeError(
+                "Can't return results as experiment has not been run, yet. "
+                "Call `Tuner.fit()` to run the experiment first."
+            )
         return self._results

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Mapping
+from typing import Any
 
 
 def _gpu_memory_used_fraction(gpu_id: str) -> float | None:
@@ -55,3 +57,23 @@ def wait_for_gpu(
             return True
         time.sleep(delay_s)
     raise RuntimeError(f"wait_for_gpu: GPU {gpu_id} memory still in use after {retry} tries")
+
+
+def flatten_dict(
+    dt: Mapping[str, Any], delimiter: str = "/", prevent_delimiter: bool = False
+) -> dict[str, Any]:
+    """Nested dicts as one level, keys joined by ``delimiter`` (``ray.tune.utils.flatten_dict``).
+
+    As Ray's: an empty nested dict leaves no key, and ``prevent_delimiter``
+    refuses keys that already hold the delimiter.
+    """
+    out: dict[str, Any] = {}
+    for key, value in dt.items():
+        if prevent_delimiter and delimiter in str(key):
+            raise ValueError(f"Found delimiter `{delimiter}` in key when trying to flatten array.")
+        if isinstance(value, dict):
+            for sub, v in flatten_dict(value, delimiter, prevent_delimiter).items():
+                out[f"{key}{delimiter}{sub}"] = v
+        else:
+            out[key] = value
+    return out

@@ -29,7 +29,8 @@ from .metrics import (
 from .trial_folder import read_rows
 
 if TYPE_CHECKING:
-    from ..result import Result, ResultGrid
+    from ..result import Result
+    from ..result_grid import ResultGrid
 
 log = logging.getLogger("tuned_client")
 TRAINING_ITERATION = "training_iteration"
@@ -110,7 +111,7 @@ class ExperimentAnalysis:
         default_metric: str | None = None,
         default_mode: str | None = None,
     ) -> None:
-        from ..result import ResultGrid
+        from ..result_grid import ResultGrid
 
         if default_mode and default_mode not in ("min", "max"):
             raise ValueError("`default_mode` has to be None or one of [min, max]")

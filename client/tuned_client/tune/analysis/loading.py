@@ -30,6 +30,23 @@ def load_state(path: Path) -> p.ExperimentState | None:
         raise ValueError(f"{file} is damaged: {exc}") from exc
 
 
+def moved_trials(state: p.ExperimentState, folder: Path) -> list[p.TrialInfo]:
+    """The state's trials, their folders and checkpoints under ``folder`` where the
+    experiment was moved (or renamed) since it ran, as Ray finds a moved experiment."""
+    old = os.path.join(state.spec.storage_path, state.spec.name)
+    new = str(folder.expanduser().absolute())
+    if old == new or not state.spec.storage_path:
+        return list(state.trials)
+
+    def rebase(value: str) -> str:
+        return new + value[len(old) :] if value == old or value.startswith(old + "/") else value
+
+    return [
+        msgspec.structs.replace(i, path=rebase(i.path), checkpoint=rebase(i.checkpoint))
+        for i in state.trials
+    ]
+
+
 def result_from_info(info: p.TrialInfo, experiment_dir: Path) -> Result:
     path = info.path or str(experiment_dir / info.name)
     error = None
@@ -61,7 +78,7 @@ def load_results(path: str | os.PathLike[str]) -> list[Result]:
         folder = folder.parent
     state = load_state(folder)
     if state is not None:
-        return [result_from_info(info, folder) for info in state.trials]
+        return [result_from_info(info, folder) for info in moved_trials(state, folder)]
     trials = (
         sorted(d for d in folder.iterdir() if d.is_dir() and (d / "params.json").is_file())
         if folder.is_dir()

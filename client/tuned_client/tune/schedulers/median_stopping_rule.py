@@ -4,8 +4,8 @@ As Ray's: after ``grace_period`` (in ``time_attr`` units), a trial is stopped wh
 its best metric so far is strictly worse than the median, over the other
 trials that have reached the same time, of their running averages up to that
 time, once at least ``min_samples_required`` such trials exist.
-``hard_stop=False`` asks Ray to pause the trial instead; tuned holds no paused
-processes, so such a trial is stopped as well.
+``hard_stop=False`` answers ``PAUSE`` instead, as Ray's; tuned holds no paused
+processes, so the steering loop stops such a trial as well.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ class MedianStoppingRule(FIFOScheduler):
         value = metric_value(result, metric, mode)
         if self._time_attr not in result or value is None:
             return self.CONTINUE
-        if trial.trial_id in self._stopped:
-            return self.STOP
+        if trial.trial_id in self._stopped:  # paused by the soft rule: as Ray, FIFO from now
+            return self.STOP if self._hard_stop else self.CONTINUE
         now = float(result[self._time_attr])
         self._results[trial.trial_id].append((now, value))
         if now < self._grace_period:
@@ -64,7 +64,7 @@ class MedianStoppingRule(FIFOScheduler):
         best = max(v for _, v in self._results[trial.trial_id])
         if best < median and now > self._grace_period:
             self._stopped.add(trial.trial_id)
-            return self.STOP
+            return self.STOP if self._hard_stop else self.PAUSE
         return self.CONTINUE
 
     def _running_mean(self, trial_id: str, now: float) -> float | None:

@@ -98,7 +98,12 @@ class PopulationBasedTraining(FIFOScheduler):
         seed: int | None = None,
     ) -> None:
         if not hyperparam_mutations and custom_explore_fn is None:
-            raise ValueError("give hyperparam_mutations or custom_explore_fn to perturb configs")
+            from ..result import TuneError
+
+            raise TuneError(  # as Ray's
+                "You must specify at least one of `hyperparam_mutations` "
+                "or `custom_explore_fn` to use PBT."
+            )
         if not 0 <= quantile_fraction <= 0.5:
             raise ValueError("quantile_fraction must be between 0 and 0.5")
         if perturbation_interval <= 0:

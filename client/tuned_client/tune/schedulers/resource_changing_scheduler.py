@@ -7,7 +7,7 @@ restarted from its latest checkpoint with them (the daemon re-admits it with
 the new bundles; the trainable reads them from
 ``tune.get_context().get_trial_resources()`` and sizes its threads or devices).
 As with Ray, the trainable must checkpoint to keep its progress: a trial with
-no checkpoint yet is left as it is until it has one.
+no checkpoint yet starts again from scratch with its new resources.
 
 ``DistributeResources`` (the default) shares the daemon's CPUs and GPUs out
 evenly among the live trials, in steps of each trial's base request (or
@@ -194,8 +194,10 @@ class ResourceChangingScheduler(TrialScheduler):
         self, tune_controller: Any, trial: Any, result: dict[str, Any]
     ) -> Allocation | None:
         """The trial's new bundles, or None to leave it as it is."""
-        if not trial.checkpoint or not trial.resources:
-            return None  # nothing to resume from (or not running): keep its progress
+        if not trial.resources:
+            return None  # not running
+        # Without a checkpoint it starts again from scratch with its new bundles, as in
+        # Ray (Ray's test_function_api.py testNewResources).
         raw = self._resources_allocation_function(tune_controller, trial, result, self)
         if raw is None:
             return None

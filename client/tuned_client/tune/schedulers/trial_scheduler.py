@@ -67,6 +67,8 @@ class TrialScheduler:
             self._metric = metric
         if mode:
             self._mode = mode
+        if not self._metric and self._mode:
+            self._metric = "_metric"  # as Ray's: a mode alone means the anonymous metric
         return True
 
     def _require_metric(self) -> tuple[str, str]:

@@ -1,0 +1,1 @@
+"""``ray.tune.execution``: only the module paths Ray's scripts import from."""
