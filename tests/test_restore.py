@@ -24,6 +24,7 @@ from conftest import (
 from gates import Gate, pass_gate, wait_until
 from tuned_client import protocol as p
 from tuned_client import tune
+from tuned_client.tune.restore import load_state
 
 STEPS = 4
 
@@ -148,6 +149,12 @@ def test_restore_after_the_daemon_lost_the_experiment_resumes_from_checkpoints(
     # The daemon writes result rows behind: the checkpoint's row is on disk before it dies.
     wait_until(lambda: rows.exists() and rows.read_text().endswith("\n"), "trial 1's first row")
     first = json.loads(rows.read_text().splitlines()[0])
+    # What restore reads: the state file, written half a second at most after a change.
+    wait_until(
+        lambda: (state := load_state(daemon.storage / "restorable")) is not None
+        and state.trials[0].status == "TERMINATED",
+        "trial 0's end in experiment_state.msgpack",
+    )
     daemon.stop(signal.SIGKILL)
     procs = []
     for pid in (first["pid"], first["ppid"]):

@@ -140,6 +140,7 @@ class Experiment:
     # Seconds between two writes of it: grows with what a write costs (tuned.recovery).
     state_every: float = 0.0
     state_writing: bool = False  # a large experiment's state is being written in steps
+    state_pending: bool = False  # a write is due once the interval is over
     state_generation: int = 0  # bumped by each forced write: one in steps then gives up
     archive: ArchiveIndex | None = None
 

@@ -1,9 +1,10 @@
 """``experiment_state.msgpack`` in each experiment's folder: what ``Tuner.restore`` reads.
 
-Written atomically, at most every half second and whenever it matters (submit,
-end); a large experiment's is written in steps so the daemon never stalls on
-it. It holds no environment: the results folder is shared, the environment
-has the user's secrets.
+Written atomically whenever it matters (submit, end) and otherwise at most
+every half second, a change that came too soon after the last write being
+written once the half second is over; a large experiment's is written in steps
+so the daemon never stalls on it. It holds no environment: the results folder
+is shared, the environment has the user's secrets.
 """
 
 from __future__ import annotations
@@ -102,6 +103,9 @@ class StateFiles:
         if force:
             exp.state_generation += 1  # a write in steps now under way is out of date
         elif exp.state_writing or time.monotonic() < due:
+            if not exp.state_pending and self.spawn is not None:
+                exp.state_pending = True  # the last change before a quiet spell is written too
+                self.spawn(self._write_later, exp)
             return
         if force or len(exp.trials) <= STATE_STEPS_FROM or self.spawn is None:
             self._write_now(exp)
@@ -123,6 +127,25 @@ class StateFiles:
                 tmp.unlink()
             log.warning("could not write the experiment state", experiment=exp.id, error=str(exc))
         self._written(exp, time.monotonic() - started)
+
+    async def _write_later(self, exp: Experiment) -> None:
+        """Write once the interval is over: a change in a quiet spell is not left unwritten.
+
+        Without it the file kept the state of the last write that happened to be
+        due, so a restore after the daemon lost the experiment could rerun trials
+        that had finished seconds before (nothing else changed to trigger a write).
+        """
+        try:
+            while True:
+                due = exp.state_written + max(STATE_WRITE_INTERVAL_S, exp.state_every)
+                await anyio.sleep(max(0.0, due - time.monotonic()))
+                if not exp.state_writing:
+                    break
+                await anyio.sleep(STATE_WRITE_INTERVAL_S)  # one in steps is under way
+        finally:
+            exp.state_pending = False
+        if not exp.done:  # its end was written (forced); the folder may be another's now
+            self.write(exp)
 
     async def _write_in_steps(self, exp: Experiment) -> None:
         """A large experiment's periodic state write, a piece per turn of the loop.
