@@ -12,6 +12,8 @@ from typing import Any
 
 from ..sample import Categorical, Domain, Float, Integer, LogUniform, Quantized, Uniform
 from ..searcher import Searcher
+from ..space_searcher import flatten as _flatten
+from ..space_searcher import unflatten as _unflatten
 
 
 def _optuna() -> Any:
@@ -22,28 +24,6 @@ def _optuna() -> Any:
             "OptunaSearch needs Optuna: pip install optuna (or tuned[optuna])"
         ) from exc
     return optuna
-
-
-def _flatten(space: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in space.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and "grid_search" not in value:
-            out.update(_flatten(value, name + "/"))
-        else:
-            out[name] = value
-    return out
-
-
-def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in flat.items():
-        node = out
-        *parents, leaf = name.split("/")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return out
 
 
 def convert_search_space(space: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
