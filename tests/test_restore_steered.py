@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import RunningDaemon
+from gates import Gate, pass_gate
 from tuned_client import protocol as p
 from tuned_client import tune
 from tuned_client.tune.parameters import INLINE_LIMIT, PARAMETERS_DIR
@@ -302,19 +303,23 @@ def train_three(config: dict[str, Any]) -> None:
         folder.mkdir()
         (folder / "n").write_text(str(n))
         tune.report({"n": n}, checkpoint=tune.Checkpoint(folder))
+        if n == 1:
+            pass_gate(config["gate"])  # the first run ends here, its callback having failed
 
 
 def test_restore_brings_back_the_callbacks_state(daemon: RunningDaemon, tmp_path: Path) -> None:
     first = CountsResults(fail_at=1)
+    gate = Gate(tmp_path / "gate")  # no trial ends before the failing callback ends fit()
     tuner = tune.Tuner(
         train_three,
-        param_space={"folder": str(tmp_path)},
+        param_space={"folder": str(tmp_path), "gate": str(gate)},
         tune_config=tune.TuneConfig(max_concurrent_trials=1),
         run_config=tune.RunConfig(name="counted", callbacks=[first], verbose=0),
     )
     with pytest.raises(RuntimeError, match="gives up"):
         tuner.fit()
     path = daemon.storage / "counted"
+    gate.open()
     again = CountsResults()
     restored = tune.Tuner.restore(
         str(path), train_three, run_config=tune.RunConfig(callbacks=[again], verbose=0)
