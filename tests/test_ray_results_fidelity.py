@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import RunningDaemon
+from gates import Gate, pass_gate
 from tuned_client import protocol as p
 from tuned_client import tune
 
@@ -105,16 +106,23 @@ def test_ray_returned_and_yielded_values_are_results(daemon: RunningDaemon) -> N
 def reports_loss(config: dict[str, Any]) -> None:
     for i in range(1000):
         tune.report({"loss": 1.0 / (i + 1)})
+        if i == 0 and "gate" in config:
+            pass_gate(config["gate"])  # held until fit() has failed: it must be stopped
 
 
-def test_a_misspelt_metric_fails_at_the_first_result(daemon: RunningDaemon) -> None:
+def test_a_misspelt_metric_fails_at_the_first_result(
+    daemon: RunningDaemon, tmp_path: Path
+) -> None:
+    gate = Gate(tmp_path / "gate")  # never opened: only fit()'s cancel ends the trial
     tuner = tune.Tuner(
         reports_loss,
+        param_space={"gate": str(gate)},
         tune_config=tune.TuneConfig(metric="los", mode="min"),
         run_config=tune.RunConfig(verbose=0, name="misspelt"),
     )
     with pytest.raises(ValueError, match=r"did not include the specified metric.*`los`"):
         tuner.fit()
+    assert daemon.status().running == []  # the failed fit() stopped its trial, as Ray's
     rows = (daemon.storage / "misspelt").glob("*/result.json")
     assert all(len(f.read_text().splitlines()) < 1000 for f in rows)  # stopped, not run out
 
