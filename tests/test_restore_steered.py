@@ -15,14 +15,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from conftest import RunningDaemon
-from gates import Gate, pass_gate
+from gates import Gate, pass_gate, wait_until
 from tuned_client import protocol as p
 from tuned_client import tune
 from tuned_client.tune.parameters import INLINE_LIMIT, PARAMETERS_DIR
@@ -30,13 +29,6 @@ from tuned_client.tune.search import ConcurrencyLimiter, restore_searcher
 from tuned_client.tune.search.optuna import OptunaSearch
 
 TESTS = str(Path(__file__).parent)
-
-
-def _wait_for(predicate: Any, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)  # watching another process's files: nothing to await
 
 
 # ------------------------------------------------------------ Ctrl-C, then restore
@@ -48,8 +40,7 @@ def train_gated(config: dict[str, Any]) -> None:
     with open(folder / "starts.log", "a") as f:
         f.write(f"{tune.get_context().get_trial_id()}\n")
     tune.report({"loss": (config["x"] - 0.5) ** 2 + 1.0})
-    while not (folder / "go").exists():
-        time.sleep(0.02)  # the test's signal is a file
+    pass_gate(folder / "go")  # the test's go-ahead
     tune.report({"loss": (config["x"] - 0.5) ** 2})
 
 
@@ -75,6 +66,7 @@ tune.Tuner(
 def test_ctrl_c_then_restore_runs_every_sample_of_the_search(
     daemon: RunningDaemon, tmp_path: Path
 ) -> None:
+    go = Gate(tmp_path / "go")  # before any trial can reach it
     script = tmp_path / "search.py"
     script.write_text(
         SCRIPT.format(tests=TESTS, folder=str(tmp_path), storage=str(daemon.storage))
@@ -87,7 +79,7 @@ def test_ctrl_c_then_restore_runs_every_sample_of_the_search(
         text=True,
     )
     starts = tmp_path / "starts.log"
-    _wait_for(
+    wait_until(
         lambda: starts.exists() and len(starts.read_text().split()) >= 2, "no trial started"
     )
     client.send_signal(signal.SIGINT)  # two trials wait on "go": both are cut short
@@ -95,7 +87,7 @@ def test_ctrl_c_then_restore_runs_every_sample_of_the_search(
     assert client.returncode == 0, err
     assert "Traceback" not in err and "takes no more trials" not in err
 
-    (tmp_path / "go").write_text("")
+    go.open()
     path = daemon.storage / "searched"
     restored = tune.Tuner.restore(str(path), train_gated)
     assert restored.tune_config.metric == "loss" and restored.tune_config.mode == "min"
@@ -201,15 +193,14 @@ def train_waiting(config: dict[str, Any]) -> None:
     tune.report({"i": 0})
     if Path(config["fail"]).exists():
         raise RuntimeError("failing until the marker goes")
-    while not Path(config["go"]).exists():
-        time.sleep(0.02)  # the test's signal is a file
+    pass_gate(config["go"])  # the test's go-ahead
     tune.report({"i": 1})
 
 
 def test_tuned_tail_follows_an_experiment_restored_after_it_finished(
     daemon: RunningDaemon, tmp_path: Path
 ) -> None:
-    fail, go = tmp_path / "fail", tmp_path / "go"
+    fail, go = tmp_path / "fail", Gate(tmp_path / "go")
     fail.write_text("")
     space = {"fail": str(fail), "go": str(go)}
     grid = tune.Tuner(
@@ -225,7 +216,7 @@ def test_tuned_tail_follows_an_experiment_restored_after_it_finished(
     try:
         exp_id = grid[0].trial_id.split("_")[0]
         with daemon.connect() as conn:
-            _wait_for(
+            wait_until(
                 lambda: not conn.request(p.GetExperiment(experiment_id=exp_id)).finished,
                 "the restored experiment did not start",
             )
@@ -238,14 +229,14 @@ def test_tuned_tail_follows_an_experiment_restored_after_it_finished(
         assert tail.stdout is not None
         first = json.loads(tail.stdout.readline())  # it has subscribed: history comes
         assert first["kind"] == "experiment_accepted"
-        go.write_text("")
+        go.open()
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(tail.stdout or []))
         reader.start()
         reader.join(timeout=60)
         assert tail.wait(timeout=10) == 0, "tuned tail did not end with the experiment"
     finally:
-        go.write_text("")
+        go.open()
         fitting.join(timeout=60)
     events = [first] + [json.loads(line) for line in lines]
     kinds = [e["kind"] for e in events]
