@@ -8,13 +8,15 @@
    The daemon's peak RSS over what it was before they came.
 3. A 1,000,000-trial grid (one CPU each, on a one-CPU daemon: one runs, the
    rest wait) submitted by a script the way ``fit()`` submits it: the time
-   until the daemon holds every trial, the script's peak RSS by then, the
-   daemon's RSS with them all queued; then the grid is cancelled. Meanwhile a
+   until the daemon holds the whole grid (a plain grid goes as its plan, and
+   the daemon makes its trials as admission needs them), the script's peak RSS
+   by then, the daemon's RSS with them all queued; then the grid is cancelled. Meanwhile a
    thread asks for the status (``tuned status``'s request, on one connection)
    every 10 ms: its latency while the grid is submitted and while it is
    cancelled.
 
-``python -m bench.huge [trials] [--tree PATH]`` (default 1,000,000 trials).
+``python -m bench.huge [trials] [--tree PATH] [--only streams|grid]`` (default
+1,000,000 trials, both parts).
 Runs against whatever ``tuned`` and ``tuned_client`` Python imports; ``--tree``
 first measures another checkout's daemon and client (the code before a change)
 with this same file, so both are measured in one run:
@@ -231,11 +233,11 @@ def grid(n: int = 1_000_000) -> list[Figure]:
     cancel_lat = poller.latencies.get("cancel", [])
     figures = [
         Figure(
-            f"{n:,}-trial grid: accepted (script start -> every trial in the daemon)",
+            f"{n:,}-trial grid: accepted (script start -> the daemon holds the whole grid)",
             10,
             float(out["ACCEPTED_S"]),
             "s",
-            note="configs generated, packed and sent as fit() does",
+            note="sent as fit() sends it: a plain grid as its plan, others point by point",
         ),
         Figure(
             f"{n:,}-trial grid: daemon RSS with them queued",
@@ -305,12 +307,15 @@ spec.loader.exec_module(module)
 import tuned
 from bench import huge
 print("# tuned from", tuned.__file__, flush=True)
-huge.report(int(sys.argv[2]), sys.argv[3])
+huge.report(int(sys.argv[2]), sys.argv[3], sys.argv[4])
 """
 
 
-def report(n: int, label: str) -> None:
-    for part in (streams, lambda: grid(n)):
+def report(n: int, label: str, only: str = "") -> None:
+    parts = {"streams": streams, "grid": lambda: grid(n)}
+    for name, part in parts.items():
+        if only and name != only:
+            continue
         for fig in part():
             fig = dataclasses.replace(fig, name=f"{label}: {fig.name}") if label else fig
             print(f"{fig.line()}  ratio {fig.ratio() or '-'}; {fig.note}", flush=True)
@@ -320,6 +325,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.huge")
     parser.add_argument("trials", type=int, nargs="?", default=1_000_000)
     parser.add_argument("--tree", type=Path, help="another checkout, measured first")
+    parser.add_argument("--only", choices=["streams", "grid"], default="", help="one part")
     args = parser.parse_args()
     if args.tree is not None:
         tree = args.tree.resolve()
@@ -327,10 +333,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as cwd:  # not this checkout's: -m tuned finds the tree's
             subprocess.run(
                 [sys.executable, "-c", _ELSEWHERE, str(REPO / "bench"), str(args.trials),
-                 f"before ({tree.name})"],
+                 f"before ({tree.name})", args.only],
                 env=env, cwd=cwd, check=True,
             )  # fmt: skip
-    report(args.trials, "now" if args.tree is not None else "")
+    report(args.trials, "now" if args.tree is not None else "", args.only)
 
 
 if __name__ == "__main__":

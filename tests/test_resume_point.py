@@ -92,8 +92,10 @@ def test_the_reducer_puts_a_resumed_trial_at_its_checkpoint(tmp_path: Path) -> N
 def test_a_resume_outside_the_experiment_folder_is_refused(
     daemon: RunningDaemon, tmp_path: Path
 ) -> None:
-    spec = tune.Tuner(
-        lambda config: None, param_space={"x": 1}, run_config=tune.RunConfig(name="elsewhere")
+    spec = tune.Tuner(  # a random domain: its trial is listed, as a restore lists them
+        lambda config: None,
+        param_space={"x": tune.uniform(0, 1)},
+        run_config=tune.RunConfig(name="elsewhere"),
     )._experiment_spec()
     spec.trials[0].resume = p.TrialResume(dir=str(tmp_path))  # not one of its trial folders
     with daemon.connect() as conn, pytest.raises(DaemonError) as refused:

@@ -76,6 +76,29 @@ class TrialSpec(msgspec.Struct, omit_defaults=True):
     resume: TrialResume | None = None  # it ran before: where it goes on
 
 
+class GridAxis(msgspec.Struct, omit_defaults=True):
+    """One ``grid_search`` of a grid plan: where it is in the config, and its values."""
+
+    path: list[Any]  # the keys from the config's top down to the value
+    values: msgspec.Raw  # msgpack array of the values: strings, numbers, booleans, None
+
+
+class GridPlan(msgspec.Struct, omit_defaults=True):
+    """A grid the daemon expands into trials as its queue needs them (``gridplan``).
+
+    Sent instead of one ``TrialSpec`` per grid point when the space is a plain
+    grid (no random domains, every value a string, number, boolean or None):
+    a million-point grid then costs its axes, not a million specs, on the wire
+    and in the daemon. Its trials are exactly those ``generate_variants`` makes.
+    """
+
+    skeleton: msgspec.Raw  # the config, None at each axis' path
+    axes: list[GridAxis]  # in Ray's order: the first changes fastest
+    repeats: int = 1  # num_samples: the whole grid this many times
+    start: int = 0  # the first point trials are made from (a restore goes on from it)
+    first_trial: int = 0  # set by the daemon: the first trial index made from the plan
+
+
 class ExperimentSpec(msgspec.Struct, omit_defaults=True):
     """Everything the daemon needs to run an experiment without its client."""
 
@@ -112,6 +135,8 @@ class ExperimentSpec(msgspec.Struct, omit_defaults=True):
     # searcher, stopper) has decided on it. Set only when something decides; plain
     # FIFO sweeps stay pipelined.
     decide_results: bool = False
+    # A plain grid's trials, described (``trials`` then lists none, or the restored ones).
+    grid: GridPlan | None = None
 
 
 # ---------------------------------------------------------------- requests
@@ -317,6 +342,14 @@ class Accepted(_Msg, tag="accepted"):
     path: str
     trial_ids: list[str]
     capacity: dict[str, float] = {}  # the ledger's totals: "cpu", "gpu", "memory", custom
+    # The trials it will have: ``trial_ids`` lists those made so far, a grid makes the
+    # rest as its queue needs them (their ``TrialQueued`` events name them). 0: as listed.
+    total: int = 0
+
+
+def trial_count(accepted: Accepted) -> int:
+    """How many trials an accepted experiment will have (its grid's, not only those made)."""
+    return max(accepted.total, len(accepted.trial_ids))
 
 
 class TrialsAdded(_Msg, tag="trials_added"):
@@ -452,6 +485,7 @@ class ExperimentReply(_Msg, tag="experiment"):
     mode: str = ""
     next_start: int = 0  # more trials from this index on (GetExperiment.start); 0: no more
     interrupted: bool = False  # its driver went away (``ExperimentRow.interrupted``)
+    to_make: int = 0  # trials its grid will still make (``ExperimentSpec.grid``), not listed
 
 
 class TrialReply(_Msg, tag="trial"):

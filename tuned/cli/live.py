@@ -33,7 +33,7 @@ def _amount(name: str, value: float) -> str:
 
 def progress_bar(exp: ExperimentSummary, width: int = BAR_WIDTH) -> str:
     """``[#####.....] 12/40 done  (3 RUNNING, 25 PENDING, 10 TERMINATED, 2 ERROR)``."""
-    total = len(exp.trials)
+    total = exp.total
     counts = exp.counts()
     done = counts.get("TERMINATED", 0) + counts.get("ERROR", 0)
     filled = int(width * done / total) if total else 0

@@ -99,7 +99,7 @@ def varying_keys(configs: Sequence[dict[str, Any]]) -> list[str]:
 
 def experiment_lines(exp: ExperimentSummary, now: float, width: int) -> list[str]:
     """One active experiment: progress, ETA, the best trial, its running trials' results."""
-    total, done = len(exp.trials), exp.done()
+    total, done = exp.total, exp.done()
     head = f"{exp.experiment_id} {exp.name}: {done}/{total} done, ETA {duration(exp.eta(now))}"
     lines = [head[:width]]
     best = best_line(exp, width - 2)

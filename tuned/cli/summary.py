@@ -66,12 +66,17 @@ class ExperimentSummary:
     cancelled: bool = False
     interrupted: bool = False  # its script went away (Tuner.restore resumes it)
     ended: float = 0.0
+    to_make: int = 0  # trials its grid will still make: PENDING, not listed yet
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
+        out: dict[str, int] = {"PENDING": self.to_make} if self.to_make else {}
         for t in self.trials.values():
             out[t.status] = out.get(t.status, 0) + 1
         return out
+
+    @property
+    def total(self) -> int:
+        return len(self.trials) + self.to_make
 
     def done(self) -> int:
         return sum(1 for t in self.trials.values() if t.status in FINAL)
@@ -109,7 +114,7 @@ class ExperimentSummary:
         """
         if self.finished:
             return 0.0
-        total, done = len(self.trials), self.done()
+        total, done = self.total, self.done()
         if not done or not self.started_at:
             return None
         elapsed = max(now - self.started_at, 0.0)
@@ -145,6 +150,7 @@ class Fold:
             finished=reply.finished,
             cancelled=reply.cancelled,
             interrupted=reply.interrupted,
+            to_make=reply.to_make,
         )
         for info in reply.trials:
             config = p.unpack_opaque(info.config)
@@ -167,6 +173,7 @@ class Fold:
         """Fold one event; what it changed (None: nothing we follow)."""
         if isinstance(ev, p.ExperimentAccepted):
             exp = ExperimentSummary(ev.experiment_id, ev.name, ev.path, ev.ts, ev.metric, ev.mode)
+            exp.to_make = ev.num_trials  # each TrialQueued of a new trial takes one
             self.experiments[ev.experiment_id] = exp
             return exp
         exp_or_none = self.experiments.get(ev.experiment_id)
@@ -175,13 +182,15 @@ class Fold:
         exp = exp_or_none
         if isinstance(ev, p.ExperimentFinished):
             exp.finished, exp.cancelled, exp.ended = True, ev.cancelled, ev.ts
-            exp.interrupted = ev.interrupted
+            exp.interrupted, exp.to_make = ev.interrupted, 0
             return exp
         if isinstance(ev, p.TrialQueued):
             if exp.finished:  # Tuner.restore queued its trials again: it runs once more
                 exp.finished = exp.cancelled = False
             config = p.unpack_opaque(ev.config)
             old = exp.trials.get(ev.trial_id)
+            if old is None:
+                exp.to_make = max(0, exp.to_make - 1)
             trial = old or TrialSummary(ev.trial_id, ev.name, ev.tag)
             trial.config = config if isinstance(config, dict) else {}
             trial.status, trial.pid = "PENDING", 0

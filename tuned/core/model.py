@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
+from tuned_client.gridplan import Grid
 from tuned_client.protocol import ExperimentSpec, TrialStatus
 
 from .ledger import Allocation, Request
@@ -143,6 +144,24 @@ class Experiment:
     state_pending: bool = False  # a write is due once the interval is over
     state_generation: int = 0  # bumped by each forced write: one in steps then gives up
     archive: ArchiveIndex | None = None
+    # A plain grid described (``spec.grid``): its trials are made as the queue needs them.
+    grid: Grid | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if self.spec.grid is not None:
+            self.grid = Grid(self.spec.grid)
+
+    @property
+    def to_make(self) -> int:
+        """Trials its grid will still make: none once it is closed (cancelled, out of time)."""
+        if self.grid is None or self.closed:
+            return 0
+        return max(0, self.grid.total - len(self.trials))
+
+    @property
+    def total(self) -> int:
+        """Its trials: those made, and those its grid will still make."""
+        return len(self.trials) + self.to_make
 
     @property
     def trainable_path(self) -> Path:
@@ -155,7 +174,7 @@ class Experiment:
 
     def counts(self) -> dict[str, int]:
         """Trials by status, from the counters ``transition`` keeps: O(1), not O(trials)."""
-        pending = len(self.trials) - self.running - self.finished
+        pending = self.total - self.running - self.finished
         counts = {
             "PENDING": pending,
             "RUNNING": self.running,

@@ -77,7 +77,6 @@ def _submitted(state: State, rec: Submitted) -> Experiment:
     state.shared.share(spec)
     state.exp_seq += 1
     exp = Experiment(rec.experiment_id, spec, Path(rec.path), state.exp_seq)
-    exp.closed = not spec.open_ended
     state.experiments[exp.id] = exp
     requests = _Requests(spec.resources)
     for trial_id, ts in zip(rec.trial_ids, trial_specs, strict=True):
@@ -85,7 +84,13 @@ def _submitted(state: State, rec: Submitted) -> Experiment:
         if ts.resume is not None:
             _resume_at(trial, ts.resume)
         exp.queue.append(trial)
+    exp.closed = not spec.open_ended and not _grid_left(exp)
     return exp
+
+
+def _grid_left(exp: Experiment) -> bool:
+    """Whether its grid has trials still to make (made by the daemon as its queue needs)."""
+    return exp.grid is not None and len(exp.trials) < exp.grid.total
 
 
 def _resume_at(trial: Trial, at: p.TrialResume) -> None:
@@ -182,6 +187,8 @@ def _queued(state: State, exp: Experiment, ev: p.TrialQueued, revive: Revive) ->
         requests = _Requests(exp.spec.resources)
         added = _new_trial(exp, ev.trial_id, ev.tag, ev.config, ev.resources, requests)
         exp.queue.append(added)
+        if exp.grid is not None and not _grid_left(exp):
+            exp.closed = True  # its grid's last trial is made
         return Applied(trial=added)
     trial = _trial(exp, ev.trial_id, revive)
     if trial is None:
@@ -341,7 +348,7 @@ def _control(state: State, rec: Control, revive: Revive) -> Applied:
             exp.closed = True
         elif rec.action == "resume":
             exp.cancelled = exp.done = exp.interrupted = False  # its trainable file is where it was
-            exp.closed = exp.closed and not rec.reopen
+            exp.closed = exp.closed and not rec.reopen and not _grid_left(exp)
             for trial_id in rec.restart:  # these start again from the beginning
                 trial = _trial(exp, trial_id, revive)
                 if trial is not None:

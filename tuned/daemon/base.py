@@ -264,13 +264,17 @@ class DaemonBase:
             self._wakeup = anyio.Event()
             if self.stopping:
                 continue
-            for trial, allocation in self.scheduler.admit():
+            growing = self.feed_grids()
+            admitted = self.scheduler.admit()
+            for trial, allocation in admitted:
                 trial.allocation = allocation
                 trial.token = secrets.token_hex(16)
                 transition(trial, "RUNNING")  # TrialStarted says so once its process is up
                 self.runner.start(tg, trial)
                 self.trial_started.set()
                 self.trial_started = anyio.Event()
+            if admitted and growing:  # the grids make the next ones, in a turn of their own
+                self.wake()
 
     # ------------------------------------------------------------ experiments
 
@@ -295,6 +299,10 @@ class DaemonBase:
 
     def watch_budget(self, exp: Experiment) -> None:
         raise NotImplementedError  # outcomes.Outcomes
+
+    def feed_grids(self) -> bool:
+        """Make the trials grids need next (``intake.Intake``); whether any has more."""
+        raise NotImplementedError
 
     def save_state(self, exp: Experiment, *, force: bool = False) -> None:
         self.statefiles.write(exp, force=force)

@@ -14,9 +14,10 @@ import msgspec
 import structlog
 from tuned_client import protocol as p
 from tuned_client import safedir
+from tuned_client.gridplan import Grid
 
 from ..core.ledger import ImpossibleRequest, Ledger, Request, ResourceError, parse_request
-from ..core.model import trainable_file
+from ..core.model import Experiment, trainable_file
 from ..core.model import trial_id as make_trial_id
 from ..core.records import Submitted
 from ..errors import Refused
@@ -27,6 +28,10 @@ from ..store.results import experiment_dir, safe_component
 from .base import DaemonBase
 
 log = structlog.get_logger("tuned.daemon")
+
+# A grid's trials made ahead of admission: what a pass of the scheduler looks at
+# (``candidates.LOOKAHEAD``), so a deep queue admits as a full one would.
+READY = 256
 
 
 def request_for(
@@ -131,6 +136,23 @@ def check_resumes(path: Path, trials: list[p.TrialSpec]) -> None:
             )
 
 
+def check_grid(spec: p.ExperimentSpec) -> None:
+    """A grid plan that can make its trials; the first it makes follows the listed ones."""
+    if spec.grid is None:
+        return
+    if spec.open_ended:
+        raise Refused("bad_request", "an experiment takes trials from a grid or from AddTrials")
+    spec.grid.first_trial = len(spec.trials)
+    try:
+        grid = Grid(spec.grid)
+        if grid.total > len(spec.trials):  # its first trial: every one has its shape
+            _, config = grid.trial(len(spec.trials))
+            if not isinstance(msgspec.msgpack.decode(config), dict):
+                raise ValueError("its configs are not dicts")
+    except (ValueError, TypeError, IndexError, KeyError, msgspec.DecodeError) as exc:
+        raise Refused("bad_request", f"the experiment's grid plan is not usable: {exc}") from None
+
+
 def new_experiment_id(taken: Collection[str], path: Path) -> str:
     """An id no experiment of this daemon has, nor any trainable file in ``path``."""
     while True:
@@ -148,6 +170,7 @@ class Intake(DaemonBase):
         if self.journal.failed is not None:
             raise self.journal_refusal()
         check_trials(self.ledger, self.launcher, spec.resources, spec.trials)
+        check_grid(spec)
         path, lock = folder_for(spec, {e.path for e in self.state.unfinished()}, self.locks)
         exp_id = new_experiment_id(self.experiments, path)
         self.locks.keep(exp_id, path, lock)
@@ -176,18 +199,23 @@ class Intake(DaemonBase):
             experiment_id=exp_id,
             name=spec.name,
             path=str(path),
-            num_trials=len(ids),
+            num_trials=exp.total,
             metric=spec.metric,
             mode=spec.mode,
         )
         for trial in exp.live():
             self.emit_queued(trial)
+        ids += self.feed(exp)
         self.scheduler.add(exp)
         self.wake()
         self.after_submit(exp)
-        log.info("experiment accepted", experiment=exp_id, name=spec.name, trials=len(ids))
+        log.info("experiment accepted", experiment=exp_id, name=spec.name, trials=exp.total)
         return p.Accepted(
-            experiment_id=exp_id, path=str(path), trial_ids=ids, capacity=self.capacity_totals()
+            experiment_id=exp_id,
+            path=str(path),
+            trial_ids=ids,
+            capacity=self.capacity_totals(),
+            total=exp.total,
         )
 
     def journal_refusal(self) -> Refused:
@@ -201,24 +229,53 @@ class Intake(DaemonBase):
 
     def add_trials(self, exp_id: str, specs: list[p.TrialSpec]) -> p.TrialsAdded:
         exp = self.experiment(exp_id)
-        if exp.closed:
+        if exp.closed or exp.grid is not None:
             raise Refused("bad_request", f"experiment {exp_id} takes no more trials")
         check_trials(self.ledger, self.launcher, exp.spec.resources, specs)
-        ids = []
-        for spec in specs:
-            trial_id = make_trial_id(exp.id, len(exp.trials))
-            self.emit(
-                p.TrialQueued,
-                experiment_id=exp.id,
-                trial_id=trial_id,
-                name=f"{exp.spec.trainable_name}_{trial_id}",
-                config=spec.config,
-                tag=spec.tag,
-                resources=spec.resources or exp.spec.resources,
-            )
-            ids.append(trial_id)
+        ids = [self.add(exp, spec.tag, spec.config, spec.resources) for spec in specs]
         self.wake()
         return p.TrialsAdded(experiment_id=exp_id, trial_ids=ids)
+
+    def add(
+        self, exp: Experiment, tag: str, config: msgspec.Raw, resources: list[dict[str, float]]
+    ) -> str:
+        """A new trial at the end of ``exp``'s queue (its ``TrialQueued`` makes it); its id."""
+        trial_id = make_trial_id(exp.id, len(exp.trials))
+        self.emit(
+            p.TrialQueued,
+            experiment_id=exp.id,
+            trial_id=trial_id,
+            name=f"{exp.spec.trainable_name}_{trial_id}",
+            config=config,
+            tag=tag,
+            resources=resources or exp.spec.resources,
+        )
+        return trial_id
+
+    def feed(self, exp: Experiment) -> list[str]:
+        """Make grid trials until ``READY`` wait in ``exp``'s queue (or its grid is done).
+
+        As Ray's ``BasicVariantGenerator`` makes trials as the experiment needs
+        them, so a grid of a million points costs its plan, not a million trials,
+        and no turn of the loop makes more than ``READY``. Their ids.
+        """
+        grid = exp.grid
+        if grid is None or exp.cancelled or exp.interrupted or exp.done:
+            return []
+        want = min(READY - len(exp.queue), exp.to_make)
+        ids = []
+        for _ in range(want):
+            tag, config = grid.trial(len(exp.trials))
+            ids.append(self.add(exp, tag, config, []))
+        return ids
+
+    def feed_grids(self) -> bool:
+        growing = False
+        for exp in self.state.unfinished():
+            if exp.to_make and len(exp.queue) < READY:
+                self.feed(exp)
+            growing = growing or exp.to_make > 0
+        return growing
 
     def close_experiment(self, exp_id: str) -> None:
         exp = self.experiment(exp_id)

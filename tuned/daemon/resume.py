@@ -65,4 +65,5 @@ class Resume(DaemonBase):
             path=str(exp.path),
             trial_ids=[make_trial_id(exp.id, i) for i in range(len(exp.trials))],
             capacity=self.capacity_totals(),
+            total=exp.total,
         )

@@ -213,6 +213,7 @@ def experiment_frame(daemon: Sources, exp_id: str, start: int = 0, page_bytes: i
         ("metric", exp.spec.metric),
         ("mode", exp.spec.mode),
         ("interrupted", exp.interrupted),
+        ("to_make", exp.to_make),
     ]
     frame = bytearray(HEADER.size)
     frame += archive.map_header(len(head) + 2)

@@ -143,7 +143,7 @@ class WebModel:
             "path": exp.path,
             "state": exp.state(),
             "counts": counts,
-            "total": len(exp.trials),
+            "total": exp.total,
             "done": counts.get("TERMINATED", 0) + counts.get("ERROR", 0),
             "started": exp.started_at,
             "ended": exp.ended,

@@ -37,12 +37,13 @@ def eta_line(
     return f"Estimated time left: {_hms(left)} ({total - ended} of {total} trials to go)"
 
 
-def total_trials(tc: TuneConfig, submitted: Sequence[str], views: Sequence[TrialView]) -> int:
-    """How many trials the experiment will have: a sweep's were all submitted; a
+def total_trials(tc: TuneConfig, submitted: int, views: Sequence[TrialView]) -> int:
+    """How many trials the experiment will have: a sweep's, the daemon says
+    (``submitted``: those listed and those its grid will make); a
     searcher stops at ``num_samples``; the default generator of a steered sweep
     adds all of its at once (so they are the trials seen)."""
     if submitted:
-        return len(submitted)
+        return submitted
     if tc.search_alg is None:
         return len(views)
     from .search.basic_variant import BasicVariantGenerator

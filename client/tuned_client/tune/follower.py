@@ -117,7 +117,7 @@ class Follower:
             return
         self._set_up = True
         tc, rc = self.fit.tune_config, self.fit.run_config
-        total = len(self.accepted.trial_ids) or tc.num_samples
+        total = p.trial_count(self.accepted) or tc.num_samples
         self.callbacks.setup(
             stop=rc.stop,
             num_samples=tc.num_samples,

@@ -248,7 +248,7 @@ class Console:
         rows = [
             ["Search algorithm", _searcher_name(self.fit)],
             ["Scheduler", _scheduler_name(self.fit)],
-            ["Number of trials", str(len(self.accepted.trial_ids) or len(trials) or "?")],
+            ["Number of trials", str(p.trial_count(self.accepted) or len(trials) or "?")],
         ]
         self._print("\n".join(boxed(["Configuration for experiment", name], rows)))
         self._print(f"\nView detailed results here: {self.accepted.path}\n")
@@ -270,7 +270,7 @@ class Console:
             f"Current time: {now}. Total running time: {running}",
         ]
         tc = self.fit.tune_config
-        total = total_trials(tc, self.accepted.trial_ids, views)
+        total = total_trials(tc, p.trial_count(self.accepted), views)
         eta = eta_line(views, total, time.time() - self.started, tc.time_budget_s)
         if eta is not None:  # tuned's one line of its own: Ray's stay as Ray prints them
             lines.append(eta)

@@ -25,6 +25,7 @@ import msgspec
 
 from .. import protocol as p
 from ..connection import Connection, DaemonError
+from ..gridplan import Grid
 from .analysis.loading import moved_trials
 from .events_apply import view_from_info
 from .fit_settings import FitSettings
@@ -85,7 +86,7 @@ def fit_restored(fit: FitSettings, path: str, flags: dict[str, bool]) -> ResultG
         ended: p.ExperimentReply | p.ExperimentState = reply if reply is not None else state
         cut_short = ended.cancelled or ended.interrupted or not ended.finished
         resume, restart = ([], []) if running else choose(infos, **flags)
-        go_on = steered and (running or cut_short)
+        go_on = (steered or _grid_left(state)) and (running or cut_short)
         views = {info.trial_id: view_from_info(info) for info in infos}
         aliases: dict[str, str] = {}
         if reply is not None and running:
@@ -107,7 +108,9 @@ def fit_restored(fit: FitSettings, path: str, flags: dict[str, bool]) -> ResultG
             accepted = _submit_again(conn, fit, state, again, set(restart), path)
             for info in again:  # they run again under the new experiment's ids
                 del views[info.trial_id]
-            aliases = dict(zip(accepted.trial_ids, [i.trial_id for i in again], strict=True))
+            aliases = dict(
+                zip(accepted.trial_ids[: len(again)], [i.trial_id for i in again], strict=True)
+            )
         else:  # nothing left to run: the results as they are
             accepted = _accepted(state.experiment_id, str(Path(path).absolute()), infos)
         for trial_id in (*resume, *restart):  # queued again (their events come next)
@@ -202,6 +205,11 @@ def _wait_finished(socket: Any, reply: p.ExperimentReply) -> None:
                 return
 
 
+def _grid_left(state: p.ExperimentState) -> bool:
+    """Whether its grid has points it made no trial of yet (Ray's generator goes on)."""
+    return state.spec.grid is not None and Grid(state.spec.grid).total > len(state.trials)
+
+
 def _ask(conn: Connection, experiment_id: str) -> p.ExperimentReply | None:
     try:
         return conn.get_experiment(experiment_id)
@@ -253,8 +261,13 @@ def _submit_again(
         )
         for info in again
     ]
+    grid = state.spec.grid
+    if grid is not None:  # it goes on with the points it had not made trials of
+        made = len(state.trials) - grid.first_trial
+        grid = msgspec.structs.replace(grid, start=grid.start + made)
     spec = msgspec.structs.replace(
         state.spec,
+        grid=grid,
         name=folder.name,
         storage_path=str(folder.parent),
         trials=trials,

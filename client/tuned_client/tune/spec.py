@@ -17,7 +17,7 @@ from .fit_settings import FitSettings, trainable_name
 from .parameters import parameters_folder
 from .resources import resources_of, to_bundles, trial_bundles
 from .result import TuneError
-from .search.variant_generator import generate_variants, make_spec
+from .search.variant_generator import generate_variants, grid_plan, make_spec
 from .trainable import to_function
 
 
@@ -86,21 +86,10 @@ def experiment_spec(fit: FitSettings, steered: bool = False) -> p.ExperimentSpec
     tc, rc = fit.tune_config, fit.run_config
     name = trainable_name(fit.trainable)
     resources = resources_of(fit.trainable)
-    trials = []
-    try:  # configs are copies of the space: what cannot be copied cannot be sent either
-        variants = []
-        if not steered:
-            variants = list(generate_variants(fit.param_space, tc.num_samples, seed=tc.seed))
-    except (TypeError, copy.Error) as exc:
-        raise TuneError(f"the param_space cannot be serialised: {exc}") from exc
-    for index, (suffix, config) in enumerate(variants):
-        bundles = trial_bundles(resources, make_spec(config))
-        try:
-            packed = p.pack_user(config)
-        except Exception as exc:
-            raise TuneError(f"trial {index}'s config cannot be serialised: {exc}") from exc
-        tag = f"{index}_{suffix}" if suffix else str(index)
-        trials.append(p.TrialSpec(tag=tag, config=packed, resources=bundles))
+    plan = None
+    if not steered and not callable(resources):
+        plan = grid_plan(fit.param_space, tc.num_samples)
+    trials = [] if steered or plan is not None else trial_specs(fit, resources)
     failure = rc.failure_config or FailureConfig()
     storage = rc.storage_path or rc.local_dir or str(default_storage_path())
     exp_name = rc.name or f"{name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
@@ -128,9 +117,30 @@ def experiment_spec(fit: FitSettings, steered: bool = False) -> p.ExperimentSpec
         decide_results=needs_decisions(fit),
         metric=tc.metric or "",
         mode=tc.mode or "",
+        grid=plan,
     )
     apply_checkpoint_config(spec, rc)
     return spec
+
+
+def trial_specs(fit: FitSettings, resources: Any) -> list[p.TrialSpec]:
+    """Every trial of the space, enumerated (a space with random domains, or resources
+    that depend on the config; a plain grid goes as a ``GridPlan``)."""
+    tc = fit.tune_config
+    try:  # configs are copies of the space: what cannot be copied cannot be sent either
+        variants = list(generate_variants(fit.param_space, tc.num_samples, seed=tc.seed))
+    except (TypeError, copy.Error) as exc:
+        raise TuneError(f"the param_space cannot be serialised: {exc}") from exc
+    trials = []
+    for index, (suffix, config) in enumerate(variants):
+        bundles = trial_bundles(resources, make_spec(config))
+        try:
+            packed = p.pack_user(config)
+        except Exception as exc:
+            raise TuneError(f"trial {index}'s config cannot be serialised: {exc}") from exc
+        tag = f"{index}_{suffix}" if suffix else str(index)
+        trials.append(p.TrialSpec(tag=tag, config=packed, resources=bundles))
+    return trials
 
 
 def apply_checkpoint_config(spec: p.ExperimentSpec, rc: RunConfig) -> None:

@@ -14,10 +14,11 @@ import copy
 import functools
 import itertools
 import random
-import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from tuned_client import protocol as p
+from tuned_client.gridplan import clean_value
 from tuned_client.tune.search.sample import Categorical, Domain, Function, grid_search
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "count_variants",
     "format_vars",
     "generate_variants",
+    "grid_plan",
     "grid_search",
     "make_spec",
 ]
@@ -35,8 +37,6 @@ Spec = dict[str, Any]
 
 # Ray gives up after this many passes over functions that read unresolved values.
 _MAX_RESOLUTION_PASSES = 20
-# Tags end up in directory names: keep only characters that are safe everywhere.
-_INVALID_TAG_CHARS = re.compile(r"[^a-zA-Z0-9_-]+")
 # Names available to ``{"eval": "..."}`` expressions (Ray also offers ``np``).
 _EVAL_GLOBALS: dict[str, Any] = {"random": random}
 
@@ -251,19 +251,10 @@ def _variants(spec: Spec, rng: random.Random) -> Iterator[tuple[dict[Path, Any],
             yield resolved, final
 
 
-def _clean_value(value: Any) -> str:
-    """Floats to 4 decimals, anything else stripped of characters unsafe in paths."""
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    if type(value) is int:
-        return str(value)  # digits and a sign: nothing to strip
-    return _INVALID_TAG_CHARS.sub("_", str(value)).strip("_")
-
-
 @functools.lru_cache(maxsize=4096)
 def _tag_key(path: Path) -> tuple[tuple[tuple[int, Any], ...], str]:
     """A variable's place among the others and its name in the tag, once per path."""
-    return _path_key(path), _clean_value(path[-1])
+    return _path_key(path), clean_value(path[-1])
 
 
 def _sort_key(item: tuple[tuple[Any, str], Any]) -> Any:
@@ -275,7 +266,52 @@ def format_vars(resolved_vars: Mapping[Path, Any]) -> str:
     keyed = sorted(
         ((_tag_key(path), value) for path, value in resolved_vars.items()), key=_sort_key
     )
-    return ",".join(f"{name}={_clean_value(value)}" for (_, name), value in keyed)
+    return ",".join(f"{name}={clean_value(value)}" for (_, name), value in keyed)
+
+
+def grid_plan(param_space: Mapping[str, Any], num_samples: int = 1) -> p.GridPlan | None:
+    """The space as a ``GridPlan`` if it is a plain grid, else None.
+
+    Plain: every unresolved value is a ``grid_search`` of strings, numbers,
+    booleans or None (no random domain, no function, no grid inside a grid), so
+    the trials ``generate_variants`` makes follow from the point's index alone.
+    The grids' values are packed once, not copied into a config per point.
+    """
+    spec: Spec = {"config": dict(param_space)}
+    unresolved = _unresolved(spec)
+    grid_vars = sorted(unresolved.items(), key=lambda v: _path_key(v[0]))
+    columns = []
+    for _, domain in grid_vars:
+        if not isinstance(domain, Categorical) or not domain.is_grid():
+            return None
+        if not all(type(v) in _ATOMS for v in domain.categories):
+            return None
+        columns.append(domain.categories)
+    skeleton = _without(spec, [path for path, _ in grid_vars])
+    try:
+        axes = [
+            p.GridAxis(path=list(path[1:]), values=p.pack_user(list(column)))
+            for (path, _), column in zip(grid_vars, columns, strict=True)
+        ]
+        packed = p.pack_user(skeleton["config"])
+    except Exception:
+        return None  # whatever it is, the enumeration says it the usual way
+    return p.GridPlan(skeleton=packed, axes=axes, repeats=num_samples)
+
+
+def _without(node: Any, paths: list[Path]) -> Any:
+    """``node`` with None at each path: copied along the paths, shared elsewhere."""
+    if not paths:
+        return node
+    here = {path[0] for path in paths}
+    if isinstance(node, dict):
+        out: Any = dict(node)
+    else:
+        out = list(node)
+    for key in here:
+        below = [path[1:] for path in paths if path[0] == key and len(path) > 1]
+        out[key] = _without(node[key], below) if below else None
+    return tuple(out) if isinstance(node, tuple) else out
 
 
 def count_variants(param_space: Mapping[str, Any], num_samples: int = 1) -> int:
