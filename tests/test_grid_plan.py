@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tuned_client import protocol as p
 from tuned_client import tune
-from tuned_client.gridplan import Grid
+from tuned_client.gridplan import Grid, pieces
 from tuned_client.tune.search.variant_generator import generate_variants, grid_plan
 
 
@@ -105,20 +105,42 @@ def test_a_plan_goes_on_from_a_point_after_the_trials_listed_before_it() -> None
         grid.trial(6)
 
 
+def _axis(path: list[Any], *pieces: bytes) -> p.GridAxis:
+    return p.GridAxis(path=path, values=[msgspec.Raw(piece) for piece in pieces])
+
+
 @pytest.mark.parametrize(
     "plan",
     [
         p.GridPlan(skeleton=msgspec.Raw(b"\x80"), axes=[], repeats=-1),
-        p.GridPlan(skeleton=msgspec.Raw(b"\x80"), axes=[p.GridAxis(path=[], values=b"\x90")]),
-        p.GridPlan(
+        p.GridPlan(skeleton=msgspec.Raw(b"\x80"), axes=[], chunk=0),
+        p.GridPlan(skeleton=msgspec.Raw(b"\x80"), axes=[_axis([], b"\x91\x01")]),
+        p.GridPlan(skeleton=msgspec.Raw(b"\x80"), axes=[_axis(["a"], b"\x01")]),  # no array
+        p.GridPlan(skeleton=msgspec.Raw(b"\x80"), axes=[_axis(["a"], b"\x90")]),  # empty piece
+        p.GridPlan(  # a piece short of the chunk before the last
             skeleton=msgspec.Raw(b"\x80"),
-            axes=[p.GridAxis(path=["a"], values=msgspec.Raw(b"\x01"))],
+            axes=[_axis(["a"], b"\x91\x01", b"\x92\x01\x02")],
+            chunk=2,
         ),
     ],
 )
 def test_a_malformed_plan_is_refused(plan: p.GridPlan) -> None:
     with pytest.raises(ValueError):
         Grid(plan)
+
+
+def test_values_come_a_piece_at_a_time_in_the_order_sent() -> None:
+    space = {"a": tune.grid_search(list(range(10))), "b": tune.grid_search(["x", "y", "z"])}
+    plan = grid_plan(space, 1)
+    assert plan is not None
+    plan.axes = [  # each axis' one piece cut again into pieces of 4
+        p.GridAxis(path=axis.path, values=pieces(p.unpack_user(axis.values[0]), 4))
+        for axis in plan.axes
+    ]
+    plan.chunk = 4  # pieces of 4, 4 and 2 values for "a", 3 for "b"
+    assert [len(a.values) for a in plan.axes] == [3, 1]
+    grid = Grid(plan)
+    assert [grid.trial(i)[0] for i in range(grid.total)] == [t for t, _ in enumerated(space)]
 
 
 def test_a_million_point_grid_is_a_plan_of_its_values() -> None:

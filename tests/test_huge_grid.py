@@ -13,17 +13,20 @@ import re
 import signal
 import subprocess
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import psutil
 import pytest
 from conftest import RunningDaemon, restart_daemon
-from daemons import start_script, tuned_ok
+from daemons import start_script, tuned_ok, use_daemon
 from gates import Gate, pass_gate, wait_until
 from tuned_client import protocol as p
 from tuned_client import tune
 from tuned_client.errors import DaemonError
+from tuned_client.tune.restore import load_state
 
 from tuned.daemon.intake import READY
 
@@ -99,6 +102,10 @@ def test_a_million_point_grid_is_accepted_and_cancelled_at_once(
     made = trials_of(daemon, exp_id)
     assert len(made) <= READY + 1  # the queue and the running one: not a million objects
     assert f"0/{n} done" in tuned_ok(daemon, "status")  # the user sees the whole grid
+    folder = Path(summary.path)  # the state file, rewritten as trials change, stays small:
+    assert (folder / p.EXPERIMENT_STATE_FILE).stat().st_size < 200_000
+    wait_until(lambda: (folder / p.GRID_PLAN_FILE).exists(), "the plan, written once")
+    assert (folder / p.GRID_PLAN_FILE).stat().st_size > 4_000_000  # the values are there
     daemon.ask(p.Cancel(target=exp_id), p.Ok)
     wait_until(lambda: finished(daemon, exp_id), "the cancelled grid ends")
     ended = trials_of(daemon, exp_id)
@@ -207,3 +214,71 @@ def test_a_grid_plan_that_cannot_make_its_trials_is_refused_whole(
     with daemon.connect() as conn, pytest.raises(DaemonError) as refused:
         conn.request(p.AddTrials(experiment_id=accepted.experiment_id, trials=[]))
     assert "takes no more trials" in refused.value.message
+
+
+def test_a_grid_whose_later_values_do_not_decode_ends_with_what_it_made(
+    daemon: RunningDaemon, tmp_path: Path
+) -> None:
+    """Submit checks each piece's length, not every value: a value no decoder takes
+    (bytes that are not UTF-8, in a string) ends that grid when it is reached, and
+    the daemon serves on."""
+    spec = grid_tuner(2, tmp_path / "gate", 2, "corrupt")._experiment_spec()
+    assert spec.grid is not None
+    axis = next(a for a in spec.grid.axes if a.path == ["i"])
+    axis.values = [msgspec.Raw(b"\x91\x00"), msgspec.Raw(b"\x91\xa1\xff")]  # 0, then bad
+    spec.grid.chunk = 1
+    exp_id = daemon.ask(p.Submit(experiment=spec), p.Accepted).experiment_id
+    wait_until(lambda: finished(daemon, exp_id), "the grid ends at its unreadable point")
+    assert [t.tag for t in trials_of(daemon, exp_id)] == ["0_i=0"]
+    assert "grid plan unreadable" in daemon.log
+    assert submit(daemon, grid_tuner(2, tmp_path / "gate", 2, "after")).trial_ids  # serves on
+
+
+@pytest.mark.daemon_args("--num-cpus", "1")
+def test_restore_after_the_daemon_lost_a_grid_goes_on_from_its_next_point(
+    daemon: RunningDaemon,
+    daemon_factory: Callable[..., RunningDaemon],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its journal gone: the trials it made are resumed, its points never made are made,
+    from the plan kept beside the state file (which leaves the grid's values out)."""
+    n, wait_from = READY + 30, 3
+    gate = Gate(tmp_path / "gate")
+    script = start_script(
+        daemon,
+        tmp_path / "run.py",
+        textwrap.dedent(_RUN_AND_CANCEL),
+        str(n),
+        str(gate.path),
+        str(wait_from),
+        str(Path(__file__).parent),
+    )
+    wait_until(lambda: daemon.status().experiments, "the grid is submitted")
+    path = Path(daemon.status().experiments[0].path)
+    wait_until(
+        lambda: (
+            (state := load_state(path)) is not None
+            and [t.status for t in state.trials[: wait_from + 1]]
+            == ["TERMINATED"] * wait_from + ["RUNNING"]
+        ),
+        "the points before the gate end, in experiment_state.msgpack",
+    )
+    state = load_state(path)
+    assert state is not None and state.spec.grid is not None
+    assert state.spec.grid.values_file == ""  # load_state put the values back
+    assert len(state.trials) < n
+    script.kill()
+    script.wait()
+    [running] = wait_until(lambda: [r for r in daemon.status().running if r.pid], "its pid")
+    trial = psutil.Process(running.pid)
+    procs = [trial, *trial.parents()[:1]]  # the trial and the zygote it was forked from
+    daemon.stop(signal.SIGKILL)
+    _, alive = psutil.wait_procs(procs, timeout=30)
+    assert alive == []  # they died with it: none writes to the folder any more
+    fresh = daemon_factory(*daemon.args, name="fresh")  # another journal: it never saw it
+    use_daemon(fresh, monkeypatch)
+    gate.open()
+    grid = tune.Tuner.restore(str(path), echo).fit()
+    assert grid.num_terminated == n and not grid.errors
+    assert sorted(r.metrics["x"] for r in grid) == list(range(n))

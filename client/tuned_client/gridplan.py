@@ -52,24 +52,60 @@ def assign(config: Any, path: list[Any] | tuple[Any, ...], value: Any) -> None:
     config[path[-1]] = value
 
 
+def array_length(raw: bytes | msgspec.Raw) -> int:
+    """The length of the msgpack array ``raw`` holds, from its header alone."""
+    data = memoryview(raw)
+    if not data:
+        raise ValueError("an empty piece of grid values")
+    head = data[0]
+    if 0x90 <= head <= 0x9F:
+        return head & 0x0F
+    if head == 0xDC and len(data) >= 3:
+        return int.from_bytes(data[1:3], "big")
+    if head == 0xDD and len(data) >= 5:
+        return int.from_bytes(data[1:5], "big")
+    raise ValueError("a piece of grid values is not a msgpack array")
+
+
+class _Column:
+    """One axis' values, a piece decoded at a time (the one last asked for is kept)."""
+
+    def __init__(self, axis: p.GridAxis, chunk: int) -> None:
+        if not axis.path:
+            raise ValueError("a grid axis needs a path")
+        self.pieces = axis.values
+        self.chunk = chunk
+        lengths = [array_length(piece) for piece in self.pieces]
+        if any(n != chunk for n in lengths[:-1]) or (lengths and not 0 < lengths[-1] <= chunk):
+            raise ValueError(f"grid axis {axis.path}: its values are not in pieces of {chunk}")
+        self.length = sum(lengths)
+        self._at = -1
+        self._piece: list[Any] = []
+
+    def __getitem__(self, index: int) -> Any:
+        at, offset = divmod(index, self.chunk)
+        if at != self._at:
+            piece = _decoder.decode(self.pieces[at])
+            if not isinstance(piece, list) or len(piece) != array_length(self.pieces[at]):
+                raise ValueError("a piece of grid values does not decode to its length")
+            self._piece, self._at = piece, at
+        return self._piece[offset]
+
+
 class Grid:
-    """A plan, ready to make trials: its columns decoded once."""
+    """A plan, ready to make trials: O(pieces) to set up, whatever the grid's size."""
 
     def __init__(self, plan: p.GridPlan) -> None:
-        if plan.repeats < 0 or plan.start < 0 or plan.first_trial < 0:
-            raise ValueError("a grid plan's repeats, start and first_trial cannot be negative")
+        if plan.repeats < 0 or plan.start < 0 or plan.first_trial < 0 or plan.chunk < 1:
+            raise ValueError(
+                "a grid plan's repeats, start and first_trial cannot be negative, "
+                "nor its chunk below 1"
+            )
         self.plan = plan
         self._skeleton = bytes(plan.skeleton)
-        self._columns: list[list[Any]] = []
-        for axis in plan.axes:
-            if not axis.path:
-                raise ValueError("a grid axis needs a path")
-            column = _decoder.decode(axis.values)
-            if not isinstance(column, list):
-                raise ValueError(f"grid axis {axis.path}: its values are not a list")
-            self._columns.append(column)
+        self._columns = [_Column(axis, plan.chunk) for axis in plan.axes]
         self._names = [clean_value(axis.path[-1]) for axis in plan.axes]
-        self.size = math.prod(len(c) for c in self._columns)
+        self.size = math.prod(c.length for c in self._columns)
         self.points = self.size * plan.repeats
         # the experiment's trials: those listed before the plan, then one per point left
         self.total = plan.first_trial + max(0, self.points - plan.start)
@@ -87,9 +123,14 @@ class Grid:
         rest = point % self.size
         parts = []
         for axis, column, name in zip(self.plan.axes, self._columns, self._names, strict=True):
-            value = column[rest % len(column)]
-            rest //= len(column)
+            value = column[rest % column.length]
+            rest //= column.length
             assign(config, axis.path, value)
             parts.append(f"{name}={clean_value(value)}")
         suffix = ",".join(parts)
         return (f"{point}_{suffix}" if suffix else str(point)), msgspec.Raw(_encoder.encode(config))
+
+
+def pieces(values: list[Any], chunk: int = p.GRID_CHUNK) -> list[msgspec.Raw]:
+    """An axis' values packed as a ``GridAxis`` carries them (``pack_user``: plain values)."""
+    return [p.pack_user(values[i : i + chunk]) for i in range(0, len(values), chunk)]

@@ -76,11 +76,19 @@ class TrialSpec(msgspec.Struct, omit_defaults=True):
     resume: TrialResume | None = None  # it ran before: where it goes on
 
 
+GRID_CHUNK = 4096  # a grid axis' values travel in msgpack arrays of this many
+
+
 class GridAxis(msgspec.Struct, omit_defaults=True):
-    """One ``grid_search`` of a grid plan: where it is in the config, and its values."""
+    """One ``grid_search`` of a grid plan: where it is in the config, and its values.
+
+    The values (strings, numbers, booleans, None) come in msgpack arrays of
+    ``GridPlan.chunk`` each, the last one shorter: the daemon decodes the piece
+    it makes trials from, not a million values at submit.
+    """
 
     path: list[Any]  # the keys from the config's top down to the value
-    values: msgspec.Raw  # msgpack array of the values: strings, numbers, booleans, None
+    values: list[msgspec.Raw]
 
 
 class GridPlan(msgspec.Struct, omit_defaults=True):
@@ -97,6 +105,10 @@ class GridPlan(msgspec.Struct, omit_defaults=True):
     repeats: int = 1  # num_samples: the whole grid this many times
     start: int = 0  # the first point trials are made from (a restore goes on from it)
     first_trial: int = 0  # set by the daemon: the first trial index made from the plan
+    chunk: int = GRID_CHUNK  # values per piece of each axis
+    # In ``experiment_state.msgpack`` only: the axes' values are left out of it (it is
+    # rewritten as trials change) and kept, written once, in this file beside it.
+    values_file: str = ""
 
 
 class ExperimentSpec(msgspec.Struct, omit_defaults=True):
@@ -623,6 +635,7 @@ Message = (
 # ---------------------------------------------------------------- experiment folder
 
 EXPERIMENT_STATE_FILE = "experiment_state.msgpack"
+GRID_PLAN_FILE = "grid_plan.msgpack"  # a grid experiment's ``GridPlan``, whole
 
 
 class ExperimentState(msgspec.Struct, omit_defaults=True):

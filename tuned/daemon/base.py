@@ -295,6 +295,7 @@ class DaemonBase:
     def after_submit(self, exp: Experiment) -> None:
         """What a new (or resumed, or recovered) experiment needs: its state file, its budget."""
         self.save_state(exp, force=True)
+        self.statefiles.write_grid(exp)
         self.watch_budget(exp)
 
     def watch_budget(self, exp: Experiment) -> None:

@@ -265,7 +265,15 @@ class Intake(DaemonBase):
         want = min(READY - len(exp.queue), exp.to_make)
         ids = []
         for _ in range(want):
-            tag, config = grid.trial(len(exp.trials))
+            try:
+                tag, config = grid.trial(len(exp.trials))
+            except (ValueError, TypeError, IndexError, KeyError, msgspec.DecodeError) as exc:
+                # Checked at submit but for each piece's contents: a client that sent
+                # bytes no decoder takes ends its grid here, not the daemon.
+                log.error("grid plan unreadable", experiment=exp.id, error=str(exc))
+                self.control("close", exp.id)
+                self.maybe_finish(exp)
+                break
             ids.append(self.add(exp, tag, config, []))
         return ids
 

@@ -46,7 +46,7 @@ def state_chunks(exp: Experiment, socket_path: Path) -> Generator[bytes]:
         ("socket", str(socket_path)),
         # No environment: it holds the user's secrets, and this file is in the results
         # folder. Tuner.restore runs with the environment of the script that restores.
-        ("spec", msgspec.structs.replace(exp.spec, trials=[], trainable=b"", env={})),
+        ("spec", _spec_of(exp.spec)),
         ("finished", exp.done),
         ("cancelled", exp.cancelled),
         ("interrupted", exp.interrupted),
@@ -72,6 +72,20 @@ def state_chunks(exp: Experiment, socket_path: Path) -> Generator[bytes]:
             yield bytes(buf)
             buf.clear()
     yield bytes(buf)
+
+
+def _spec_of(spec: p.ExperimentSpec) -> p.ExperimentSpec:
+    """The spec as the state file keeps it: no trials, trainable, environment, grid values."""
+    grid = spec.grid
+    if grid is not None:  # its values are in GRID_PLAN_FILE (``write_grid``)
+        axes = [p.GridAxis(path=a.path, values=[]) for a in grid.axes]
+        grid = msgspec.structs.replace(grid, axes=axes, values_file=p.GRID_PLAN_FILE)
+    return msgspec.structs.replace(spec, trials=[], trainable=b"", env={}, grid=grid)
+
+
+def grid_plan_bytes(spec: p.ExperimentSpec) -> bytes:
+    """``GRID_PLAN_FILE``'s contents: the plan as submitted, values and all."""
+    return msgspec.msgpack.encode(spec.grid)
 
 
 def state_of(exp: Experiment, socket_path: Path) -> p.ExperimentState:
@@ -112,6 +126,21 @@ class StateFiles:
             return
         exp.state_writing = True
         self.spawn(self._write_in_steps, exp)
+
+    def write_grid(self, exp: Experiment) -> None:
+        """A grid experiment's plan, beside its state file: once, and off the loop.
+
+        A million points' values are megabytes: written with each state file,
+        they would stall the loop at every write. They never change, so the state
+        file leaves them out and ``Tuner.restore`` reads them from here.
+        """
+        if exp.spec.grid is None:
+            return
+        data, path = grid_plan_bytes(exp.spec), exp.path / p.GRID_PLAN_FILE
+        if self.spawn is None:
+            _write_file(path, data, exp.id)
+        else:
+            self.spawn(_write_off_the_loop(path, data), exp)
 
     def _write_now(self, exp: Experiment) -> None:
         started = time.monotonic()
@@ -185,3 +214,24 @@ class StateFiles:
     def _written(exp: Experiment, busy: float) -> None:
         exp.state_written = time.monotonic()
         exp.state_every = STATE_WRITE_COST_RATIO * busy
+
+
+def _write_file(path: Path, data: bytes, exp_id: str) -> None:
+    """``data`` to ``path`` atomically; a refusal is logged (the daemon serves on)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        log.warning("could not write the grid plan", experiment=exp_id, error=str(exc))
+
+
+def _write_off_the_loop(
+    path: Path, data: bytes
+) -> Callable[[Experiment], Coroutine[Any, Any, None]]:
+    async def write(exp: Experiment) -> None:
+        await anyio.to_thread.run_sync(_write_file, path, data, exp.id)
+
+    return write

@@ -13,10 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from .. import protocol as p
 from .analysis.loading import load_results
+from .analysis.loading import load_state as analysis_load_state
 from .config import RunConfig, TuneConfig
 from .fit_settings import FitSettings
 from .result_grid import ResultGrid
@@ -40,13 +39,7 @@ def can_restore(path: str | os.PathLike[str]) -> bool:
 
 def load_state(path: str | os.PathLike[str]) -> p.ExperimentState | None:
     """The daemon's state of the experiment in ``path``; None if none was written there."""
-    file = state_path(path)
-    if not file.is_file():
-        return None
-    try:
-        return msgspec.msgpack.decode(file.read_bytes(), type=p.ExperimentState)
-    except msgspec.DecodeError as exc:
-        raise ValueError(f"{file} is damaged: {exc}") from exc
+    return analysis_load_state(Path(path).expanduser())
 
 
 # ------------------------------------------------------------------ Tuner.restore(...)

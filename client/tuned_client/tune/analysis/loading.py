@@ -10,6 +10,7 @@ folders' own files: ``params.json``, ``result.json``, ``error.txt``,
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,35 @@ from ..result import Result, trial_error
 
 
 def load_state(path: Path) -> p.ExperimentState | None:
+    """The daemon's state of the experiment in ``path``; None if none was written there.
+
+    A grid experiment's plan is whole in it: its values, which the state file
+    leaves out, are read from ``GRID_PLAN_FILE`` beside it.
+    """
     file = path / p.EXPERIMENT_STATE_FILE
     if not file.is_file():
         return None
     try:
-        return msgspec.msgpack.decode(file.read_bytes(), type=p.ExperimentState)
+        state = msgspec.msgpack.decode(file.read_bytes(), type=p.ExperimentState)
     except msgspec.DecodeError as exc:
         raise ValueError(f"{file} is damaged: {exc}") from exc
+    grid = state.spec.grid
+    if grid is not None and grid.values_file:
+        state.spec.grid = _grid_plan(path / grid.values_file)
+    return state
+
+
+def _grid_plan(file: Path) -> p.GridPlan | None:
+    """A grid experiment's whole plan; None (its points not made yet are lost) if unreadable."""
+    try:
+        return msgspec.msgpack.decode(file.read_bytes(), type=p.GridPlan)
+    except (OSError, msgspec.DecodeError) as exc:
+        print(
+            f"tuned: cannot read the grid's plan {file} ({exc}): the trials it had made are "
+            "restored, the points it had not made yet are not run",
+            file=sys.stderr,
+        )
+        return None
 
 
 def moved_trials(state: p.ExperimentState, folder: Path) -> list[p.TrialInfo]:

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from tuned_client import protocol as p
-from tuned_client.gridplan import clean_value
+from tuned_client.gridplan import clean_value, pieces
 from tuned_client.tune.search.sample import Categorical, Domain, Function, grid_search
 
 __all__ = [
@@ -290,7 +290,7 @@ def grid_plan(param_space: Mapping[str, Any], num_samples: int = 1) -> p.GridPla
     skeleton = _without(spec, [path for path, _ in grid_vars])
     try:
         axes = [
-            p.GridAxis(path=list(path[1:]), values=p.pack_user(list(column)))
+            p.GridAxis(path=list(path[1:]), values=pieces(list(column)))
             for (path, _), column in zip(grid_vars, columns, strict=True)
         ]
         packed = p.pack_user(skeleton["config"])
