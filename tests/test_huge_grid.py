@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -138,13 +137,30 @@ def test_a_grid_goes_on_from_where_it_was_after_a_sigkill(
     assert [msgspec.msgpack.decode(t.last_result)["x"] for t in trials] == list(range(n))
 
 
-_RUN_AND_CANCEL = """
+_FIT = """
 import sys
 sys.path.insert(0, sys.argv[4])
 from test_huge_grid import grid_tuner
 grid = grid_tuner(int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), "restored").fit()
 print("ENDED", len(grid), flush=True)
 """
+
+
+def fit_in_a_script(
+    d: RunningDaemon, tmp_path: Path, n: int, gate: Gate, wait_from: int
+) -> subprocess.Popen[str]:
+    """A user's script running ``grid_tuner(...).fit()`` against ``d``; its output piped."""
+    return start_script(
+        d,
+        tmp_path / "run.py",
+        _FIT,
+        str(n),
+        str(gate.path),
+        str(wait_from),
+        str(Path(__file__).parent),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.daemon_args("--num-cpus", "1")
@@ -154,17 +170,7 @@ def test_restoring_a_cancelled_grid_runs_the_points_it_never_made(
     """As Ray's restore goes on with its variant generator: the grid ends whole."""
     n, wait_from = READY + 30, 3
     gate = Gate(tmp_path / "gate")
-    script = start_script(
-        daemon,
-        tmp_path / "run.py",
-        textwrap.dedent(_RUN_AND_CANCEL),
-        str(n),
-        str(gate.path),
-        str(wait_from),
-        str(Path(__file__).parent),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    script = fit_in_a_script(daemon, tmp_path, n, gate, wait_from)
 
     def blocked_at_the_gate() -> str:
         assert script.poll() is None, "the script ended before its grid ran"
@@ -245,15 +251,7 @@ def test_restore_after_the_daemon_lost_a_grid_goes_on_from_its_next_point(
     from the plan kept beside the state file (which leaves the grid's values out)."""
     n, wait_from = READY + 30, 3
     gate = Gate(tmp_path / "gate")
-    script = start_script(
-        daemon,
-        tmp_path / "run.py",
-        textwrap.dedent(_RUN_AND_CANCEL),
-        str(n),
-        str(gate.path),
-        str(wait_from),
-        str(Path(__file__).parent),
-    )
+    script = fit_in_a_script(daemon, tmp_path, n, gate, wait_from)
     wait_until(lambda: daemon.status().experiments, "the grid is submitted")
     path = Path(daemon.status().experiments[0].path)
     wait_until(
