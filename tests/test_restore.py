@@ -151,8 +151,10 @@ def test_restore_after_the_daemon_lost_the_experiment_resumes_from_checkpoints(
     first = json.loads(rows.read_text().splitlines()[0])
     # What restore reads: the state file, written half a second at most after a change.
     wait_until(
-        lambda: (state := load_state(daemon.storage / "restorable")) is not None
-        and state.trials[0].status == "TERMINATED",
+        lambda: (
+            (state := load_state(daemon.storage / "restorable")) is not None
+            and state.trials[0].status == "TERMINATED"
+        ),
         "trial 0's end in experiment_state.msgpack",
     )
     daemon.stop(signal.SIGKILL)
@@ -173,3 +175,41 @@ def test_restore_after_the_daemon_lost_the_experiment_resumes_from_checkpoints(
     starts = log.read_text().splitlines()
     assert [s for s in starts if s.startswith("start 1")] == ["start 1 0", "start 1 1"]
     assert ledger_in_use(fresh) == {"cpu": 0, "gpu": 0, "memory": 0}
+
+
+EARLY_CTRL_C = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from test_restore import train_counting
+from tuned_client import tune
+
+class CtrlCAtSetup(tune.Callback):
+    def setup(self, **info):  # before fit() follows its experiment: as early as a user can be
+        os.kill(os.getpid(), signal.SIGINT)
+
+grid = tune.Tuner(
+    train_counting,
+    param_space={{"x": tune.grid_search([1, 1]), "log": {log!r}, "gate": {gate!r}}},
+    run_config=tune.RunConfig(name="early", verbose=0, callbacks=[CtrlCAtSetup()]),
+).fit()
+print("RETURNED", sorted(r.error is not None for r in grid))
+"""
+
+
+def test_ctrl_c_before_fit_follows_stops_the_experiment_as_later(
+    daemon: RunningDaemon, tmp_path: Path
+) -> None:
+    """Ctrl-C between the submit and fit()'s loop is not lost: fit() cancels the
+    experiment and returns, as it does for one during the loop; nothing runs on."""
+    gate = Gate(tmp_path / "gate")  # the trials wait there until they are cancelled
+    source = EARLY_CTRL_C.format(
+        tests=str(Path(__file__).parent), log=str(tmp_path / "log"), gate=str(gate)
+    )
+    client = start_script(daemon, tmp_path / "client.py", source, stdout=subprocess.PIPE, text=True)
+    out, _ = client.communicate(timeout=120)
+    assert client.returncode == 0
+    assert "RETURNED [True, True]" in out  # both trials cancelled, in the grid it returned
+    status = daemon.status()
+    assert status.running == []
+    assert status.experiments[0].finished
+    assert ledger_in_use(daemon) == {"cpu": 0, "gpu": 0, "memory": 0}

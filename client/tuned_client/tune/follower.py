@@ -21,6 +21,7 @@ from typing import Any
 from .. import protocol as p
 from ..connection import Connection
 from ..framing import FrameError
+from . import interrupts
 from .callback import CallbackList
 from .events_apply import fold, view_from_info
 from .fit_settings import FitSettings
@@ -125,10 +126,19 @@ class Follower:
             time_budget_s=tc.time_budget_s,
         )
 
-    def follow(self, since: int = 0) -> ResultGrid:
-        self.setup_callbacks()
-        self.conn.send(self.subscribe_request(since))
-        interrupted = False
+    def follow(self, since: int = 0, interrupted: bool = False) -> ResultGrid:
+        """Fold events until the experiment ends; its results.
+
+        ``interrupted``: a Ctrl-C came before (``interrupts.held``): the
+        experiment is cancelled at once, as one that comes now would cancel it.
+        """
+        with interrupts.held() as early:  # callbacks' setup is user code: Ctrl-C may come
+            self.setup_callbacks()
+            self.conn.send(self.subscribe_request(since))
+        if interrupted or early[0]:
+            self.console.interrupted()
+            self.on_interrupt()
+            self._send(p.Cancel(target=self.accepted.experiment_id))
         try:
             while True:
                 try:

@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import protocol as p
 from ..connection import DaemonError
+from . import interrupts
 from .config import RunConfig, TuneConfig
 from .fit_settings import FitSettings
 from .follower import Follower
@@ -123,19 +124,20 @@ class Tuner:
         started = time.time()
         conn, autostarted = open_connection(self._fit.socket)
         try:
-            try:
-                accepted = conn.request(p.Submit(experiment=spec))
-            except DaemonError as exc:
-                discard_early_tuner(self._fit, storage_of(self._fit))
-                raise TuneError(exc.message) from None
-            assert isinstance(accepted, p.Accepted)
-            decides = spec.decide_results
-            del spec  # every trial's spec, packed: the daemon has them, fit() need not hold them
-            keep_tuner(self._fit, accepted.path)
-            run = Follower(
-                self._fit, conn, accepted, started, autostarted=autostarted, decides=decides
-            )
-            self._results = run.follow()
+            with interrupts.held() as interrupted:  # Ctrl-C from here on cancels it
+                try:
+                    accepted = conn.request(p.Submit(experiment=spec))
+                except DaemonError as exc:
+                    discard_early_tuner(self._fit, storage_of(self._fit))
+                    raise TuneError(exc.message) from None
+                assert isinstance(accepted, p.Accepted)
+                decides = spec.decide_results
+                del spec  # the trials' specs (or the grid's plan): the daemon has them
+                keep_tuner(self._fit, accepted.path)
+                run = Follower(
+                    self._fit, conn, accepted, started, autostarted=autostarted, decides=decides
+                )
+            self._results = run.follow(interrupted=interrupted[0])
         finally:
             conn.close()
         return self._results
