@@ -1,7 +1,10 @@
-"""What a new experiment must pass before it is accepted: its resources, its name, its folder.
+"""New work: what an experiment must pass to be accepted, and the trials it brings.
 
-Refusals name the resource, what was asked and what exists; the folder
-checks say what stands in the way in words a user can act on.
+An experiment's resources, name, folder and grid plan are checked before it is
+accepted. Refusals name the resource, what was asked and what exists; the
+folder checks say what stands in the way in words a user can act on. Trials
+come listed (Submit, AddTrials) or are made from a grid's plan ahead of
+admission (``feed``).
 """
 
 from __future__ import annotations
@@ -162,7 +165,7 @@ def new_experiment_id(taken: Collection[str], path: Path) -> str:
 
 
 class Intake(DaemonBase):
-    """Submit, AddTrials, CloseExperiment."""
+    """Submit, AddTrials, CloseExperiment, and the trials grids make."""
 
     def submit(self, spec: p.ExperimentSpec) -> p.Accepted:
         if self.stopping:
@@ -278,6 +281,7 @@ class Intake(DaemonBase):
         return ids
 
     def feed_grids(self) -> bool:
+        """Before each admission pass: every grid whose queue runs short makes more."""
         growing = False
         for exp in self.state.unfinished():
             if exp.to_make and len(exp.queue) < READY:
