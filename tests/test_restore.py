@@ -190,25 +190,38 @@ class CtrlCAtSetup(tune.Callback):
 grid = tune.Tuner(
     train_counting,
     param_space={{"x": tune.grid_search([1, 1]), "log": {log!r}, "gate": {gate!r}}},
+    tune_config=tune.TuneConfig({tune_config}),
     run_config=tune.RunConfig(name="early", verbose=0, callbacks=[CtrlCAtSetup()]),
 ).fit()
 print("RETURNED", sorted(r.error is not None for r in grid))
 """
 
 
+@pytest.mark.parametrize(
+    ("tune_config", "returned"),
+    [
+        ("", "RETURNED [True, True]"),  # both trials cancelled, in the grid it returned
+        # steered: the Ctrl-C comes before the scheduler's loop adds any trial
+        ('scheduler=tune.schedulers.ASHAScheduler(metric="step", mode="max")', "RETURNED []"),
+    ],
+    ids=["detached", "steered"],
+)
 def test_ctrl_c_before_fit_follows_stops_the_experiment_as_later(
-    daemon: RunningDaemon, tmp_path: Path
+    daemon: RunningDaemon, tmp_path: Path, tune_config: str, returned: str
 ) -> None:
     """Ctrl-C between the submit and fit()'s loop is not lost: fit() cancels the
     experiment and returns, as it does for one during the loop; nothing runs on."""
     gate = Gate(tmp_path / "gate")  # the trials wait there until they are cancelled
     source = EARLY_CTRL_C.format(
-        tests=str(Path(__file__).parent), log=str(tmp_path / "log"), gate=str(gate)
+        tests=str(Path(__file__).parent),
+        log=str(tmp_path / "log"),
+        gate=str(gate),
+        tune_config=tune_config,
     )
     client = start_script(daemon, tmp_path / "client.py", source, stdout=subprocess.PIPE, text=True)
     out, _ = client.communicate(timeout=120)
     assert client.returncode == 0
-    assert "RETURNED [True, True]" in out  # both trials cancelled, in the grid it returned
+    assert returned in out
     status = daemon.status()
     assert status.running == []
     assert status.experiments[0].finished

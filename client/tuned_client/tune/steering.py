@@ -25,6 +25,7 @@ from .. import protocol as p
 from ..connection import Connection, DaemonError
 from ..framing import FrameError
 from ..session import flat_get
+from . import interrupts
 from .config import TuneConfig
 from .fit_settings import FitSettings, trainable_name
 from .follower import Follower
@@ -363,14 +364,17 @@ def fit_steered(fit: FitSettings) -> ResultGrid:
     started = time.time()
     conn, autostarted = open_connection(fit.socket)
     try:
-        try:
-            accepted = conn.request(p.Submit(experiment=spec))
-        except DaemonError as exc:
-            discard_early_tuner(fit, storage_of(fit))
-            raise TuneError(exc.message) from None
-        assert isinstance(accepted, p.Accepted)
-        keep_tuner(fit, accepted.path)
-        return drive(fit, conn, accepted, started, autostarted=autostarted)
+        with interrupts.held() as interrupted:  # Ctrl-C from here on cancels it
+            try:
+                accepted = conn.request(p.Submit(experiment=spec))
+            except DaemonError as exc:
+                discard_early_tuner(fit, storage_of(fit))
+                raise TuneError(exc.message) from None
+            assert isinstance(accepted, p.Accepted)
+            keep_tuner(fit, accepted.path)
+        return drive(
+            fit, conn, accepted, started, autostarted=autostarted, interrupted=interrupted[0]
+        )
     finally:
         conn.close()
 
@@ -385,13 +389,16 @@ def drive(
     prepare: Callable[[SteeredFollower], None] | None = None,
     steering: dict[str, Any] | None = None,
     since: int = 0,
+    interrupted: bool = False,
 ) -> ResultGrid:
     """Follow and steer the experiment ``accepted`` to its end (new, or restored).
 
     This process drives it (``Subscribe(decide=True)``): should it go away, the
     daemon waits a grace period for it to come back, then interrupts the experiment.
     ``prepare`` (restore) gives the run its trials and callbacks' state before the
-    steering loop is set up with ``steering`` (``Steering``'s keywords).
+    steering loop is set up with ``steering`` (``Steering``'s keywords). A Ctrl-C
+    before the loop (``interrupted``, or one during the set-up: the searcher's
+    first suggestions are user code) cancels the experiment once it begins.
     """
     run = SteeredFollower(fit, conn, accepted, started, autostarted=autostarted, decides=True)
     run.last_seq = since
@@ -399,10 +406,12 @@ def drive(
         prepare(run)
     control = Connection.open(conn.socket_path, autostart=False)
     try:
-        run.steering = Steering(fit, run, control, **(steering or {}))
-        run.setup_callbacks()  # before the first trials are added, as Ray calls it
-        run.steering.fill()
-        return run.follow(since=since)
+        with interrupts.held() as early:
+            run.steering = Steering(fit, run, control, **(steering or {}))
+            run.setup_callbacks()  # before the first trials are added, as Ray calls it
+            if not (interrupted or early[0]):
+                run.steering.fill()
+        return run.follow(since=since, interrupted=interrupted or early[0])
     finally:
         control.close()
         current: Steering | None = getattr(run, "steering", None)
