@@ -86,6 +86,16 @@ def temp_root(env: Mapping[str, str]) -> Path:
     return Path(env["TMPDIR"]).parent
 
 
+def put_away(d: RunningDaemon) -> None:
+    """Stop ``d`` if it still runs (SIGKILL if SIGTERM is not enough); remove its socket folder."""
+    if d.proc.poll() is None:
+        try:
+            d.stop()
+        except subprocess.TimeoutExpired:
+            d.stop(signal.SIGKILL)
+    shutil.rmtree(d.socket.parent, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
 def isolated(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
@@ -101,12 +111,7 @@ def isolated(
     started_by_test.clear()
     yield env
     for d in started_by_test:
-        if d.proc.poll() is None:
-            try:
-                d.stop()
-            except subprocess.TimeoutExpired:
-                d.stop(signal.SIGKILL)
-        shutil.rmtree(d.socket.parent, ignore_errors=True)
+        put_away(d)
     started_by_test.clear()
     for gate in Gate.made:
         gate.open()
@@ -151,12 +156,7 @@ def _module_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
     try:
         yield d
     finally:
-        if d.proc.poll() is None:
-            try:
-                d.stop()
-            except subprocess.TimeoutExpired:
-                d.stop(signal.SIGKILL)
-        shutil.rmtree(d.socket.parent, ignore_errors=True)
+        put_away(d)
         shutil.rmtree(temp_root(env), ignore_errors=True)
 
 

@@ -12,36 +12,15 @@ the console's ``BLACKLISTED_KEYS`` (README).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import pickle
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ray_train_util import create_dict_checkpoint, load_dict_checkpoint
 from tuned_client import train, tune
-from tuned_client.tune import Checkpoint
 from tuned_client.tune.result_grid import ResultGrid
 
 pytestmark = pytest.mark.usefixtures("module_daemon")
-
-
-@contextlib.contextmanager
-def create_dict_checkpoint(data: dict[str, Any]) -> Iterator[Checkpoint]:
-    with tempfile.TemporaryDirectory() as tmpdir:
-        with open(os.path.join(tmpdir, "data.pkl"), "wb") as f:
-            pickle.dump(data, f)
-        yield Checkpoint.from_directory(tmpdir)
-
-
-def load_dict_checkpoint(checkpoint: Checkpoint) -> Any:
-    with (  # Ray nests the two
-        checkpoint.as_directory() as checkpoint_dir,
-        open(os.path.join(checkpoint_dir, "data.pkl"), "rb") as f,
-    ):
-        return pickle.load(f)
 
 
 def test_result_grid_api(tmp_path: Path) -> None:

@@ -16,20 +16,18 @@ keep their configs: README).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pickle
 import shutil
-import tempfile
 import time
 import unittest.mock
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import RunningDaemon
+from ray_train_util import create_dict_checkpoint, load_dict_checkpoint
 from tuned_client import tune
 from tuned_client.tune import (
     Callback,
@@ -49,25 +47,6 @@ from tuned_client.tune.tuner import Tuner
 pytestmark = pytest.mark.usefixtures("module_daemon")
 
 TERMINATED, ERROR = "TERMINATED", "ERROR"  # Ray's Trial.TERMINATED / Trial.ERROR
-
-
-# ------------------------------------------------------------ ray.train.tests.util
-
-
-@contextlib.contextmanager
-def create_dict_checkpoint(data: dict[str, Any]) -> Iterator[Checkpoint]:
-    with tempfile.TemporaryDirectory() as tmpdir:
-        with open(os.path.join(tmpdir, "data.pkl"), "wb") as f:
-            pickle.dump(data, f)
-        yield Checkpoint.from_directory(tmpdir)
-
-
-def load_dict_checkpoint(checkpoint: Checkpoint) -> Any:
-    with (  # Ray nests the two
-        checkpoint.as_directory() as checkpoint_dir,
-        open(os.path.join(checkpoint_dir, "data.pkl"), "rb") as f,
-    ):
-        return pickle.load(f)
 
 
 # ------------------------------------------------------------ Ray's helpers
@@ -477,9 +456,7 @@ def test_restore_with_parameters(tmp_path: Path, use_function_trainable: bool) -
         _train_fn_sometimes_failing(config)
 
     class FailingTrainable(Trainable):
-        def setup(
-            self, config: dict[str, Any], data_str: Any = None, data_obj: Any = None
-        ) -> None:
+        def setup(self, config: dict[str, Any], data_str: Any = None, data_obj: Any = None) -> None:
             assert data_str is not None and data_obj is not None
             self.idx = 0
             self.fail_marker = config.get("fail_marker")
@@ -766,6 +743,4 @@ def testParamSpaceOverwriteValidation(tmp_path: Path, module_daemon: RunningDaem
             )
 
     # Should work with the original param space
-    Tuner.restore(
-        str(tmp_path / name), trainable=lambda _: print("dummy"), param_space=param_space
-    )
+    Tuner.restore(str(tmp_path / name), trainable=lambda _: print("dummy"), param_space=param_space)

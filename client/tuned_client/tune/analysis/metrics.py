@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from numbers import Number
 from typing import Any
 
+from ...session import flat_get
+
 SCOPES = ("all", "last", "avg", "last-5-avg", "last-10-avg")
 
 
@@ -32,15 +34,8 @@ def flatten_dict(
 
 
 def unflattened_lookup(name: str, row: Mapping[str, Any], default: Any = None) -> Any:
-    """``row["a/b"]``, or ``row["a"]["b"]`` for a nested metric given flat."""
-    if name in row:
-        return row[name]
-    node: Any = row
-    for part in name.split("/"):
-        if not isinstance(node, Mapping) or part not in node:
-            return default
-        node = node[part]
-    return node
+    """``row["a/b"]``, or ``row["a"]["b"]`` for a nested metric given flat (Ray's name)."""
+    return flat_get(row, name, default)
 
 
 def is_nan_or_inf(value: Any) -> bool:
