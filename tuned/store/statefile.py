@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -138,23 +138,14 @@ class StateFiles:
             return
         data, path = grid_plan_bytes(exp.spec), exp.path / p.GRID_PLAN_FILE
         if self.spawn is None:
-            _write_file(path, data, exp.id)
+            _write_file(path, [data], exp.id, "the grid plan")
         else:
             self.spawn(_write_off_the_loop(path, data), exp)
 
     def _write_now(self, exp: Experiment) -> None:
         started = time.monotonic()
         path = exp.path / p.EXPERIMENT_STATE_FILE
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                for chunk in state_chunks(exp, self.socket_path):
-                    f.write(chunk)
-            os.replace(tmp, path)
-        except OSError as exc:  # disk full: the old state file stays whole, the daemon serves on
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            log.warning("could not write the experiment state", experiment=exp.id, error=str(exc))
+        _write_file(path, state_chunks(exp, self.socket_path), exp.id, "the experiment state")
         self._written(exp, time.monotonic() - started)
 
     async def _write_later(self, exp: Experiment) -> None:
@@ -216,22 +207,27 @@ class StateFiles:
         exp.state_every = STATE_WRITE_COST_RATIO * busy
 
 
-def _write_file(path: Path, data: bytes, exp_id: str) -> None:
-    """``data`` to ``path`` atomically; a refusal is logged (the daemon serves on)."""
+def _write_file(path: Path, chunks: Iterable[bytes], exp_id: str, what: str) -> None:
+    """``chunks`` to ``path`` atomically, through a temporary file beside it.
+
+    A refusal (a full disk) is logged: the old file stays whole, the daemon serves on.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        log.warning("could not write the grid plan", experiment=exp_id, error=str(exc))
+        log.warning(f"could not write {what}", experiment=exp_id, error=str(exc))
 
 
 def _write_off_the_loop(
     path: Path, data: bytes
 ) -> Callable[[Experiment], Coroutine[Any, Any, None]]:
     async def write(exp: Experiment) -> None:
-        await anyio.to_thread.run_sync(_write_file, path, data, exp.id)
+        await anyio.to_thread.run_sync(_write_file, path, [data], exp.id, "the grid plan")
 
     return write
