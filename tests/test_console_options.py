@@ -4,6 +4,8 @@
   end, not its intermediate results; 2 adds each result ("finished iteration").
 - ``JupyterNotebookReporter``: the "== Status ==" block through IPython's
   ``display``, the cell cleared first with ``overwrite=True`` (Ray's default).
+- A nested config shows as Ray shows it: flat keys (``model/lr``) in the trial
+  table's columns and in each trial's config and result tables.
 - ``SyncConfig(upload_dir=...)`` is refused at ``fit()`` (one machine: nothing to
   sync), never ignored; a ``SyncConfig`` without one, and ``reuse_actors``, are
   accepted and change no answer.
@@ -45,6 +47,26 @@ def test_verbose_1_shows_trials_but_not_their_results_2_shows_them(
     fit(verbose=2)
     two = capsys.readouterr().out
     assert "finished iteration 1 at " in two and "finished iteration 2 at " in two
+
+
+def nested(config: dict[str, Any]) -> None:
+    tune.report({"loss": config["model"]["lr"], "extra": {"depth": config["model"]["depth"]}})
+
+
+def test_a_nested_config_shows_flat_keys_as_ray_shows_them(
+    daemon: RunningDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tune.Tuner(
+        nested,
+        param_space={"model": {"lr": tune.grid_search([0.5, 0.25]), "depth": 3}, "seed": 1},
+        run_config=tune.RunConfig(verbose=2),
+    ).fit()
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "Trial name" in line)
+    assert "model/lr" in header.split()  # the varying key, flat
+    assert "{'" not in out  # no dict printed whole in a cell or a row
+    for row in ("model/depth", "model/lr", "seed", "extra/depth"):
+        assert any(line.strip("│ ").startswith(row) for line in out.splitlines()), row
 
 
 def test_jupyter_notebook_reporter_displays_the_status_block(

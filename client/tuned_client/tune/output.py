@@ -36,6 +36,7 @@ from .trial_table import (
     user_metrics,
     varying_params,
 )
+from .utils import flatten_dict
 
 HEARTBEAT_S = 30.0  # Ray's TuneTerminalReporter._heartbeat_freq
 AUTO_ROWS = ("time_this_iter_s", "time_total_s", "training_iteration", "checkpoint_dir_name")
@@ -56,6 +57,17 @@ def _clock(started: float) -> tuple[str, str]:
     running = f"{days:.0f} days, " if days else ""
     running += f"{hours:02.0f}:{minutes:02.0f}:{seconds:05.2f}"
     return time.strftime("%Y-%m-%d %H:%M:%S"), running
+
+
+def _rows(key: Any, value: Any) -> list[list[str]]:
+    """A config's or result's rows, as Ray's ``_render_table_item``: a nested dict is one
+    ``key/sub`` row per leaf, sorted, its leaves shown as they are (no float rounding)."""
+    if not isinstance(value, dict):
+        return [[str(key), _value(value)]]
+    return [
+        [f"{key}/{sub}", cell(leaf, 20)]
+        for sub, leaf in sorted(flatten_dict(value).items(), key=lambda kv: str(kv[0]))
+    ]
 
 
 def _value(value: Any) -> str:
@@ -334,9 +346,10 @@ class Console:
     def _result_table(self, view: TrialView, result: dict[str, Any]) -> None:
         auto = [k for k in AUTO_ROWS if k in result]
         rest = sorted(k for k in result if k not in HIDDEN and k not in AUTO_ROWS)
-        rows = [[k, _value(result[k])] for k in auto + rest]
+        rows = [row for k in auto + rest for row in _rows(k, result[k])]
         self._print("\n".join(boxed([f"Trial {view} result", ""], rows, right=True)))
 
     def _dict_table(self, title: str, data: dict[str, Any]) -> None:
-        rows = [[str(k), _value(v)] for k, v in sorted(data.items(), key=lambda kv: str(kv[0]))]
+        ordered = sorted(data.items(), key=lambda kv: str(kv[0]))
+        rows = [row for k, v in ordered for row in _rows(k, v)]
         self._print("\n".join(boxed([title, ""], rows, right=True)))

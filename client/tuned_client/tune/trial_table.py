@@ -15,7 +15,9 @@ import shutil
 from collections.abc import Sequence
 from typing import Any
 
+from ..session import flat_get
 from .trial import TrialView
+from .utils import flatten_dict
 
 DEFAULT_COLUMNS = {
     "mean_accuracy": "acc",
@@ -89,13 +91,17 @@ def user_metrics(trials: Sequence[TrialView], limit: int = 4) -> list[str]:
 
 
 def varying_params(trials: Sequence[TrialView], limit: int = 8) -> list[str]:
-    """Config keys whose values differ between trials (all of them for a single trial)."""
+    """Config keys whose values differ between trials (all of them for a single trial).
+
+    A nested config's keys are flat, as Ray's parameter columns are (``model/lr``).
+    """
+    flat = [flatten_dict(t.config) for t in trials]
     keys: dict[str, None] = {}
-    for t in trials:
-        for k in t.config:
+    for config in flat:
+        for k in config:
             keys.setdefault(k, None)
     if len(trials) > 1:
-        keys = {k: None for k in keys if len({repr(t.config.get(k)) for t in trials}) > 1}
+        keys = {k: None for k in keys if len({repr(c.get(k)) for c in flat}) > 1}
     return list(keys)[:limit]
 
 
@@ -156,7 +162,7 @@ def trial_table(
                 [
                     str(t),
                     t.status,
-                    *(cell(t.config.get(k)) for k in params),
+                    *(cell(flat_get(t.config, k)) for k in params),
                     *(cell(r.get(k)) for k in metric_keys),
                 ]
             )
