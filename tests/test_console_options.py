@@ -5,7 +5,8 @@
 - ``JupyterNotebookReporter``: the "== Status ==" block through IPython's
   ``display``, the cell cleared first with ``overwrite=True`` (Ray's default).
 - A nested config shows as Ray shows it: flat keys (``model/lr``) in the trial
-  table's columns and in each trial's config and result tables.
+  table's columns and in each trial's config and result tables, and the best
+  trial's ``params=`` names the searched keys only.
 - ``SyncConfig(upload_dir=...)`` is refused at ``fit()`` (one machine: nothing to
   sync), never ignored; a ``SyncConfig`` without one, and ``reuse_actors``, are
   accepted and change no answer.
@@ -59,12 +60,14 @@ def test_a_nested_config_shows_flat_keys_as_ray_shows_them(
     tune.Tuner(
         nested,
         param_space={"model": {"lr": tune.grid_search([0.5, 0.25]), "depth": 3}, "seed": 1},
+        tune_config=tune.TuneConfig(metric="loss", mode="min"),
         run_config=tune.RunConfig(verbose=2),
     ).fit()
     out = capsys.readouterr().out
+    assert "with loss=0.25 and params={'model/lr': 0.25}" in out  # the searched keys only
     header = next(line for line in out.splitlines() if "Trial name" in line)
     assert "model/lr" in header.split()  # the varying key, flat
-    assert "{'" not in out  # no dict printed whole in a cell or a row
+    assert "{'lr'" not in out and "{'depth'" not in out  # no nested dict printed whole
     for row in ("model/depth", "model/lr", "seed", "extra/depth"):
         assert any(line.strip("│ ").startswith(row) for line in out.splitlines()), row
 

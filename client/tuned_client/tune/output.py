@@ -22,6 +22,7 @@ import time
 from typing import Any, TextIO
 
 from .. import protocol as p
+from ..session import flat_get
 from .eta import eta_line, total_trials
 from .fit_settings import FitSettings, trainable_name
 from .progress_reporter import CLIReporter, ProgressReporter
@@ -57,6 +58,19 @@ def _clock(started: float) -> tuple[str, str]:
     running = f"{days:.0f} days, " if days else ""
     running += f"{hours:02.0f}:{minutes:02.0f}:{seconds:05.2f}"
     return time.strftime("%Y-%m-%d %H:%M:%S"), running
+
+
+def searched(param_space: dict[str, Any]) -> list[str]:
+    """The space's searched keys, flat (Ray's ``_infer_params``): its domains and grids."""
+    from .search.sample import Domain
+
+    keys = []
+    for key, value in flatten_dict(param_space).items():
+        if isinstance(value, Domain):
+            keys.append(key)
+        if key.endswith("/grid_search"):
+            keys.append(key.removesuffix("/grid_search"))
+    return keys
 
 
 def _rows(key: Any, value: Any) -> list[list[str]]:
@@ -294,9 +308,9 @@ class Console:
         if best is not None:
             metric = self.fit.tune_config.metric
             value = (best.last_result or {}).get(metric or "")
+            params = {k: flat_get(best.config, k) for k in searched(self.fit.param_space)}
             lines.append(
-                f"Current best trial: {best.trial_id} with {metric}={value} "
-                f"and params={best.config}"
+                f"Current best trial: {best.trial_id} with {metric}={value} and params={params}"
             )
         metrics = [*DEFAULT_COLUMNS, *user_metrics(views)]
         lines += trial_table(views, varying_params(views), metrics, terminal_width())
