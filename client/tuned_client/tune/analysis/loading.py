@@ -35,8 +35,8 @@ def load_state(path: Path) -> p.ExperimentState | None:
     except msgspec.DecodeError as exc:
         raise ValueError(f"{file} is damaged: {exc}") from exc
     grid = state.spec.grid
-    if grid is not None and grid.values_file:
-        state.spec.grid = _grid_plan(path / grid.values_file)
+    if grid is not None and grid.values_file:  # only ever ours: no name from the file is followed
+        state.spec.grid = _grid_plan(path / p.GRID_PLAN_FILE)
     return state
 
 
