@@ -120,6 +120,10 @@ class Scheduler:
         for trial in [t for t, h in self._holders.items() if h.exp is exp]:
             del self._holders[trial]
 
+    def open_experiments(self) -> list[Experiment]:
+        """Those that may still gain trials: open-ended ones, grids still making theirs."""
+        return list(self._open)
+
     @property
     def queued(self) -> int:
         return sum(len(e.queue) for e in self._experiments)

@@ -281,9 +281,13 @@ class Intake(DaemonBase):
         return ids
 
     def feed_grids(self) -> bool:
-        """Before each admission pass: every grid whose queue runs short makes more."""
+        """Before each admission pass: every grid whose queue runs short makes more.
+
+        Only the scheduler's open experiments can: a pass costs what is live, not
+        every experiment of the daemon's history.
+        """
         growing = False
-        for exp in self.state.unfinished():
+        for exp in self.scheduler.open_experiments():
             if exp.to_make and len(exp.queue) < READY:
                 self.feed(exp)
             growing = growing or exp.to_make > 0
